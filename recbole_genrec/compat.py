@@ -1,0 +1,47 @@
+"""The few shims RecBole 1.2.1 needs on today's numpy / torch / ray.
+
+`apply()` is idempotent and runs when the package is imported, before any RecBole module is loaded; Ray workers
+call it again through `worker_setup` (they start fresh interpreters).
+"""
+import numpy as np
+import torch
+
+# numpy >= 2 removed these aliases; RecBole's Config and ray 2.6.3 still use them.
+_NUMPY_ALIASES = {
+    "float_": np.float64,
+    "complex_": np.complex128,
+    "unicode_": np.str_,
+    "bool8": np.bool_,
+    "int_": np.int64,
+    "object_": np.object_,
+    "str_": np.str_,
+}
+
+
+def apply():
+    for name, value in _NUMPY_ALIASES.items():
+        if not hasattr(np, name):
+            setattr(np, name, value)
+    disable_recbole_anomaly_detection()
+
+
+def disable_recbole_anomaly_detection():
+    """`recbole.model.sequential_recommender.sine` switches on autograd anomaly detection for the whole process
+    when imported (which RecBole's model lookup does): backward gets 1.35-2x slower. Import it first, then switch
+    it off, so a later import cannot switch it on again."""
+    import recbole.model.sequential_recommender  # noqa: F401  (runs sine.py's global side effect now)
+
+    torch.autograd.set_detect_anomaly(False)
+
+
+def load_checkpoint(path, map_location=None):
+    """Load a checkpoint written by RecBole or this plugin.
+
+    torch >= 2.6 defaults to the weights-only unpickler, which rejects RecBole's checkpoints (they pickle the
+    Config). These are local files the user's own runs wrote, so full unpickling is safe here."""
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def worker_setup():
+    """Entry point for Ray's `worker_process_setup_hook`."""
+    apply()

@@ -1,0 +1,55 @@
+"""Base class of every generative recommender: a RecBole SequentialRecommender with a semantic-ID table."""
+import torch
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType
+
+from recbole_genrec.data.semantic_ids import fit_semantic_ids, train_item_mask
+from recbole_genrec.representation import item_text_embeddings
+
+
+class GenerativeRecommender(SequentialRecommender):
+    """Holds the items' semantic IDs as a buffer `item_codes [n_items + 1, L]` (row 0 = padding), indexed by the
+    history only. Subclasses implement `calculate_loss(interaction)` and `generate_topk(interaction, k) ->
+    (items [B, k] with -1 for missing, scores [B, k])`, which the shared trainer turns into RecBole metrics.
+
+    `generate_topk` may read only the history fields (item_id_list, item_length, user_id): RecBole's evaluation
+    batches also carry the target item id and its features."""
+
+    input_type = InputType.POINTWISE
+
+    # ---- the tokenizer preprocessing hook (run by GenRecDataset.build on the training split) -----------------
+    @classmethod
+    def build_semantic_ids(cls, config, dataset, train_dataset):
+        """Default pipeline: item text -> sentence embeddings -> config['tokenizer'] -> semantic IDs."""
+        vectors = item_text_embeddings(config, dataset)
+        return fit_semantic_ids(config, dataset, vectors, fit_mask=cls.tokenizer_fit_mask(config, train_dataset))
+
+    @staticmethod
+    def tokenizer_fit_mask(config, train_dataset):
+        """Items the quantiser is trained on: all items (content is known for every item) unless
+        `tokenizer_fit_on: train` restricts it to items of the training sequences (RPG's choice)."""
+        return train_item_mask(train_dataset) if config["tokenizer_fit_on"] == "train" else None
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        semantic_ids = getattr(dataset, "semantic_ids", None)
+        if semantic_ids is None:
+            raise ValueError(
+                f"{config['model']} needs semantic IDs on the dataset: create it with "
+                f"recbole_genrec.data.create_dataset (not RecBole's), whose build() runs the tokenizer hook."
+            )
+        self.semantic_ids = semantic_ids
+        self.register_buffer("item_codes", semantic_ids.codes.long().clone())
+        self.vocab_sizes = list(semantic_ids.vocab_sizes)
+        self.n_levels = self.item_codes.shape[1]
+        self.beam_size = config["beam_size"]
+
+    def history(self, interaction):
+        """(item ids [B, T] right-padded with 0, lengths [B]) — the only item fields a generator may read."""
+        return interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+
+    def full_sort_predict(self, interaction):
+        raise NotImplementedError(f"{type(self).__name__} ranks by generation: the trainer calls generate_topk.")
+
+    def predict(self, interaction):
+        raise NotImplementedError(f"{type(self).__name__} ranks by generation: the trainer calls generate_topk.")

