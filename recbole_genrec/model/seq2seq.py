@@ -1,0 +1,71 @@
+"""Encoder-decoder generative recommender over semantic-ID tokens (TIGER's backbone and training objective).
+
+TIGER uses it as is; LETTER changes the tokenizer and the CE temperature; LIGER adds a dense head; MQL4GRec adds
+a second code modality. The parts: the history's semantic IDs are flattened into encoder tokens, the decoder
+predicts the next item's ID token by token (next-SID cross-entropy), and the shared beam search decodes top-K IDs
+under prefix constraints and maps them back to items.
+"""
+import torch
+import torch.nn.functional as F
+
+from recbole_genrec.inference import PrefixConstraints, SemanticIdVocab, generate_items
+from recbole_genrec.model.base import GenerativeRecommender
+from recbole_genrec.model.layers import EncoderDecoder
+
+
+class SemanticIdSeq2Seq(GenerativeRecommender):
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.vocab = SemanticIdVocab(self.vocab_sizes)
+        # Optional user token (TIGER hashes user ids into 2000 buckets; its ablation finds it unimportant).
+        self.user_buckets = int(config["user_token_buckets"] or 0)
+        self.backbone = EncoderDecoder(
+            vocab_size=self.vocab.size + self.user_buckets,
+            d_model=config["d_model"],
+            num_heads=config["num_heads"],
+            d_kv=config["d_kv"],
+            d_ff=config["d_ff"],
+            num_encoder_layers=config["num_encoder_layers"],
+            num_decoder_layers=config["num_decoder_layers"],
+            dropout=config["dropout"],
+        )
+        # Token id of every item's codes; row 0 (padding item) is all PAD so padded history positions vanish.
+        item_tokens = self.vocab.to_tokens(self.item_codes)
+        item_tokens[0] = self.vocab.pad_id
+        self.register_buffer("item_tokens", item_tokens)
+        self.ce_temperature = float(config["ce_temperature"] or 1.0)
+        self.constraints = PrefixConstraints(self.item_codes, self.vocab_sizes) if config["constrained_beam"] else None
+        self.last_invalid_rate = 0.0
+
+    def encoder_inputs(self, interaction):
+        """History -> encoder tokens [B, T * L (+1)] and mask. Reads only the history (and user id)."""
+        items, _ = self.history(interaction)
+        tokens = self.item_tokens[items].flatten(1)
+        if self.user_buckets:
+            user = interaction[self.USER_ID] % self.user_buckets + self.vocab.size
+            tokens = torch.cat([user.unsqueeze(1), tokens], dim=1)
+        return tokens, tokens != self.vocab.pad_id
+
+    def target_tokens(self, interaction):
+        return self.item_tokens[interaction[self.POS_ITEM_ID]]
+
+    def sequence_logits(self, interaction, target):
+        """Teacher-forced logits [B, L, V] for `target` tokens [B, L]."""
+        input_ids, mask = self.encoder_inputs(interaction)
+        memory = self.backbone.encode(input_ids, mask)
+        decoder_input = torch.cat([torch.full_like(target[:, :1], self.vocab.pad_id), target[:, :-1]], dim=1)
+        return self.backbone.lm_logits(self.backbone.decode(decoder_input, memory, mask))
+
+    def calculate_loss(self, interaction):
+        target = self.target_tokens(interaction)
+        logits = self.sequence_logits(interaction, target) / self.ce_temperature
+        return F.cross_entropy(logits.flatten(0, 1).float(), target.flatten())
+
+    def generate_topk(self, interaction, k):
+        input_ids, mask = self.encoder_inputs(interaction)
+        output = generate_items(
+            self.backbone, input_ids, mask, vocab=self.vocab, beam_size=self.beam_size, topk=k,
+            constraints=self.constraints,
+        )
+        self.last_invalid_rate = output.invalid_rate
+        return output.items[:, :k], output.scores[:, :k]

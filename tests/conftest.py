@@ -1,0 +1,40 @@
+import os
+
+import pytest
+import torch
+
+import recbole_genrec  # noqa: F401  (applies the compatibility shims first)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+torch.set_num_threads(2)
+
+# A TIGER small enough for CI: same architecture family, tiny widths, a short tokenizer fit.
+TINY_TIGER = {
+    "d_model": 32, "num_heads": 2, "d_kv": 16, "d_ff": 64, "num_encoder_layers": 1, "num_decoder_layers": 1,
+    "tokenizer_params": {"num_levels": 3, "codebook_size": 8, "latent_dim": 8, "hidden_dims": [64, 32],
+                         "epochs": 30, "batch_size": 512, "lr": 0.001, "collision": "append_digit"},
+    "beam_size": 10, "warmup_steps": 10, "train_batch_size": 256, "learning_rate": 0.003,
+}
+
+
+@pytest.fixture(scope="session")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("genrec")
+
+
+@pytest.fixture(scope="session")
+def tiny(workdir):
+    """Config for the tiny-beauty fixture: one epoch, shared cache (so later tests hit it), own checkpoints."""
+
+    def make(**overrides):
+        config = {
+            "data_path": FIXTURES, "dataset": "tiny-beauty", "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
+            "text_fields": ["title", "brand", "categories", "price"], "epochs": 1, "eval_step": 1,
+            "checkpoint_dir": str(workdir / "saved"), "cache_dir": str(workdir / "cache"), "seed": 2020,
+            "state": "WARNING", "MAX_ITEM_LIST_LENGTH": 10, "hidden_size": 32, "inner_size": 64,
+        }
+        config.update(overrides)
+        return config
+
+    return make
