@@ -46,8 +46,8 @@ def test_beam_smaller_than_topk_is_rejected(tiny):
 def test_plugin_properties_overlay_and_absolute_paths(tiny):
     config = GenRecConfig(model="TIGER", dataset="tiny-beauty", config_dict=tiny())
     assert config["tokenizer"] == "RQVAE" and config["num_encoder_layers"] == 4  # from TIGER.yaml
-    assert config["eval_args"]["split"] == {"LS": "valid_and_test"} and config["eval_args"]["mode"] == "full"
-    assert config["train_neg_sample_args"] is None
+    assert config["eval_args"]["split"] == {"LS": "valid_and_test"} and config["eval_args"]["mode"] == {"valid": "full", "test": "full"}
+    assert config["train_neg_sample_args"]["distribution"] == "none"  # CE: no negative sampling
     assert config["cache_dir"].startswith("/") and config["checkpoint_dir"].startswith("/")
 
 
@@ -113,3 +113,19 @@ def test_cli_side_by_side_writes_table_csv_and_plot(tiny, workdir, capsys):
     assert {"test_recall@10", "test_ndcg@10", "train_seconds", "test_eval_seconds", "parameters"} <= set(table[0])
     assert (workdir / "side.png").stat().st_size > 1000
     assert "TIGER" in capsys.readouterr().out
+
+
+def test_cli_script_reports_bad_input_without_traceback():
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    completed = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "run_recbole_genrec.py"), "--model=NoSuchModel"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )
+    assert completed.returncode != 0
+    assert "Unknown model 'NoSuchModel'" in completed.stderr and "SASRec" in completed.stderr
+    assert "Traceback" not in completed.stderr

@@ -1,0 +1,6 @@
+"""Decoding strategies: the shared batched (constrained) beam search and its prefix tables."""
+from recbole_genrec.inference.beam_search import BeamSearchOutput, beam_search, check_beam_size, generate_items
+from recbole_genrec.inference.prefix import PrefixConstraints, SemanticIdVocab
+
+__all__ = ["BeamSearchOutput", "PrefixConstraints", "SemanticIdVocab", "beam_search", "check_beam_size",
+           "generate_items"]

@@ -34,7 +34,9 @@ class SemanticIdSeq2Seq(GenerativeRecommender):
         item_tokens[0] = self.vocab.pad_id
         self.register_buffer("item_tokens", item_tokens)
         self.ce_temperature = float(config["ce_temperature"] or 1.0)
-        self.constraints = PrefixConstraints(self.item_codes, self.vocab_sizes) if config["constrained_beam"] else None
+        # Code -> item table; with `constrained_beam` it also restricts every decoding step to valid prefixes.
+        self.catalogue = PrefixConstraints(self.item_codes, self.vocab_sizes)
+        self.constrained = bool(config["constrained_beam"])
         self.last_invalid_rate = 0.0
 
     def encoder_inputs(self, interaction):
@@ -65,7 +67,7 @@ class SemanticIdSeq2Seq(GenerativeRecommender):
         input_ids, mask = self.encoder_inputs(interaction)
         output = generate_items(
             self.backbone, input_ids, mask, vocab=self.vocab, beam_size=self.beam_size, topk=k,
-            constraints=self.constraints,
+            constraints=self.catalogue if self.constrained else None, catalogue=self.catalogue,
         )
         self.last_invalid_rate = output.invalid_rate
         return output.items[:, :k], output.scores[:, :k]

@@ -1,0 +1,4 @@
+"""Shared backbones and layers of the generative recommenders."""
+from recbole_genrec.model.layers.encoder_decoder import DecoderState, EncoderDecoder, RMSNorm
+
+__all__ = ["DecoderState", "EncoderDecoder", "RMSNorm"]

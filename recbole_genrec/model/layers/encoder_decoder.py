@@ -1,0 +1,340 @@
+"""T5-style encoder-decoder backbone over semantic-ID tokens (TIGER, LETTER, LIGER, MQL4GRec).
+
+As in T5 (v1.0): pre-norm blocks with RMSNorm, no biases, ReLU feed-forward, dropout after embeddings / every
+residual branch / attention weights, relative position buckets (32 buckets, max distance 128) shared by all layers
+of a stack (bidirectional in the encoder, causal in the decoder), unscaled dot-product attention with T5's
+initialisation (which folds the 1/sqrt(d_kv) into the query weights), and one token embedding shared by the encoder,
+the decoder and (by default) the output projection, whose input is scaled by d_model**-0.5 when tied.
+
+Incremental decoding keeps a key/value cache in a `DecoderState`. The encoder memory and its cross-attention
+keys/values are stored once per *user* (memory group), not once per beam: the `rows_per_memory` decoding rows of a
+group attend to it as extra query positions, so a beam of 20 costs no 20-fold copy of the memory.
+"""
+import math
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class RMSNorm(nn.Module):
+    """T5's LayerNorm: scale only, no mean subtraction, no bias; statistics in float32 (safe under bf16)."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(dim))
+        self.eps = eps
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        variance = hidden.float().pow(2).mean(-1, keepdim=True)
+        normed = hidden.float() * torch.rsqrt(variance + self.eps)
+        return self.weight * normed.to(hidden.dtype)
+
+
+def relative_position_bucket(relative_position: Tensor, bidirectional: bool, num_buckets: int = 32,
+                             max_distance: int = 128) -> Tensor:
+    """T5's bucketing of (key position - query position): exact buckets for small distances, logarithmic ones up to
+    `max_distance`, beyond it the last bucket. Causal (unidirectional) buckets only see non-positive distances."""
+    buckets = torch.zeros_like(relative_position)
+    if bidirectional:
+        num_buckets //= 2
+        buckets = buckets + (relative_position > 0).long() * num_buckets
+        distance = relative_position.abs()
+    else:
+        distance = (-relative_position).clamp(min=0)
+    max_exact = num_buckets // 2
+    is_small = distance < max_exact
+    log_ratio = torch.log(distance.float().clamp(min=1) / max_exact) / math.log(max_distance / max_exact)
+    large = (max_exact + (log_ratio * (num_buckets - max_exact)).long()).clamp(max=num_buckets - 1)
+    return buckets + torch.where(is_small, distance, large)
+
+
+class RelativePositionBias(nn.Module):
+    """One learned scalar per (bucket, head), added to the attention logits of every layer of a stack."""
+
+    def __init__(self, num_heads: int, bidirectional: bool, num_buckets: int = 32, max_distance: int = 128):
+        super().__init__()
+        self.bidirectional = bidirectional
+        self.num_buckets = num_buckets
+        self.max_distance = max_distance
+        self.embedding = nn.Embedding(num_buckets, num_heads)
+
+    def forward(self, query_positions: Tensor, key_positions: Tensor) -> Tensor:
+        """Positions: LongTensors [Tq], [Tk] -> bias [1, heads, Tq, Tk]."""
+        relative = key_positions[None, :] - query_positions[:, None]
+        buckets = relative_position_bucket(relative, self.bidirectional, self.num_buckets, self.max_distance)
+        return self.embedding(buckets).permute(2, 0, 1).unsqueeze(0)
+
+
+class Attention(nn.Module):
+    """Multi-head attention without biases; inner width num_heads * d_kv (384 for TIGER) as in T5."""
+
+    def __init__(self, d_model: int, num_heads: int, d_kv: int, dropout: float):
+        super().__init__()
+        self.num_heads, self.d_kv, self.dropout = num_heads, d_kv, dropout
+        inner = num_heads * d_kv
+        self.query = nn.Linear(d_model, inner, bias=False)
+        self.key = nn.Linear(d_model, inner, bias=False)
+        self.value = nn.Linear(d_model, inner, bias=False)
+        self.output = nn.Linear(inner, d_model, bias=False)
+
+    def split_heads(self, hidden: Tensor, projection: nn.Linear) -> Tensor:
+        """[N, T, d_model] -> [N, heads, T, d_kv]."""
+        n, t, _ = hidden.shape
+        return projection(hidden).view(n, t, self.num_heads, self.d_kv).transpose(1, 2)
+
+    def attend(self, query: Tensor, key: Tensor, value: Tensor, bias: Optional[Tensor] = None,
+               allowed: Optional[Tensor] = None) -> Tensor:
+        """query [N, H, Tq, d], key/value [N, H, Tk, d]; `bias` float broadcastable to [N, H, Tq, Tk]; `allowed`
+        bool broadcastable likewise (False = masked). Returns the output projection [N, Tq, d_model]."""
+        mask = None if bias is None else bias.to(query.dtype)
+        if allowed is not None:
+            # A large finite negative (not -inf) keeps fully masked rows finite; built in the query's dtype so it
+            # cannot overflow to -inf when cast (bf16 / fp16 under autocast).
+            base = torch.zeros((), dtype=query.dtype, device=query.device) if mask is None else mask
+            mask = base.masked_fill(~allowed, torch.finfo(query.dtype).min)
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask,
+                                             dropout_p=self.dropout if self.training else 0.0, scale=1.0)
+        n, h, t, d = out.shape
+        return self.output(out.transpose(1, 2).reshape(n, t, h * d))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, d_model: int, d_ff: int, dropout: float):
+        super().__init__()
+        self.inner = nn.Linear(d_model, d_ff, bias=False)
+        self.outer = nn.Linear(d_ff, d_model, bias=False)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return self.outer(self.dropout(F.relu(self.inner(hidden))))
+
+
+class EncoderLayer(nn.Module):
+    def __init__(self, d_model, num_heads, d_kv, d_ff, dropout):
+        super().__init__()
+        self.attention_norm = RMSNorm(d_model)
+        self.attention = Attention(d_model, num_heads, d_kv, dropout)
+        self.ffn_norm = RMSNorm(d_model)
+        self.ffn = FeedForward(d_model, d_ff, dropout)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, hidden: Tensor, position_bias: Tensor, key_allowed: Tensor) -> Tensor:
+        x = self.attention_norm(hidden)
+        q, k, v = (self.attention.split_heads(x, p) for p in (self.attention.query, self.attention.key,
+                                                                self.attention.value))
+        hidden = hidden + self.dropout(self.attention.attend(q, k, v, position_bias, key_allowed))
+        return hidden + self.dropout(self.ffn(self.ffn_norm(hidden)))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, d_model, num_heads, d_kv, d_ff, dropout):
+        super().__init__()
+        self.self_attention_norm = RMSNorm(d_model)
+        self.self_attention = Attention(d_model, num_heads, d_kv, dropout)
+        self.cross_attention_norm = RMSNorm(d_model)
+        self.cross_attention = Attention(d_model, num_heads, d_kv, dropout)
+        self.ffn_norm = RMSNorm(d_model)
+        self.ffn = FeedForward(d_model, d_ff, dropout)
+        self.dropout = nn.Dropout(dropout)
+
+    def memory_key_values(self, memory: Tensor) -> Tuple[Tensor, Tensor]:
+        """Cross-attention keys/values of the encoder output [G, S, d] -> 2 x [G, H, S, d_kv]."""
+        return (self.cross_attention.split_heads(memory, self.cross_attention.key),
+                self.cross_attention.split_heads(memory, self.cross_attention.value))
+
+    def forward(self, hidden: Tensor, self_bias: Tensor, self_allowed: Optional[Tensor], past_key: Optional[Tensor],
+                past_value: Optional[Tensor], memory_key: Tensor, memory_value: Tensor, memory_allowed: Tensor,
+                rows_per_memory: int) -> Tuple[Tensor, Tensor, Tensor]:
+        """hidden [N, T, d] for N = G * rows_per_memory decoding rows (row i reads memory group i // rows_per_memory).
+        past_key/value [N, H, t, d_kv] or None. Returns (hidden, self-attention keys, values incl. the new ones)."""
+        x = self.self_attention_norm(hidden)
+        attn = self.self_attention
+        q, k, v = attn.split_heads(x, attn.query), attn.split_heads(x, attn.key), attn.split_heads(x, attn.value)
+        if past_key is not None:
+            k, v = torch.cat([past_key, k], dim=2), torch.cat([past_value, v], dim=2)
+        hidden = hidden + self.dropout(attn.attend(q, k, v, self_bias, self_allowed))
+
+        # Cross-attention: the rows of one memory group become extra query positions of that group.
+        x = self.cross_attention_norm(hidden)
+        q = self.cross_attention.split_heads(x, self.cross_attention.query)  # [N, H, T, d_kv]
+        n, h, t, d = q.shape
+        groups = n // rows_per_memory
+        q = q.view(groups, rows_per_memory, h, t, d).transpose(1, 2).reshape(groups, h, rows_per_memory * t, d)
+        out = self.cross_attention.attend(q, memory_key, memory_value, None, memory_allowed[:, None, None, :])
+        hidden = hidden + self.dropout(out.view(n, t, -1))  # [G, r*T, d_model] is row-major in (row, step)
+        return hidden + self.dropout(self.ffn(self.ffn_norm(hidden))), k, v
+
+
+@dataclass
+class DecoderState:
+    """Key/value cache of incremental decoding.
+
+    memory_keys/values: per decoder layer [G, H, S, d_kv], one per memory group (user), never copied per beam.
+    memory_mask: bool [G, S] (True = real encoder token). self_keys/values: per layer [N, H, length, d_kv] with
+    N = G * rows_per_memory rows ordered group-major (rows g*r .. g*r + r - 1 belong to group g).
+    """
+    memory_keys: List[Tensor]
+    memory_values: List[Tensor]
+    memory_mask: Tensor
+    self_keys: List[Tensor]
+    self_values: List[Tensor]
+    rows_per_memory: int
+    length: int
+
+    @property
+    def device(self) -> torch.device:
+        return self.memory_mask.device
+
+    @property
+    def num_rows(self) -> int:
+        return self.memory_mask.shape[0] * self.rows_per_memory
+
+    def index_select(self, index: Tensor) -> "DecoderState":
+        """Rows `index` [N'] of this state, e.g. the parents of the surviving beams, or
+        `arange(G).repeat_interleave(beam)` to give every user `beam` rows. New row j must come from a row of memory
+        group j // (N' / G) (beams never move between users); this is asserted on the device without a sync."""
+        groups = self.memory_mask.shape[0]
+        new_rows = index.numel()
+        if new_rows % groups:
+            raise ValueError(f"index_select of {new_rows} rows on a state with {groups} memory groups: rows must be "
+                             f"a multiple of the number of groups.")
+        rows_per_memory = new_rows // groups
+        expected_group = torch.arange(new_rows, device=index.device) // rows_per_memory
+        torch._assert_async((index // self.rows_per_memory == expected_group).all())
+        return DecoderState(
+            memory_keys=self.memory_keys, memory_values=self.memory_values, memory_mask=self.memory_mask,
+            self_keys=[k.index_select(0, index) for k in self.self_keys],
+            self_values=[v.index_select(0, index) for v in self.self_values],
+            rows_per_memory=rows_per_memory, length=self.length,
+        )
+
+
+class EncoderDecoder(nn.Module):
+    """T5-style encoder-decoder. Token 0 is PAD and the decoder start token (T5's convention).
+
+    Args:
+        vocab_size: number of input/output tokens (special + semantic-ID tokens + any extra, e.g. user tokens).
+        tie_embeddings: share the token embedding with the output projection (T5 v1.0); False = separate lm head.
+    """
+
+    def __init__(self, vocab_size: int, d_model: int = 128, num_heads: int = 6, d_kv: int = 64, d_ff: int = 1024,
+                 num_encoder_layers: int = 4, num_decoder_layers: int = 4, dropout: float = 0.1,
+                 tie_embeddings: bool = True):
+        super().__init__()
+        self.vocab_size, self.d_model, self.num_heads, self.d_kv = vocab_size, d_model, num_heads, d_kv
+        self.tie_embeddings = tie_embeddings
+        self.embedding = nn.Embedding(vocab_size, d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.encoder_position_bias = RelativePositionBias(num_heads, bidirectional=True)
+        self.encoder_layers = nn.ModuleList(
+            EncoderLayer(d_model, num_heads, d_kv, d_ff, dropout) for _ in range(num_encoder_layers))
+        self.encoder_norm = RMSNorm(d_model)
+        self.decoder_position_bias = RelativePositionBias(num_heads, bidirectional=False)
+        self.decoder_layers = nn.ModuleList(
+            DecoderLayer(d_model, num_heads, d_kv, d_ff, dropout) for _ in range(num_decoder_layers))
+        self.decoder_norm = RMSNorm(d_model)
+        self.lm_head = None if tie_embeddings else nn.Linear(d_model, vocab_size, bias=False)
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module):
+        """T5's initialisation (Mesh TensorFlow): with unscaled attention, the query absorbs 1/sqrt(d_kv)."""
+        if module is self.embedding:
+            nn.init.normal_(module.weight, std=1.0)
+        elif isinstance(module, RelativePositionBias):
+            nn.init.normal_(module.embedding.weight, std=self.d_model ** -0.5)
+        elif isinstance(module, Attention):
+            nn.init.normal_(module.query.weight, std=(self.d_model * self.d_kv) ** -0.5)
+            nn.init.normal_(module.key.weight, std=self.d_model ** -0.5)
+            nn.init.normal_(module.value.weight, std=self.d_model ** -0.5)
+            nn.init.normal_(module.output.weight, std=(self.num_heads * self.d_kv) ** -0.5)
+        elif isinstance(module, FeedForward):
+            nn.init.normal_(module.inner.weight, std=self.d_model ** -0.5)
+            nn.init.normal_(module.outer.weight, std=module.inner.out_features ** -0.5)
+        elif module is self.lm_head:
+            nn.init.normal_(module.weight, std=1.0)
+
+    # ---- encoder ----------------------------------------------------------------------------------------------
+    def encode(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None,
+               inputs_embeds_extra: Optional[Tensor] = None) -> Tensor:
+        """input_ids [B, S], attention_mask bool [B, S] (True = real token; None = all real), inputs_embeds_extra
+        [B, S, d] added to the token embeddings (LIGER's projected text embeddings) -> memory [B, S, d]."""
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids, dtype=torch.bool)
+        hidden = self.embedding(input_ids)
+        if inputs_embeds_extra is not None:
+            hidden = hidden + inputs_embeds_extra.to(hidden.dtype)
+        hidden = self.dropout(hidden)
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        bias = self.encoder_position_bias(positions, positions)
+        key_allowed = attention_mask.bool()[:, None, None, :]
+        for layer in self.encoder_layers:
+            hidden = layer(hidden, bias, key_allowed)
+        return self.dropout(self.encoder_norm(hidden))
+
+    # ---- decoder, teacher forcing -----------------------------------------------------------------------------
+    def decode(self, decoder_input_ids: Tensor, memory: Tensor, memory_mask: Optional[Tensor] = None) -> Tensor:
+        """Teacher forcing with a causal mask: decoder_input_ids [B, T] (starting with the start token), memory
+        [B, S, d], memory_mask bool [B, S] -> hidden [B, T, d] (before the output projection)."""
+        if memory_mask is None:
+            memory_mask = torch.ones(memory.shape[:2], dtype=torch.bool, device=memory.device)
+        hidden = self.dropout(self.embedding(decoder_input_ids))
+        positions = torch.arange(decoder_input_ids.shape[1], device=decoder_input_ids.device)
+        bias = self.decoder_position_bias(positions, positions)
+        causal = positions[None, :] <= positions[:, None]
+        for layer in self.decoder_layers:
+            memory_key, memory_value = layer.memory_key_values(memory)
+            hidden, _, _ = layer(hidden, bias, causal, None, None, memory_key, memory_value, memory_mask.bool(), 1)
+        return self.dropout(self.decoder_norm(hidden))
+
+    def lm_logits(self, hidden: Tensor) -> Tensor:
+        """hidden [..., d] -> logits [..., vocab]."""
+        if self.tie_embeddings:
+            return F.linear(hidden * self.d_model ** -0.5, self.embedding.weight)
+        return self.lm_head(hidden)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, decoder_input_ids: Tensor,
+                inputs_embeds_extra: Optional[Tensor] = None) -> Tensor:
+        """Teacher-forced logits [B, T, vocab]."""
+        memory = self.encode(input_ids, attention_mask, inputs_embeds_extra)
+        return self.lm_logits(self.decode(decoder_input_ids, memory, attention_mask))
+
+    # ---- decoder, incremental ---------------------------------------------------------------------------------
+    def start_decoding(self, memory: Tensor, memory_mask: Optional[Tensor] = None) -> DecoderState:
+        """State with one decoding row per memory (user), cross-attention keys/values computed once per layer.
+        The first `decode_step` takes the start token (PAD)."""
+        if memory_mask is None:
+            memory_mask = torch.ones(memory.shape[:2], dtype=torch.bool, device=memory.device)
+        keys, values = [], []
+        for layer in self.decoder_layers:
+            key, value = layer.memory_key_values(memory)
+            keys.append(key)
+            values.append(value)
+        # Empty self-attention cache in the projections' dtype (bf16 under autocast).
+        empty = memory.new_zeros(memory.shape[0], self.num_heads, 0, self.d_kv,
+                                 dtype=keys[0].dtype if keys else memory.dtype)
+        return DecoderState(
+            memory_keys=keys, memory_values=values, memory_mask=memory_mask.bool(),
+            self_keys=[empty] * len(self.decoder_layers), self_values=[empty] * len(self.decoder_layers),
+            rows_per_memory=1, length=0,
+        )
+
+    def decode_step(self, last_token: Tensor, state: DecoderState) -> Tuple[Tensor, DecoderState]:
+        """One decoding step for every row: last_token [N] -> (logits [N, vocab], state with the step appended)."""
+        hidden = self.dropout(self.embedding(last_token)[:, None, :])
+        device = last_token.device
+        bias = self.decoder_position_bias(torch.arange(state.length, state.length + 1, device=device),
+                                          torch.arange(state.length + 1, device=device))
+        new_keys, new_values = [], []
+        for i, layer in enumerate(self.decoder_layers):
+            hidden, keys, values = layer(hidden, bias, None, state.self_keys[i], state.self_values[i],
+                                         state.memory_keys[i], state.memory_values[i], state.memory_mask,
+                                         state.rows_per_memory)
+            new_keys.append(keys)
+            new_values.append(values)
+        hidden = self.dropout(self.decoder_norm(hidden))
+        new_state = DecoderState(state.memory_keys, state.memory_values, state.memory_mask, new_keys, new_values,
+                                 state.rows_per_memory, state.length + 1)
+        return self.lm_logits(hidden[:, 0]), new_state
