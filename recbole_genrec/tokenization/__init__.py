@@ -1,0 +1,37 @@
+"""Stage 2, tokenization: item vectors -> semantic IDs, with collision policies and quality reports."""
+from recbole_genrec.tokenization.base import SemanticIds, Tokenizer
+from recbole_genrec.tokenization.collision import COLLISION_POLICIES, apply_collision_policy, get_collision_policy
+from recbole_genrec.tokenization.kmeans import balanced_kmeans, kmeans
+from recbole_genrec.tokenization.quality import collapse_warning, format_quality, sid_quality
+from recbole_genrec.tokenization.rqkmeans import RQKMeansTokenizer
+from recbole_genrec.tokenization.rqvae import RQVAETokenizer
+
+# Tokenizer name (as in `tokenizer:` of a config) -> class. A new tokenizer adds one line here.
+TOKENIZERS = {
+    "RQVAE": RQVAETokenizer,
+    "RQKMeans": RQKMeansTokenizer,
+}
+
+
+def build_tokenizer(name: str, params: dict | None = None) -> Tokenizer:
+    if name not in TOKENIZERS:
+        raise ValueError(f"Unknown tokenizer '{name}'. Available: {', '.join(TOKENIZERS)}. Names are case-sensitive.")
+    return TOKENIZERS[name](**dict(params or {}))
+
+
+__all__ = [
+    "COLLISION_POLICIES",
+    "TOKENIZERS",
+    "RQKMeansTokenizer",
+    "RQVAETokenizer",
+    "SemanticIds",
+    "Tokenizer",
+    "apply_collision_policy",
+    "balanced_kmeans",
+    "build_tokenizer",
+    "collapse_warning",
+    "format_quality",
+    "get_collision_policy",
+    "kmeans",
+    "sid_quality",
+]

@@ -1,0 +1,118 @@
+"""k-means on faiss, shared by every tokenizer that clusters (RQ-VAE initialisation, RQ-KMeans, hierarchical
+k-means). Plain k-means and a size-constrained ("balanced") variant used by LETTER, ColaRec and EAGER."""
+import math
+
+import faiss
+import numpy as np
+
+
+def faiss_gpu_available() -> bool:
+    return hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
+
+
+def _as_float32(x) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"k-means expects a 2-d array [n, d], got shape {x.shape}")
+    if len(x) == 0:
+        raise ValueError("k-means got no points to cluster")
+    return x
+
+
+def squared_distances(x: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """[n, k] squared Euclidean distances (float32), clipped at 0 against rounding."""
+    x = _as_float32(x)
+    centroids = _as_float32(centroids)
+    distances = (x * x).sum(1, keepdims=True) - 2.0 * x @ centroids.T + (centroids * centroids).sum(1)[None, :]
+    return np.maximum(distances, 0.0)
+
+
+def nearest_centroid(x: np.ndarray, centroids: np.ndarray):
+    """(assignments [n] int64, squared distances to the assigned centroid [n] float32), exact, via faiss."""
+    x = _as_float32(x)
+    centroids = _as_float32(centroids)
+    index = faiss.IndexFlatL2(x.shape[1])
+    index.add(centroids)
+    distances, assignments = index.search(x, 1)
+    return assignments[:, 0].astype(np.int64), distances[:, 0]
+
+
+def kmeans(x: np.ndarray, k: int, niter: int = 50, seed: int = 2020, gpu: bool | None = None):
+    """Cluster `x` [n, d] into at most `k` clusters with faiss.
+
+    Returns (centroids [k', d] float32, assignments [n] int64) with k' = min(k, number of distinct points):
+    with no more distinct points than clusters the points themselves are the centroids (exact, no faiss run).
+    gpu=None uses faiss's GPU k-means when a GPU build with a visible GPU is installed."""
+    x = _as_float32(x)
+    if k < 1:
+        raise ValueError(f"k-means needs k >= 1, got {k}")
+    distinct_points = np.unique(x, axis=0)
+    if len(distinct_points) <= k:
+        centroids = np.ascontiguousarray(distinct_points)
+        assignments, _ = nearest_centroid(x, centroids)
+        return centroids, assignments
+    use_gpu = faiss_gpu_available() if gpu is None else bool(gpu) and faiss_gpu_available()
+    # min_points_per_centroid=1: small catalogues are the normal case here, faiss's "too few points" warning is noise.
+    clustering = faiss.Kmeans(
+        x.shape[1], int(k), niter=int(niter), seed=int(seed), gpu=use_gpu, verbose=False, min_points_per_centroid=1
+    )
+    clustering.train(x)
+    centroids = np.ascontiguousarray(clustering.centroids, dtype=np.float32)
+    assignments, _ = nearest_centroid(x, centroids)
+    return centroids, assignments
+
+
+def capacity_constrained_assignment(distances: np.ndarray, capacity: int) -> np.ndarray:
+    """Assign each of n points to one of k clusters, no cluster above `capacity` points (needs n <= k * capacity).
+
+    Greedy on sorted distances, in rounds so that it stays vectorised: every unassigned point proposes its nearest
+    cluster that is not yet full, and each cluster accepts its closest proposers up to its remaining capacity. A
+    cluster that rejects anyone is full afterwards, so there are at most k rounds. Returns assignments [n] int64."""
+    n_points, n_clusters = distances.shape
+    if n_points > n_clusters * capacity:
+        raise ValueError(f"{n_points} points do not fit in {n_clusters} clusters of capacity {capacity}")
+    assignments = np.full(n_points, -1, dtype=np.int64)
+    sizes = np.zeros(n_clusters, dtype=np.int64)
+    unassigned = np.arange(n_points)
+    while unassigned.size:
+        candidate_distances = distances[unassigned].astype(np.float64)
+        candidate_distances[:, sizes >= capacity] = np.inf
+        proposals = candidate_distances.argmin(1)
+        proposal_distances = candidate_distances[np.arange(len(unassigned)), proposals]
+        order = np.lexsort((proposal_distances, proposals))  # grouped by cluster, closest first
+        sorted_clusters = proposals[order]
+        group_starts = np.searchsorted(sorted_clusters, sorted_clusters, side="left")
+        rank_in_cluster = np.arange(len(order)) - group_starts
+        accepted = rank_in_cluster < capacity - sizes[sorted_clusters]
+        assignments[unassigned[order[accepted]]] = sorted_clusters[accepted]
+        sizes += np.bincount(sorted_clusters[accepted], minlength=n_clusters)
+        unassigned = np.sort(unassigned[order[~accepted]])
+    return assignments
+
+
+def balanced_kmeans(
+    x: np.ndarray, k: int, niter: int = 50, seed: int = 2020, gpu: bool | None = None, refine_iters: int = 10
+):
+    """Size-constrained k-means: every cluster holds at most ceil(n / k') points (k' = k capped as in `kmeans`).
+
+    Starts from faiss k-means centroids, then alternates the greedy capacity-constrained assignment with centroid
+    updates for up to `refine_iters` rounds (stops early when assignments are stable). A cluster can end up empty
+    only when n is far from a multiple of k'. Returns (centroids [k', d] float32, assignments [n] int64)."""
+    x = _as_float32(x)
+    centroids, assignments = kmeans(x, k, niter=niter, seed=seed, gpu=gpu)
+    n_clusters = len(centroids)
+    capacity = math.ceil(len(x) / n_clusters)
+    if np.bincount(assignments, minlength=n_clusters).max() <= capacity:
+        return centroids, assignments
+    previous = None
+    for _ in range(max(1, refine_iters)):
+        assignments = capacity_constrained_assignment(squared_distances(x, centroids), capacity)
+        if previous is not None and np.array_equal(assignments, previous):
+            break
+        previous = assignments
+        sums = np.zeros_like(centroids)
+        np.add.at(sums, assignments, x)
+        counts = np.bincount(assignments, minlength=n_clusters)
+        filled = counts > 0
+        centroids[filled] = sums[filled] / counts[filled, None]  # an empty cluster keeps its centroid
+    return centroids, assignments

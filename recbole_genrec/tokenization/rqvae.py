@@ -1,0 +1,282 @@
+"""TIGER's RQ-VAE tokenizer (Rajput et al., NeurIPS 2023).
+
+MLP encoder in -> 512 -> 256 -> 128 -> 32 (ReLU), residual quantisation with L codebooks of K codes, mirrored
+decoder. Level l picks the code nearest to the current residual; the quantised latent is the sum of the chosen
+codes and reaches the decoder through a straight-through estimator. Loss = reconstruction MSE + sum over levels
+of ||sg[r_l] - e_l||^2 + beta * ||r_l - sg[e_l]||^2. Against collapse: standardised inputs, codebooks
+initialised by k-means on each level's residuals, and dead codes re-seeded with current residuals."""
+import logging
+import math
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from recbole_genrec.tokenization.base import Tokenizer, standardization_stats
+from recbole_genrec.tokenization.kmeans import kmeans
+
+logger = logging.getLogger("recbole_genrec")
+
+KMEANS_INIT_NITER = 25
+ENCODE_BATCH_SIZE = 65536
+
+
+def _mlp(dims, dropout):
+    layers = []
+    for index, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+        layers.append(nn.Linear(in_dim, out_dim))
+        if index < len(dims) - 2:  # no activation on the output layer
+            layers.append(nn.ReLU())
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+def squared_distances(points: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """[n, K] squared Euclidean distances between points [n, D] and codes [K, D]."""
+    return (
+        points.pow(2).sum(1, keepdim=True) - 2.0 * points @ codebook.T + codebook.pow(2).sum(1)[None, :]
+    ).clamp_min(0.0)
+
+
+class ResidualQuantizedVAE(nn.Module):
+    def __init__(self, input_dim, hidden_dims, latent_dim, num_levels, codebook_size, beta=0.25, dropout=0.0):
+        super().__init__()
+        self.beta = beta
+        self.encoder = _mlp([input_dim, *hidden_dims, latent_dim], dropout)
+        self.decoder = _mlp([latent_dim, *reversed(hidden_dims), input_dim], dropout)
+        # Overwritten by k-means initialisation when enabled; otherwise a small uniform init (as LETTER's code).
+        self.codebooks = nn.Parameter(
+            torch.empty(num_levels, codebook_size, latent_dim).uniform_(-1.0 / codebook_size, 1.0 / codebook_size)
+        )
+
+    @property
+    def num_levels(self):
+        return self.codebooks.shape[0]
+
+    def quantize(self, latent):
+        """(quantised latent [n, D] = sum of chosen codes, codes [n, L], quantisation loss)."""
+        residual = latent
+        quantized = torch.zeros_like(latent)
+        quantization_loss = latent.new_zeros(())
+        codes = []
+        for level in range(self.num_levels):
+            codebook = self.codebooks[level]
+            with torch.no_grad():
+                level_codes = squared_distances(residual, codebook).argmin(1)
+            chosen = codebook[level_codes]
+            quantization_loss = quantization_loss + F.mse_loss(chosen, residual.detach())  # moves the codes
+            quantization_loss = quantization_loss + self.beta * F.mse_loss(residual, chosen.detach())  # commitment
+            quantized = quantized + chosen
+            residual = residual - chosen.detach()
+            codes.append(level_codes)
+        return quantized, torch.stack(codes, 1), quantization_loss
+
+    def loss(self, inputs):
+        """(total loss, reconstruction loss) of a batch of standardised inputs."""
+        latent = self.encoder(inputs)
+        quantized, _, quantization_loss = self.quantize(latent)
+        # Straight-through: the decoder sees the quantised latent, the encoder receives the decoder's gradient.
+        reconstruction = self.decoder(latent + (quantized - latent).detach())
+        reconstruction_loss = F.mse_loss(reconstruction, inputs)
+        return reconstruction_loss + quantization_loss, reconstruction_loss
+
+    @torch.no_grad()
+    def level_residuals(self, inputs):
+        """Per level, the residuals that level quantises, and the codes it picks: ([L x [n, D]], [L x [n]])."""
+        residual = self.encoder(inputs)
+        residuals, codes = [], []
+        for level in range(self.num_levels):
+            level_codes = squared_distances(residual, self.codebooks[level]).argmin(1)
+            residuals.append(residual)
+            codes.append(level_codes)
+            residual = residual - self.codebooks[level][level_codes]
+        return residuals, codes
+
+    @torch.no_grad()
+    def encode_codes(self, inputs, with_last_level_distances=False):
+        """(codes [n, L], squared distances of the last-level residual to every last-level code [n, K] or None)."""
+        residuals, codes = self.level_residuals(inputs)
+        distances = squared_distances(residuals[-1], self.codebooks[-1]) if with_last_level_distances else None
+        return torch.stack(codes, 1), distances
+
+    @torch.no_grad()
+    def initialize_codebooks_by_kmeans(self, inputs, seed):
+        """Level by level, k-means (faiss) on that level's residuals of `inputs` under the untrained encoder."""
+        residual = self.encoder(inputs)
+        codebook_size = self.codebooks.shape[1]
+        generator = torch.Generator().manual_seed(seed)
+        for level in range(self.num_levels):
+            centroids, _ = kmeans(residual.cpu().numpy(), codebook_size, niter=KMEANS_INIT_NITER, seed=seed + level)
+            codebook = torch.from_numpy(centroids).to(residual)
+            if len(codebook) < codebook_size:  # fewer distinct residuals than codes: the rest start on random items
+                extra = torch.randint(len(residual), (codebook_size - len(codebook),), generator=generator)
+                codebook = torch.cat([codebook, residual[extra.to(residual.device)]])
+            self.codebooks.data[level] = codebook
+            residual = residual - codebook[squared_distances(residual, codebook).argmin(1)]
+
+    @torch.no_grad()
+    def reset_dead_codes(self, inputs, generator):
+        """Re-seed every code that no input uses with a random current residual of its level.
+        Returns the indices of the re-seeded codes, per level."""
+        residuals, codes = self.level_residuals(inputs)
+        codebook_size = self.codebooks.shape[1]
+        dead_per_level = []
+        for level in range(self.num_levels):
+            usage = torch.bincount(codes[level], minlength=codebook_size)
+            dead = torch.nonzero(usage == 0).flatten()
+            if len(dead):
+                n_points = len(residuals[level])
+                if len(dead) <= n_points:  # distinct items, so re-seeded codes do not duplicate each other
+                    picks = torch.randperm(n_points, generator=generator)[: len(dead)]
+                else:
+                    picks = torch.randint(n_points, (len(dead),), generator=generator)
+                self.codebooks.data[level, dead] = residuals[level][picks.to(dead.device)]
+            dead_per_level.append(dead)
+        return dead_per_level
+
+
+class RQVAETokenizer(Tokenizer):
+    name = "RQVAE"
+    default_params = {
+        "num_levels": 3,
+        "codebook_size": 256,
+        "latent_dim": 32,
+        "hidden_dims": (512, 256, 128),
+        "beta": 0.25,
+        "epochs": 3000,
+        "batch_size": 1024,
+        "lr": 1e-3,
+        "weight_decay": 1e-4,
+        "dropout": 0.0,
+        "standardize": True,
+        "kmeans_init": True,
+        "dead_code_reset": True,
+        "dead_code_interval": 100,  # epochs between re-seeding; never in the last interval, so codes settle
+    }
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.network = None
+        self.mean = self.std = None
+        self.device = self._resolve_device(str(self.params["device"]))
+
+    @staticmethod
+    def _resolve_device(name):
+        if name.startswith("cuda") and not torch.cuda.is_available():
+            logger.info(f"RQVAE: device '{name}' requested but CUDA is not available; fitting on the CPU")
+            return torch.device("cpu")
+        return torch.device(name)
+
+    def _standardize(self, vectors):
+        if isinstance(vectors, torch.Tensor):
+            vectors = vectors.detach().cpu().numpy()
+        vectors = np.asarray(vectors, dtype=np.float32)
+        return torch.from_numpy((vectors - self.mean) / self.std).to(self.device)
+
+    def _fit_codes(self, vectors, fit_mask, seed):
+        params = self.params
+        if params["standardize"]:
+            self.mean, self.std = standardization_stats(vectors, fit_mask)
+        else:
+            self.mean = np.zeros(vectors.shape[1], dtype=np.float32)
+            self.std = np.ones(vectors.shape[1], dtype=np.float32)
+        inputs = self._standardize(vectors)
+        fit_inputs = inputs[torch.from_numpy(fit_mask).to(self.device)]
+        self.network = ResidualQuantizedVAE(
+            input_dim=vectors.shape[1],
+            hidden_dims=[int(dim) for dim in params["hidden_dims"]],
+            latent_dim=int(params["latent_dim"]),
+            num_levels=int(params["num_levels"]),
+            codebook_size=int(params["codebook_size"]),
+            beta=float(params["beta"]),
+            dropout=float(params["dropout"]),
+        ).to(self.device)
+        if params["kmeans_init"]:
+            self.network.eval()
+            self.network.initialize_codebooks_by_kmeans(fit_inputs, seed)
+        self._train(fit_inputs, seed)
+        self.network.eval()
+        codes, distances = self._encode(inputs, with_last_level_distances=self.needs_last_level_distances)
+        if distances is not None:
+            self.last_level_distances = distances.cpu().numpy()
+        return codes
+
+    def _train(self, fit_inputs, seed):
+        params = self.params
+        epochs, lr = int(params["epochs"]), float(params["lr"])
+        batch_size = min(int(params["batch_size"]), len(fit_inputs))
+        reset_interval = int(params["dead_code_interval"])
+        optimizer = torch.optim.AdamW(self.network.parameters(), lr=lr, weight_decay=float(params["weight_decay"]))
+        generator = torch.Generator().manual_seed(seed)
+        n_batches = math.ceil(len(fit_inputs) / batch_size)
+        n_reseeded = 0
+        start = time.time()
+        epoch_loss = epoch_reconstruction = float("nan")
+        progress = tqdm(range(epochs), desc="RQ-VAE", leave=False, disable=None)
+        for epoch in progress:
+            self.network.train()
+            order = torch.randperm(len(fit_inputs), generator=generator).to(self.device) if n_batches > 1 else None
+            loss_sum = fit_inputs.new_zeros(())
+            reconstruction_sum = fit_inputs.new_zeros(())
+            for batch_start in range(0, len(fit_inputs), batch_size):
+                batch = fit_inputs if order is None else fit_inputs[order[batch_start : batch_start + batch_size]]
+                loss, reconstruction_loss = self.network.loss(batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                loss_sum += loss.detach()
+                reconstruction_sum += reconstruction_loss.detach()
+            epoch_loss = loss_sum.item() / n_batches  # one sync per epoch
+            epoch_reconstruction = reconstruction_sum.item() / n_batches
+            if not math.isfinite(epoch_loss):
+                raise RuntimeError(
+                    f"RQ-VAE loss is {epoch_loss} at epoch {epoch + 1}/{epochs}. Lower the tokenizer lr "
+                    f"(now {lr:g}), or check the item vectors for extreme values."
+                )
+            progress.set_postfix(loss=f"{epoch_loss:.4f}", refresh=False)
+            reset_due = (epoch + 1) % reset_interval == 0 and epoch + 1 + reset_interval <= epochs
+            if params["dead_code_reset"] and reset_due:
+                dead_per_level = self.network.reset_dead_codes(fit_inputs, generator)
+                self._clear_optimizer_state(optimizer, dead_per_level)
+                n_reseeded += sum(len(dead) for dead in dead_per_level)
+        progress.close()
+        logger.info(
+            f"RQ-VAE: {epochs} epochs on {len(fit_inputs)} items in {time.time() - start:.1f}s, final loss "
+            f"{epoch_loss:.4f} (reconstruction {epoch_reconstruction:.4f}), {n_reseeded} dead codes re-seeded"
+        )
+        self.fit_report = {
+            "epochs": epochs,
+            "final_loss": float(epoch_loss),
+            "final_reconstruction_loss": float(epoch_reconstruction),
+            "dead_codes_reseeded": int(n_reseeded),
+        }
+
+    def _clear_optimizer_state(self, optimizer, dead_per_level):
+        """Re-seeded codes start without the momentum of the dead code they replace."""
+        state = optimizer.state.get(self.network.codebooks, {})
+        for level, dead in enumerate(dead_per_level):
+            for key in ("exp_avg", "exp_avg_sq"):
+                if key in state and len(dead):
+                    state[key][level, dead] = 0.0
+
+    @torch.no_grad()
+    def _encode(self, inputs, with_last_level_distances=False):
+        codes, distances = [], []
+        for start in range(0, len(inputs), ENCODE_BATCH_SIZE):
+            batch_codes, batch_distances = self.network.encode_codes(
+                inputs[start : start + ENCODE_BATCH_SIZE], with_last_level_distances
+            )
+            codes.append(batch_codes.cpu())
+            distances.append(batch_distances)
+        return torch.cat(codes), (torch.cat(distances) if with_last_level_distances else None)
+
+    def encode_codes(self, vectors) -> torch.Tensor:
+        """Codes [n, L] (long, CPU) of raw item vectors [n, d] under the trained RQ-VAE (no collision policy)."""
+        if self.network is None:
+            raise RuntimeError("RQVAE.encode_codes needs a fitted tokenizer: call fit() first")
+        self.network.eval()
+        return self._encode(self._standardize(vectors))[0]

@@ -1,0 +1,275 @@
+"""Stage 2, tokenization: RQ-VAE and RQ-KMeans tokenizers, collision policies, quality figures, k-means helpers."""
+import json
+import logging
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from recbole_genrec.tokenization import (
+    COLLISION_POLICIES,
+    TOKENIZERS,
+    SemanticIds,
+    balanced_kmeans,
+    build_tokenizer,
+    collapse_warning,
+    format_quality,
+    get_collision_policy,
+    kmeans,
+    sid_quality,
+)
+from recbole_genrec.tokenization.collision import append_digit, keep_collisions, reassign_last_level
+from recbole_genrec.tokenization.rqvae import ResidualQuantizedVAE
+
+N_ITEMS, DIM = 300, 16
+TINY_PARAMS = {
+    "RQVAE": {"num_levels": 3, "codebook_size": 16, "latent_dim": 8, "hidden_dims": [32, 16], "epochs": 15,
+              "batch_size": 128},
+    "RQKMeans": {"num_levels": 3, "codebook_size": 16, "niter": 10},
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_torch_thread():
+    """The tiny networks here run faster on one thread: no OpenMP barriers, which stall on a busy machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def item_vectors():
+    """[N_ITEMS + 1, DIM] Gaussian mixture of 12 clusters; row 0 = padding."""
+    rng = np.random.default_rng(0)
+    centers = rng.normal(scale=3.0, size=(12, DIM))
+    vectors = centers[rng.integers(0, 12, N_ITEMS)] + rng.normal(size=(N_ITEMS, DIM))
+    return np.vstack([np.zeros((1, DIM)), vectors]).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def fitted(item_vectors):
+    """Each tokenizer fitted once with seed 7 (shared by the tests that only read the result)."""
+    return {name: build_tokenizer(name, params).fit(item_vectors, seed=7) for name, params in TINY_PARAMS.items()}
+
+
+# ---- tokenizers ---------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", list(TINY_PARAMS))
+def test_same_seed_same_codes(name, item_vectors, fitted):
+    again = build_tokenizer(name, TINY_PARAMS[name]).fit(item_vectors, seed=7)
+    assert torch.equal(again.codes, fitted[name].codes)
+    assert again.vocab_sizes == fitted[name].vocab_sizes
+
+
+@pytest.mark.parametrize("name", list(TINY_PARAMS))
+def test_append_digit_gives_unique_padded_codes_within_vocab(name, fitted):
+    semantic_ids = fitted[name]
+    levels = TINY_PARAMS[name]["num_levels"]
+    assert semantic_ids.codes.dtype == torch.long
+    assert tuple(semantic_ids.codes.shape) == (N_ITEMS + 1, levels + 1)  # + collision digit
+    assert torch.all(semantic_ids.codes[0] == 0)  # padding row
+    item_codes = semantic_ids.codes[1:]
+    assert len(torch.unique(item_codes, dim=0)) == N_ITEMS
+    assert len(semantic_ids.vocab_sizes) == levels + 1
+    assert torch.all(item_codes >= 0)
+    assert torch.all(item_codes < torch.tensor(semantic_ids.vocab_sizes))
+    quality = semantic_ids.quality
+    assert quality["n_items"] == N_ITEMS and quality["collision_policy"] == "append_digit"
+    assert quality["n_unique_ids_after_policy"] == N_ITEMS
+    # the raw report describes the codes before the digit: its max group size is the digit's vocabulary
+    assert quality["max_items_per_id"] == semantic_ids.vocab_sizes[-1]
+    json.dumps(quality)  # JSON-serialisable
+
+
+@pytest.mark.parametrize("name", list(TINY_PARAMS))
+def test_fit_mask_items_alone_determine_the_quantiser(name, item_vectors):
+    """Items outside fit_mask still get codes, but changing their vectors must not change the fit items' codes."""
+    fit_mask = np.zeros(N_ITEMS + 1, dtype=bool)
+    fit_mask[1:201] = True
+    params = {**TINY_PARAMS[name], "collision": "none"}
+    reference = build_tokenizer(name, params).fit(item_vectors, fit_mask=fit_mask, seed=3)
+    perturbed_vectors = item_vectors.copy()
+    perturbed_vectors[201:] = np.random.default_rng(1).normal(scale=50.0, size=(N_ITEMS - 200, DIM))
+    perturbed = build_tokenizer(name, params).fit(perturbed_vectors, fit_mask=fit_mask, seed=3)
+    assert torch.equal(reference.codes[1:201], perturbed.codes[1:201])
+    assert perturbed.quality["n_fit_items"] == 200 and perturbed.quality["n_items"] == N_ITEMS
+    outside = perturbed.codes[201:]
+    assert outside.shape == (N_ITEMS - 200, params["num_levels"])
+    assert torch.all(outside < torch.tensor(perturbed.vocab_sizes))
+
+
+def test_rqkmeans_caps_clusters_to_distinct_points(item_vectors, caplog):
+    fit_mask = np.zeros(N_ITEMS + 1, dtype=bool)
+    fit_mask[1:6] = True  # 5 fit items, 16 codes
+    with caplog.at_level(logging.INFO, logger="recbole_genrec"):
+        semantic_ids = build_tokenizer("RQKMeans", TINY_PARAMS["RQKMeans"]).fit(item_vectors, fit_mask=fit_mask)
+    assert semantic_ids.codes[1:, 0].max() < 5
+    assert "only 5 distinct residuals" in caplog.text
+
+
+def test_rqkmeans_reassign_last_level_policy(item_vectors):
+    params = {**TINY_PARAMS["RQKMeans"], "num_levels": 2, "codebook_size": 8, "collision": "reassign_last_level"}
+    semantic_ids = build_tokenizer("RQKMeans", params).fit(item_vectors, seed=1)
+    assert semantic_ids.codes.shape == (N_ITEMS + 1, 2)  # no level appended
+    assert semantic_ids.quality["collision_rate"] > 0  # 300 items on 64 IDs collide before the policy
+    assert semantic_ids.quality["collision_rate_after_policy"] < semantic_ids.quality["collision_rate"]
+
+
+def test_rqvae_encode_codes_matches_fitted_raw_codes(item_vectors):
+    tokenizer = build_tokenizer("RQVAE", {**TINY_PARAMS["RQVAE"], "epochs": 3, "collision": "none"})
+    semantic_ids = tokenizer.fit(item_vectors, seed=0)
+    codes = tokenizer.encode_codes(item_vectors[1:])
+    assert torch.equal(codes, semantic_ids.codes[1:])
+
+
+def test_rqvae_non_finite_loss_raises(item_vectors):
+    tokenizer = build_tokenizer("RQVAE", {**TINY_PARAMS["RQVAE"], "epochs": 5, "lr": 1e30, "kmeans_init": False})
+    with pytest.raises(RuntimeError, match=r"epoch \d+/5.*lr"):
+        tokenizer.fit(item_vectors, seed=0)
+
+
+def test_non_finite_inputs_are_rejected_before_fitting(item_vectors):
+    vectors = item_vectors.copy()
+    vectors[5, 2] = np.nan
+    with pytest.raises(ValueError, match=r"NaN or inf.*\[5\]"):
+        build_tokenizer("RQVAE", TINY_PARAMS["RQVAE"]).fit(vectors)
+
+
+def test_rqvae_dead_code_reset_reseeds_unused_codes():
+    torch.manual_seed(0)
+    network = ResidualQuantizedVAE(input_dim=6, hidden_dims=[8], latent_dim=4, num_levels=2, codebook_size=10)
+    inputs = torch.randn(50, 6)
+    with torch.no_grad():
+        network.codebooks.data[0, 1:] = 1e3  # far away: only code 0 of level 1 is ever chosen
+    dead = network.reset_dead_codes(inputs, torch.Generator().manual_seed(0))
+    assert dead[0].tolist() == list(range(1, 10))
+    first_level_residuals = network.encoder(inputs).detach()
+    # each re-seeded code is now exactly one item's residual, so it gets used
+    for code in dead[0].tolist():
+        assert torch.isclose(network.codebooks[0, code], first_level_residuals, atol=1e-6).all(1).any()
+    _, codes = network.level_residuals(inputs)
+    assert len(torch.unique(codes[0])) > 1
+
+
+def test_unknown_names_and_parameters_raise_listing_the_options():
+    with pytest.raises(ValueError, match="RQVAE.*RQKMeans"):
+        build_tokenizer("RQVAEX", {})
+    with pytest.raises(ValueError, match="append_digit.*none.*reassign_last_level"):
+        build_tokenizer("RQKMeans", {"collision": "sinkhorn_everything"})
+    with pytest.raises(ValueError, match="append_digit"):
+        get_collision_policy("nope")
+    with pytest.raises(ValueError, match="codebook_sizes.*codebook_size"):
+        build_tokenizer("RQVAE", {"codebook_sizes": 8})
+    assert set(TOKENIZERS) >= {"RQVAE", "RQKMeans"}
+
+
+# ---- SemanticIds --------------------------------------------------------------------------------------------------
+def test_save_load_round_trip(tmp_path, fitted):
+    semantic_ids = fitted["RQKMeans"]
+    path = tmp_path / "sid.pt"
+    semantic_ids.save(path)
+    torch.load(path, weights_only=True)  # plain tensors/lists/dicts only
+    loaded = SemanticIds.load(path)
+    assert torch.equal(loaded.codes, semantic_ids.codes)
+    assert loaded.vocab_sizes == semantic_ids.vocab_sizes
+    assert loaded.quality == semantic_ids.quality
+
+
+def test_export_writes_token_to_codes_json(tmp_path):
+    semantic_ids = SemanticIds(codes=torch.tensor([[0, 0], [1, 2], [3, 0]]), vocab_sizes=[4, 3], quality={})
+    path = tmp_path / "sid.json"
+    semantic_ids.export(["[PAD]", "B001", "B002"], path)
+    assert json.loads(path.read_text()) == {"B001": [1, 2], "B002": [3, 0]}
+    with pytest.raises(ValueError):
+        semantic_ids.export(["[PAD]", "B001"], path)
+
+
+# ---- collision policies -------------------------------------------------------------------------------------------
+def test_append_digit_numbers_items_inside_their_collision_group():
+    codes = torch.tensor([[1, 2], [1, 2], [0, 0], [1, 2], [0, 0], [5, 5]])
+    new_codes, extra_vocab = append_digit(codes)
+    assert new_codes[:, -1].tolist() == [0, 1, 0, 2, 1, 0]
+    assert torch.equal(new_codes[:, :2], codes)
+    assert extra_vocab == 3
+    unique_codes, extra_vocab = append_digit(torch.tensor([[0, 1], [1, 0]]))
+    assert unique_codes[:, -1].tolist() == [0, 0] and extra_vocab == 1
+
+
+def test_keep_collisions_leaves_codes_alone():
+    codes = torch.tensor([[1, 2], [1, 2]])
+    new_codes, extra_vocab = keep_collisions(codes)
+    assert torch.equal(new_codes, codes) and extra_vocab is None
+    assert set(COLLISION_POLICIES) == {"append_digit", "none", "reassign_last_level"}
+
+
+def test_reassign_last_level_keeps_the_nearest_and_moves_the_others():
+    # items 0, 1, 2 share (0, 1); item 1 is nearest to code 1 and keeps it. Item 3 holds (0, 2).
+    codes = torch.tensor([[0, 1], [0, 1], [0, 1], [0, 2], [1, 1]])
+    distances = np.array([
+        [5.0, 0.5, 0.9, 6.0],  # next nearest free code: 2 is taken by item 3, so 0
+        [4.0, 0.1, 2.0, 3.0],  # keeps 1
+        [9.0, 0.7, 0.8, 0.75],  # next nearest free code: 3
+        [1.0, 1.0, 0.0, 1.0],
+        [1.0, 0.0, 1.0, 1.0],
+    ])
+    new_codes, extra_vocab = reassign_last_level(codes, distances)
+    assert extra_vocab is None
+    assert new_codes[:, 1].tolist() == [0, 1, 3, 2, 1]
+    assert len(torch.unique(new_codes, dim=0)) == 5
+    with pytest.raises(ValueError, match="needs the distances"):
+        reassign_last_level(codes, None)
+
+
+# ---- quality ------------------------------------------------------------------------------------------------------
+def test_quality_figures_on_hand_made_codes():
+    codes = torch.tensor([[0, 0], [0, 0], [1, 0], [1, 1], [2, 1], [2, 1], [2, 1], [3, 2]])
+    quality = sid_quality(codes, [4, 8])
+    assert quality["n_items"] == 8
+    assert quality["n_unique_ids"] == 5  # (0,0) (1,0) (1,1) (2,1) (3,2)
+    assert quality["collision_rate"] == pytest.approx(5 / 8)  # (0,0) x2 and (2,1) x3
+    assert quality["max_items_per_id"] == 3
+    assert quality["usage"] == pytest.approx([4 / 4, 3 / 8])
+    level1_probabilities = np.array([3, 4, 1]) / 8
+    assert quality["perplexity"][1] == pytest.approx(math.exp(-(level1_probabilities * np.log(level1_probabilities)).sum()))
+    assert quality["prefix2_max_share"] == pytest.approx(3 / 8)
+    uniform = sid_quality(torch.arange(16)[:, None], [16])
+    assert uniform["perplexity"][0] == pytest.approx(16.0)
+    assert uniform["usage"][0] == 1.0 and uniform["collision_rate"] == 0.0
+    assert "prefix2_max_share" not in uniform
+    assert "5 distinct IDs" in format_quality(quality)
+
+
+def test_collapse_warning_names_the_figure():
+    collapsed_codes = torch.cat([torch.zeros(90, 2, dtype=torch.long), torch.arange(1, 11)[:, None].repeat(1, 2)])
+    collapsed_codes = torch.cat([collapsed_codes, torch.arange(100)[:, None]], dim=1)  # IDs unique, prefixes not
+    message = collapse_warning(sid_quality(collapsed_codes, [256, 256, 256]))
+    assert message is not None and "90% of the items share their first two codes" in message
+    assert "RQKMeans" in message and "first-level usage" not in message  # 11 of 100 usable codes
+    few_first_codes = torch.stack([torch.arange(100) % 5, torch.arange(100) // 5, torch.zeros(100, dtype=torch.long)], 1)
+    message = collapse_warning(sid_quality(few_first_codes, [256, 256, 256]))
+    assert message is not None and "first-level usage is 5.0% (5 of 100 usable codes)" in message
+    healthy = torch.stack([torch.arange(100) % 50, torch.arange(100) // 50, torch.zeros(100, dtype=torch.long)], 1)
+    assert collapse_warning(sid_quality(healthy, [64, 64, 64])) is None
+
+
+# ---- k-means ------------------------------------------------------------------------------------------------------
+def test_kmeans_caps_k_and_is_deterministic():
+    points = np.random.default_rng(0).normal(size=(200, 4)).astype(np.float32)
+    centroids, assignments = kmeans(points, 8, niter=10, seed=1)
+    centroids_again, assignments_again = kmeans(points, 8, niter=10, seed=1)
+    assert centroids.shape == (8, 4) and assignments.shape == (200,)
+    assert np.array_equal(assignments, assignments_again) and np.allclose(centroids, centroids_again)
+    few_centroids, few_assignments = kmeans(points[:3], 8, niter=10, seed=1)
+    assert few_centroids.shape == (3, 4) and sorted(few_assignments.tolist()) == [0, 1, 2]
+
+
+def test_balanced_kmeans_respects_the_size_limit():
+    rng = np.random.default_rng(0)
+    # one dense blob of 150 points and 50 scattered ones: plain k-means would give very unequal clusters
+    points = np.vstack([rng.normal(scale=0.1, size=(150, 4)), rng.normal(scale=5.0, size=(50, 4))]).astype(np.float32)
+    centroids, assignments = balanced_kmeans(points, 8, niter=10, seed=1)
+    sizes = np.bincount(assignments, minlength=8)
+    assert centroids.shape == (8, 4)
+    assert sizes.sum() == 200 and sizes.max() <= math.ceil(200 / 8)
+    assert np.array_equal(assignments, balanced_kmeans(points, 8, niter=10, seed=1)[1])
