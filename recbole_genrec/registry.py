@@ -7,6 +7,7 @@ from recbole.utils import get_trainer as recbole_get_trainer
 # Plugin model name -> module under recbole_genrec.model. A new method adds one line here.
 GENREC_MODELS = {
     "TIGER": "recbole_genrec.model.tiger",
+    "RPG": "recbole_genrec.model.rpg",
 }
 
 # RecBole packages searched on a miss. RecBole's own lookup also walks `exlib_recommender`, which imports

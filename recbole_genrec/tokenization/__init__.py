@@ -3,6 +3,7 @@ from recbole_genrec.tokenization.base import SemanticIds, Tokenizer
 from recbole_genrec.tokenization.collision import COLLISION_POLICIES, apply_collision_policy, get_collision_policy
 from recbole_genrec.tokenization.kmeans import balanced_kmeans, kmeans
 from recbole_genrec.tokenization.quality import collapse_warning, format_quality, sid_quality
+from recbole_genrec.tokenization.opq import OPQTokenizer
 from recbole_genrec.tokenization.rqkmeans import RQKMeansTokenizer
 from recbole_genrec.tokenization.rqvae import RQVAETokenizer
 
@@ -10,6 +11,7 @@ from recbole_genrec.tokenization.rqvae import RQVAETokenizer
 TOKENIZERS = {
     "RQVAE": RQVAETokenizer,
     "RQKMeans": RQKMeansTokenizer,
+    "OPQ": OPQTokenizer,
 }
 
 

@@ -1,4 +1,5 @@
 """Shared backbones and layers of the generative recommenders."""
+from recbole_genrec.model.layers.decoder_only import DecoderOnly
 from recbole_genrec.model.layers.encoder_decoder import DecoderState, EncoderDecoder, RMSNorm
 
-__all__ = ["DecoderState", "EncoderDecoder", "RMSNorm"]
+__all__ = ["DecoderOnly", "DecoderState", "EncoderDecoder", "RMSNorm"]

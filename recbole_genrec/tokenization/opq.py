@@ -1,0 +1,112 @@
+"""OPQ: optimised product quantisation on faiss, RPG's tokenizer (Hou et al., KDD 2025).
+
+The index is the official code's `faiss.index_factory(d, f"OPQ{m},IVF1,PQ{m}x{nbits}")`: a learned rotation (OPQ),
+one coarse cell (IVF1, so the PQ encodes the residual to the mean of the fit items) and a product quantiser of m
+sub-vectors with 2^nbits codes each. It is trained on the fit items (RPG: items of the training sequences) and
+then codes every item. The m digits are unordered (each digit is its own sub-space), so duplicates are allowed
+(collision policy `none` by default).
+
+Preprocessing, in order: optional standardisation (`standardize`), optional PCA whitening (`pca_whiten_dim` > 0,
+the paper whitens its 3072-d embeddings to 512), a plain PCA to at most n_fit dimensions when there are
+fewer fit items than dimensions (faiss's OPQ training crashes otherwise), then zero-padding of the dimension to a
+multiple of m (the OPQ rotation mixes the zero columns with the others, so padding loses nothing; it only makes d
+divisible by m).
+
+After `fit`, `self.codebooks` holds the learned per-digit centroids, float32 [m, codebook_size, d / m] (in the
+rotated, centred space), and `self.rotation` the OPQ matrix [d, d]."""
+import logging
+import math
+
+import faiss
+import numpy as np
+import torch
+
+from recbole_genrec.tokenization.base import Tokenizer, standardization_stats
+
+logger = logging.getLogger("recbole_genrec")
+
+
+def unpack_pq_codes(packed: np.ndarray, m: int, nbits: int) -> np.ndarray:
+    """faiss packs PQ codes little-endian bit by bit: uint8 [n, code_size] -> int64 [n, m]."""
+    bits = np.unpackbits(np.ascontiguousarray(packed, dtype=np.uint8), axis=1, bitorder="little")
+    bits = bits[:, : m * nbits].reshape(len(packed), m, nbits).astype(np.int64)
+    return bits @ (1 << np.arange(nbits, dtype=np.int64))
+
+
+class OPQTokenizer(Tokenizer):
+    name = "OPQ"
+    default_params = {
+        "num_digits": 32,        # m: 16 / 32 / 64 in the paper
+        "codebook_size": 256,    # codes per digit; must be a power of two (8 bits in the paper)
+        "pca_whiten_dim": 0,     # 0 = off; the paper whitens to 512
+        "standardize": False,
+        "opq_niter": 50,         # faiss defaults
+        "pq_niter": 25,
+    }
+    common_params = {"collision": "none", "device": "cpu"}
+
+    def _fit_codes(self, vectors, fit_mask, seed):
+        m, codebook_size = int(self.params["num_digits"]), int(self.params["codebook_size"])
+        nbits = int(round(math.log2(codebook_size))) if codebook_size > 0 else 0
+        if codebook_size < 2 or 2**nbits != codebook_size or nbits > 16:
+            raise ValueError(f"OPQ codebook_size must be a power of two in [2, 65536], got {codebook_size}")
+        if m < 1:
+            raise ValueError(f"OPQ num_digits must be >= 1, got {m}")
+        n_fit = int(fit_mask.sum())
+        if n_fit < codebook_size:
+            raise ValueError(
+                f"OPQ: only {n_fit} fit items for codebook_size {codebook_size}: each of the {m} sub-quantisers "
+                f"needs at least codebook_size training points. Lower codebook_size (e.g. "
+                f"{2 ** int(math.log2(max(n_fit, 2)))}) or fit on more items (tokenizer_fit_on: all)."
+            )
+        x = np.ascontiguousarray(vectors, dtype=np.float32)
+        if self.params["standardize"]:
+            mean, std = standardization_stats(x, fit_mask)
+            x = (x - mean) / std
+        whiten_dim = int(self.params["pca_whiten_dim"] or 0)
+        if whiten_dim:
+            if whiten_dim > x.shape[1]:
+                raise ValueError(f"OPQ pca_whiten_dim {whiten_dim} exceeds the input dimension {x.shape[1]}")
+            pca = faiss.PCAMatrix(x.shape[1], whiten_dim, -0.5)  # eigen_power -0.5 = whitening
+            pca.train(np.ascontiguousarray(x[fit_mask]))
+            x = pca.apply(x)
+        reduced_dim = 0
+        if n_fit < x.shape[1]:
+            # faiss's OPQ training crashes (heap corruption / invalid cluster assignment) with fewer training points
+            # than dimensions: project onto the top principal components of the fit items first.
+            reduced_dim = max(m, (n_fit // m) * m)
+            if reduced_dim > n_fit:
+                raise ValueError(f"OPQ: {n_fit} fit items are too few for num_digits {m}")
+            logger.warning(f"OPQ: {n_fit} fit items < {x.shape[1]} dimensions; PCA to {reduced_dim} dimensions first")
+            pca = faiss.PCAMatrix(x.shape[1], reduced_dim)
+            pca.train(np.ascontiguousarray(x[fit_mask]))
+            x = pca.apply(np.ascontiguousarray(x))
+        pad = (-x.shape[1]) % m
+        if pad:
+            x = np.concatenate([x, np.zeros((len(x), pad), dtype=np.float32)], axis=1)
+        d = x.shape[1]
+        x = np.ascontiguousarray(x, dtype=np.float32)
+
+        index = faiss.index_factory(d, f"OPQ{m},IVF1,PQ{m}x{nbits}")
+        opq = faiss.downcast_VectorTransform(index.chain.at(0))
+        ivfpq = faiss.downcast_index(faiss.extract_index_ivf(index))
+        opq.niter = int(self.params["opq_niter"])
+        # OPQ trains an internal PQ with 8 bits unless given one: give it ours (same nbits, seeded, no warnings).
+        opq_pq = faiss.ProductQuantizer(d, m, nbits)
+        for pq in (opq_pq, ivfpq.pq):
+            pq.cp.seed = int(seed)
+            pq.cp.min_points_per_centroid = 1
+        ivfpq.pq.cp.niter = int(self.params["pq_niter"])
+        opq.pq = opq_pq
+        index.train(np.ascontiguousarray(x[fit_mask]))
+        opq.pq = None  # opq_pq is owned by Python; do not leave a dangling pointer in the index
+
+        rotated = opq.apply(x)
+        residual = np.ascontiguousarray(rotated - ivfpq.quantizer.reconstruct(0)[None, :], dtype=np.float32)
+        codes = unpack_pq_codes(ivfpq.pq.compute_codes(residual), m, nbits)
+        self.codebooks = faiss.vector_to_array(ivfpq.pq.centroids).reshape(m, codebook_size, d // m).copy()
+        self.rotation = faiss.vector_to_array(opq.A).reshape(d, d).copy()
+        self.fit_report = {"index": f"OPQ{m},IVF1,PQ{m}x{nbits}", "input_dim": int(d), "padded_dims": int(pad),
+                           "pca_whiten_dim": whiten_dim,
+                           "pca_reduced_dim": reduced_dim}
+        return torch.from_numpy(codes)

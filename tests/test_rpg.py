@@ -1,0 +1,239 @@
+"""RPG: OPQ tokenizer, exact scoring, graph-constrained decoding, end to end on the tiny fixture."""
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from recbole_genrec.inference import build_item_graph, graph_topk, random_start_items
+from recbole_genrec.model.layers import DecoderOnly
+from recbole_genrec.model.rpg import RPG
+from recbole_genrec.quick_start import run_recbole_genrec
+from recbole_genrec.tokenization import TOKENIZERS, SemanticIds, build_tokenizer
+
+TINY_RPG = {
+    "d_model": 32, "num_heads": 2, "d_ff": 64, "num_layers": 1,
+    "tokenizer_params": {"num_digits": 8, "codebook_size": 16, "collision": "none", "opq_niter": 10},
+    "warmup_steps": 10, "learning_rate": 0.003, "num_beams": 10, "num_edges": 20, "propagation_steps": 2,
+}
+
+
+# ---- OPQ tokenizer ---------------------------------------------------------------------------------------------
+def _clustered_vectors(n=300, d=32, seed=0):
+    rng = np.random.RandomState(seed)
+    centres = rng.randn(12, d)
+    vectors = centres[rng.randint(0, 12, n + 1)] + 0.3 * rng.randn(n + 1, d)
+    vectors[0] = 0.0
+    return vectors.astype(np.float32)
+
+
+def test_opq_codes_shape_range_padding_and_determinism():
+    assert TOKENIZERS["OPQ"].__name__ == "OPQTokenizer"
+    vectors = _clustered_vectors(d=30)  # 30 is not divisible by m = 4: zero-padded to 32
+    fit_mask = np.ones(len(vectors), dtype=bool)
+    fit_mask[0] = False
+    fit_mask[250:] = False  # fit on a subset; every item is still coded
+    params = {"num_digits": 4, "codebook_size": 16, "opq_niter": 10}
+    tokenizer = build_tokenizer("OPQ", params)
+    ids = tokenizer.fit(vectors, fit_mask=fit_mask, seed=7)
+    assert ids.codes.shape == (301, 4) and ids.codes.dtype == torch.long
+    assert torch.all(ids.codes[0] == 0)
+    assert ids.codes.min() >= 0 and ids.codes.max() < 16
+    assert ids.vocab_sizes == [16] * 4  # collision policy 'none': no appended digit
+    assert ids.quality["n_fit_items"] == 249
+    assert tokenizer.fit_report["padded_dims"] == 2
+    assert tokenizer.codebooks.shape == (4, 16, 8)
+    # every digit uses several codes, and items of the same cluster tend to share codes (it learned something)
+    assert all(len(torch.unique(ids.codes[1:, level])) >= 8 for level in range(4))
+    again = build_tokenizer("OPQ", params).fit(vectors, fit_mask=fit_mask, seed=7)
+    assert torch.equal(ids.codes, again.codes)
+
+
+def test_opq_codes_are_nearest_codebook_entries():
+    """The unpacked faiss codes are the nearest per-digit centroid of the rotated, centred vector."""
+    vectors = _clustered_vectors(n=200, d=16, seed=1)
+    tokenizer = build_tokenizer("OPQ", {"num_digits": 4, "codebook_size": 16, "opq_niter": 5})
+    ids = tokenizer.fit(vectors, seed=3)
+    # reproduce the encoding from the exposed rotation + codebooks (mean removed by IVF1's single centroid)
+    rotated = vectors[1:] @ tokenizer.rotation.T
+    residual = rotated - rotated.mean(0)
+    sub = residual.reshape(len(residual), 4, 4)
+    distances = ((sub[:, :, None, :] - tokenizer.codebooks[None]) ** 2).sum(-1)  # [n, m, K]
+    agreement = (distances.argmin(-1) == ids.codes[1:].numpy()).mean()
+    assert agreement > 0.97  # the IVF1 centroid is the k-means(1) mean, equal up to float error
+
+
+def test_opq_too_few_fit_items_names_codebook_size():
+    vectors = _clustered_vectors(n=100, d=16)
+    with pytest.raises(ValueError, match="codebook_size"):
+        build_tokenizer("OPQ", {"num_digits": 4, "codebook_size": 256}).fit(vectors)
+
+
+# ---- a tiny RPG without a dataset ------------------------------------------------------------------------------
+class _Config(dict):
+    def __getitem__(self, key):
+        return self.get(key)
+
+
+def _tiny_model(n_items=12, m=3, k=5, inference="exact", num_edges=None, seed=0):
+    """RPG on a fake dataset: random codes, random weights. Only the fields RPG's constructor reads."""
+    torch.manual_seed(seed)
+    codes = torch.cat([torch.zeros(1, m, dtype=torch.long), torch.randint(0, k, (n_items, m))])
+    dataset = SimpleNamespace(semantic_ids=SemanticIds(codes=codes, vocab_sizes=[k] * m))
+    model = RPG.__new__(RPG)
+    torch.nn.Module.__init__(model)
+    # the parts of SequentialRecommender/GenerativeRecommender.__init__ RPG relies on
+    model.ITEM_SEQ, model.ITEM_SEQ_LEN, model.POS_ITEM_ID, model.ITEM_ID = "seq", "len", "pos", "item"
+    model.max_seq_length, model.n_items = 6, n_items + 1
+    model.semantic_ids = dataset.semantic_ids
+    model.register_buffer("item_codes", codes)
+    model.vocab_sizes, model.n_levels, model.beam_size = [k] * m, m, 10
+    config = _Config(
+        d_model=16, num_heads=2, d_ff=32, num_layers=1, embd_dropout=0.0, attn_dropout=0.0, resid_dropout=0.0,
+        num_head_layers=1, rpg_temperature=0.5, rpg_inference=inference, num_beams=3,
+        num_edges=num_edges or n_items - 1, propagation_steps=2, graph_chunk_size=5, score_chunk_size=4, seed=1,
+    )
+    RPG._init_rpg(model, config)
+    return model.eval()
+
+
+def _batch(model, batch_size=2):
+    seq = torch.tensor([[3, 5, 1, 0, 0, 0], [7, 2, 9, 4, 11, 0]])[:batch_size]
+    return {"seq": seq, "len": (seq != 0).sum(1), "pos": torch.tensor([6, 8])[:batch_size]}
+
+
+def test_exact_scores_equal_brute_force():
+    model = _tiny_model()
+    batch = _batch(model)
+    with torch.no_grad():
+        scores = model.full_sort_predict(batch)
+        log_probs = torch.log_softmax(model.digit_logits(batch), dim=-1)
+    assert scores.shape == (2, 13)
+    assert torch.all(torch.isinf(scores[:, 0]))
+    for b in range(2):
+        for item in (1, 4, 7, 12):
+            expected = sum(log_probs[b, d, model.item_codes[item, d]].item() for d in range(3)) / 3
+            assert math.isclose(scores[b, item].item(), expected, rel_tol=1e-5, abs_tol=1e-6)
+    # the per-digit distributions are proper: an item's score is a mean of log-probabilities
+    assert torch.all(scores[:, 1:] <= 0)
+    # exact mode must leave generate_topk undefined so the trainer scores through full_sort_predict
+    assert not hasattr(model, "generate_topk")
+
+
+def test_loss_is_mean_digit_cross_entropy_and_trains():
+    model = _tiny_model()
+    model.train()
+    batch = _batch(model)
+    loss = model.calculate_loss(batch)
+    logits = model.digit_logits(batch)
+    target = model.item_codes[batch["pos"]]
+    manual = sum(torch.nn.functional.cross_entropy(logits[:, d], target[:, d]) for d in range(3)) / 3
+    assert torch.allclose(loss, manual, atol=1e-5)
+    optimiser = torch.optim.Adam(model.parameters(), lr=0.01)
+    first = loss.item()
+    for _ in range(30):
+        optimiser.zero_grad()
+        model.calculate_loss(batch).backward()
+        optimiser.step()
+    assert model.calculate_loss(batch).item() < first * 0.5
+
+
+def test_graph_matches_brute_force_similarity():
+    torch.manual_seed(0)
+    embeddings = torch.randn(3, 5, 8)
+    codes = torch.cat([torch.zeros(1, 3, dtype=torch.long), torch.randint(0, 5, (20, 3))])
+    graph = build_item_graph(embeddings, codes, num_edges=4, chunk_size=7)
+    assert graph.shape == (21, 4)
+    unit = torch.nn.functional.normalize(embeddings, dim=-1)
+    for item in (1, 9, 20):
+        sims = torch.tensor([
+            -float("inf") if other in (0, item) else
+            sum(float(unit[d, codes[item, d]] @ unit[d, codes[other, d]]) for d in range(3)) / 3
+            for other in range(21)
+        ])
+        assert set(graph[item].tolist()) <= set(range(1, 21)) - {item}
+        # the chosen neighbours are as similar as the brute-force top 4 (ties may pick different items)
+        assert torch.allclose(sims[graph[item]].sort().values, sims.topk(4).values.sort().values, atol=1e-5)
+
+
+def test_graph_decoding_finds_exact_top1_on_complete_graph_and_returns_valid_items():
+    model = _tiny_model(inference="graph")
+    assert hasattr(model, "generate_topk")
+    batch = _batch(model)
+    with torch.no_grad():
+        exact = model.full_sort_predict(batch)
+        items, scores = model.generate_topk(batch, 5)
+    assert items.shape == (2, 5)
+    for row in range(2):
+        assert len(set(items[row].tolist())) == 5
+        assert all(1 <= item <= 12 for item in items[row].tolist())
+        assert items[row, 0].item() == exact[row].argmax().item()
+        assert torch.allclose(scores[row], exact[row, items[row]])
+        assert torch.all(scores[row, :-1] >= scores[row, 1:])
+
+
+def test_graph_topk_pads_with_minus_one_when_few_items_reachable():
+    # 4 items, every item's only neighbour is the next one: from item 1, two steps reach items 1-3
+    neighbours = torch.tensor([[0], [2], [3], [4], [1]])
+    score = torch.tensor([0.0, 0.1, 0.2, 0.3, 0.4])
+    items, scores = graph_topk(lambda c: score[c], neighbours, torch.tensor([[1]]), k=6, num_beams=1,
+                               propagation_steps=2)
+    assert items.tolist() == [[3, 2, -1, -1, -1, -1]]
+    assert math.isclose(scores[0, 0].item(), 0.3, rel_tol=1e-6)
+    start = random_start_items(3, 10, 4, seed=5, device="cpu")
+    assert start.shape == (3, 4) and start.min() >= 1 and start.max() <= 10
+    assert all(len(set(row)) == 4 for row in start.tolist())
+    assert torch.equal(start, random_start_items(3, 10, 4, seed=5, device="cpu"))
+
+
+def test_decoder_only_is_causal():
+    torch.manual_seed(0)
+    backbone = DecoderOnly(d_model=16, num_heads=2, d_ff=32, num_layers=2, max_positions=8).eval()
+    x = torch.randn(1, 6, 16)
+    changed = x.clone()
+    changed[0, 4:] = torch.randn(2, 16)
+    with torch.no_grad():
+        a, b = backbone(x), backbone(changed)
+    assert torch.allclose(a[0, :4], b[0, :4], atol=1e-5)
+    assert not torch.allclose(a[0, 4:], b[0, 4:], atol=1e-3)
+
+
+# ---- end to end ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("inference", ["exact", "graph"])
+def test_rpg_one_epoch_end_to_end(tiny, inference):
+    result = run_recbole_genrec("RPG", "tiny-beauty", config_dict=tiny(**TINY_RPG, rpg_inference=inference))
+    metrics = result["test_result"]
+    assert set(metrics) == {"recall@5", "recall@10", "ndcg@5", "ndcg@10"}
+    assert all(0.0 <= v <= 1.0 for v in metrics.values())
+    quality = result["semantic_id_quality"]
+    assert quality["n_items"] == 287 and quality["tokenizer"] == "OPQ"
+    assert quality["vocab_sizes_after_policy"] == [16] * 8
+
+
+def test_rpg_scores_ignore_target_item(tiny):
+    """Neither exact scoring nor graph decoding reads the target item (RecBole's eval batch carries it)."""
+    from recbole.data.interaction import Interaction
+
+    from recbole_genrec.quick_start import _prepare
+
+    config, _, model, train_data, _, test_data = _prepare(
+        "RPG", "tiny-beauty", None, tiny(**TINY_RPG, rpg_inference="graph"))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for batch in train_data:
+        optimizer.zero_grad()
+        model.calculate_loss(batch).backward()
+        optimizer.step()
+    model.eval()
+    interaction = next(iter(test_data))[0]
+    history_fields = {model.ITEM_SEQ, model.ITEM_SEQ_LEN, model.USER_ID}
+    blinded = Interaction({field: value.clone() if field in history_fields else torch.zeros_like(value)
+                           for field, value in interaction.interaction.items()})
+    with torch.no_grad():
+        scores, blinded_scores = model.full_sort_predict(interaction), model.full_sort_predict(blinded)
+        items, _ = model.generate_topk(interaction, 10)
+        blinded_items, _ = model.generate_topk(blinded, 10)
+    assert torch.equal(scores, blinded_scores)
+    assert torch.equal(items, blinded_items)
+    assert not torch.equal(scores[0], scores[1])  # the history matters
