@@ -2,11 +2,25 @@
 
 Every `--key=value` becomes a config override (values parsed as Python literals when possible, as RecBole does).
 Options of the CLI itself: --model (comma-separated for a side-by-side run), --dataset, --config_files (comma- or
-space-separated), --results_file (CSV; a PNG bar chart is written beside it)."""
+space-separated), --results_file (CSV; a PNG bar chart is written beside it).
+
+Tuning mode (Ray Tune, see recbole_genrec/tuning.py and hyper/README.md):
+`python run_recbole_genrec.py --model=TIGER --tune=hyper/TIGER.hyper --trials=20` with --trials (random search:
+configurations, default 10; grid search: samples per grid point, default 1), --search=random|grid,
+--ray_address (join a running cluster, e.g. auto or HOST:6379; default: a local Ray), --ray_num_cpus (local Ray),
+--cpus_per_trial (default 1), --gpus_per_trial (default 0; fractions share a GPU), --max_concurrent,
+--tune_dir (default ray_results/<model>-<dataset>-<time>), --scheduler=asha|fifo, --grace_period (evaluations a
+trial runs before ASHA may stop it, default 1)."""
 import ast
+import os
 import sys
 
+QUICKSTART_PROFILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties", "quickstart.yaml")
+
 CLI_OPTIONS = ("model", "dataset", "config_files", "results_file")
+TUNE_OPTIONS = ("tune", "trials", "search", "ray_address", "ray_num_cpus", "cpus_per_trial", "gpus_per_trial",
+                "max_concurrent", "tune_dir", "scheduler", "grace_period")
+CLI_OPTIONS += TUNE_OPTIONS
 
 
 def parse_value(text):
@@ -46,13 +60,21 @@ def main(argv=None):
 
     options, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     models = [m.strip() for m in options.get("model", "TIGER").split(",") if m.strip()]
+    config_files = [f for f in options.get("config_files", "").replace(",", " ").split() if f]
+    if "dataset" not in options:
+        # The default run is the CPU quick start: ml-100k with the scaled-down profile (see the yaml's header).
+        print(f"No --dataset given: quick start on ml-100k with the CPU profile {QUICKSTART_PROFILE}. "
+              f"Pass --dataset=ml-100k for the papers' model defaults.")
+        config_files.insert(0, QUICKSTART_PROFILE)
     dataset = options.get("dataset", "ml-100k")
-    config_files = [f for f in options.get("config_files", "").replace(",", " ").split() if f] or None
+    config_files = config_files or None
 
     from recbole_genrec import registry
 
     for model in models:  # fail before any training when one name is wrong
         registry.get_model(model)
+    if "tune" in options:
+        return tune_main(options, models, dataset, config_files, overrides)
     rows = []
     for model in models:
         result = run_recbole_genrec(model=model, dataset=dataset, config_file_list=config_files,
@@ -67,6 +89,26 @@ def main(argv=None):
         plot_results(rows, png)
         print(f"Results written to {results_file} and {png}")
     return rows
+
+
+def tune_main(options, models, dataset, config_files, overrides):
+    """The tuning mode: one model, its hyper file, Ray Tune; returns the TuningResult."""
+    from recbole_genrec.tuning import run_tuning
+
+    if len(models) != 1:
+        raise ValueError(f"--tune searches one model at a time, got --model={','.join(models)}.")
+
+    def number(name, default, kind=float):
+        return kind(parse_value(options[name])) if name in options else default
+
+    return run_tuning(
+        models[0], dataset, options["tune"], config_file_list=config_files, config_dict=dict(overrides),
+        trials=number("trials", None, int), search=options.get("search", "random"),
+        ray_address=options.get("ray_address"), ray_num_cpus=number("ray_num_cpus", None, int),
+        cpus_per_trial=number("cpus_per_trial", 1), gpus_per_trial=number("gpus_per_trial", 0),
+        max_concurrent=number("max_concurrent", None, int), tune_dir=options.get("tune_dir"),
+        scheduler=options.get("scheduler", "asha"), grace_period=number("grace_period", 1, int),
+    )
 
 
 if __name__ == "__main__":

@@ -18,9 +18,15 @@ _NUMPY_ALIASES = {
 }
 
 
+# The older aliases RecBole's metrics still use (NDCG calls np.float): RecBole sets them only inside
+# Config.compatibility_settings(), so code that loads a checkpoint without building a Config would crash.
+_LEGACY_NUMPY_ALIASES = {"bool": np.bool_, "int": np.int64, "float": np.float64, "complex": np.complex128,
+                         "object": np.object_, "str": np.str_, "long": np.int64, "unicode": np.str_}
+
+
 def apply():
-    for name, value in _NUMPY_ALIASES.items():
-        if not hasattr(np, name):
+    for name, value in {**_NUMPY_ALIASES, **_LEGACY_NUMPY_ALIASES}.items():
+        if name not in vars(np):  # hasattr would trigger numpy's FutureWarnings for the removed names
             setattr(np, name, value)
     disable_recbole_anomaly_detection()
 

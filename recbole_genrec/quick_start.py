@@ -13,7 +13,7 @@ from recbole_genrec.data import create_dataset, data_preparation
 METRIC_ORDER = ("recall", "ndcg", "hit", "mrr", "precision", "map")
 
 
-def _prepare(model, dataset, config_file_list, config_dict):
+def _prepare(model, dataset, config_file_list, config_dict, on_prepared=None):
     config = GenRecConfig(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
@@ -24,24 +24,34 @@ def _prepare(model, dataset, config_file_list, config_dict):
     dataset_obj = create_dataset(config)
     logger.info(dataset_obj)
     train_data, valid_data, test_data = data_preparation(config, dataset_obj)
+    if on_prepared is not None:
+        on_prepared(config, dataset_obj)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model_obj = registry.get_model(config["model"])(config, train_data._dataset).to(config["device"])
     logger.info(model_obj)
     return config, dataset_obj, model_obj, train_data, valid_data, test_data
 
 
-def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True):
+def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True,
+                       callback_fn=None, evaluate_test=True, on_prepared=None):
     """Train `model` on `dataset` and evaluate on the test split; the RecBole `run_recbole` contract plus
-    timings and sizes for side-by-side tables."""
+    timings and sizes for side-by-side tables.
+
+    Hooks for hyper-parameter search (recbole_genrec/tuning.py): `callback_fn(epoch_idx, valid_score)` runs after
+    every validation (RecBole's `Trainer.fit` callback); `evaluate_test=False` skips the test split (test_result
+    is None); `on_prepared(config, dataset)` runs once the dataset is loaded, split and tokenized, before the
+    model is built."""
     config, dataset_obj, model_obj, train_data, valid_data, test_data = _prepare(
-        model, dataset, config_file_list, config_dict
+        model, dataset, config_file_list, config_dict, on_prepared
     )
     logger = getLogger()
     trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
     best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=callback_fn
     )
-    test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    test_result = None
+    if evaluate_test:
+        test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     logger.info("The running environment of this training is as follows:\n" + get_environment(config).draw())
     logger.info(set_color("best valid ", "yellow") + f": {best_valid_result}")
     logger.info(set_color("test result", "yellow") + f": {test_result}")
@@ -54,8 +64,8 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
         "best_valid_result": best_valid_result,
         "test_result": test_result,
         "train_seconds": getattr(trainer, "train_seconds", None),
-        "test_eval_seconds": getattr(trainer, "last_eval_seconds", None),
-        "test_users": getattr(trainer, "last_eval_users", None),
+        "test_eval_seconds": getattr(trainer, "last_eval_seconds", None) if evaluate_test else None,
+        "test_users": getattr(trainer, "last_eval_users", None) if evaluate_test else None,
         "epochs": getattr(trainer, "epochs_trained", None),
         "tokenizer_seconds": getattr(semantic_ids, "fit_seconds", None),
         "parameters": sum(p.numel() for p in model_obj.parameters()),

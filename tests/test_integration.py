@@ -71,7 +71,8 @@ def _stock_recbole_sasrec(config_dict):
     return trainer, model, test_data, trainer.evaluate(test_data, load_best_model=False)
 
 
-def test_sasrec_through_plugin_equals_stock_recbole(tiny):
+def test_sasrec_through_plugin_equals_stock_recbole(tiny, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["pytest"])  # stock RecBole's Config parses the command line (pytest's here)
     protocol = {"eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"},
                 "metrics": ["Recall", "NDCG", "Hit", "MRR"], "topk": [5, 10], "valid_metric": "NDCG@10",
                 "train_neg_sample_args": None, "loss_type": "CE", "epochs": 2}

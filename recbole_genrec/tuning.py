@@ -1,0 +1,581 @@
+"""Hyper-parameter search with Ray Tune (ray[tune]==2.6.3), selected on the validation metric only.
+
+    python run_recbole_genrec.py --model=SASRec --dataset=ml-100k --tune=hyper/SASRec.hyper --trials=8
+
+The search space is a RecBole hyper file (`hyper/README.md`). Every trial runs `run_recbole_genrec` in a Ray
+worker with its own checkpoint directory and reports the validation score after every evaluation, which feeds an
+ASHA scheduler. Trials never touch the test split: after the search, the best trial (best validation score among
+the trials that did not fail) is loaded from its checkpoint and evaluated on the test split once. What a search
+leaves in its directory (`--tune_dir`, default `ray_results/<model>-<dataset>-<time>`):
+
+- `results.csv`: one row per trial (tuned parameters, best validation score, status, error, seconds,
+  tokenizer seconds); the same table is printed;
+- `best_config.yaml`: the tuned keys of the best trial with model and dataset, usable with `--config_files`;
+- `checkpoints/<trial_id>/`: each trial's checkpoint; Ray's own trial directories (logs, RecBole's `log/`).
+
+Semantic IDs are cached by a fingerprint of the tokenizer's inputs and parameters (`recbole_genrec/cache.py`), so
+trials that only change backbone or optimiser parameters reuse the first trial's tokenizer. Trials of generative
+models prepare their data under a file lock in `cache_dir`: two trials never fit the same tokenizer at once.
+"""
+import ast
+import copy
+import fcntl
+import glob
+import json
+import logging
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+from recbole_genrec import compat
+
+logger = logging.getLogger("recbole_genrec")
+
+HYPER_KINDS = ("choice", "uniform", "quniform", "loguniform")
+SEARCH_MODES = ("random", "grid")
+SCHEDULERS = ("asha", "fifo")
+
+
+# ---- search space: RecBole's hyper file format ------------------------------------------------------------------
+@dataclass(frozen=True)
+class HyperParam:
+    """One line of a hyper file: `name kind values`.
+
+    choice [v1, v2, ...]      one of the listed Python literals
+    uniform low,high          a float in [low, high]
+    quniform low,high,q       round(uniform(low, high) / q) * q; an int when low, high and q are whole numbers
+    loguniform low,high       exp(uniform(low, high)): as in RecBole (hyperopt), the bounds are natural-log exponents
+    """
+
+    name: str
+    kind: str
+    values: tuple
+
+    def domain(self, grid=False):
+        """The Ray Tune search domain (`grid=True`: every choice becomes a grid axis)."""
+        from ray import tune
+
+        if self.kind == "choice":
+            return tune.grid_search(list(self.values)) if grid else tune.choice(list(self.values))
+        if self.kind == "uniform":
+            return tune.uniform(*self.values)
+        if self.kind == "quniform":
+            if all(float(v).is_integer() for v in self.values):
+                return tune.qrandint(*(int(v) for v in self.values))
+            return tune.quniform(*self.values)
+        return tune.loguniform(math.exp(self.values[0]), math.exp(self.values[1]))
+
+    def extremes(self):
+        """(smallest, largest) value this parameter can take, for numeric parameters."""
+        if self.kind == "choice":
+            return min(self.values), max(self.values)
+        if self.kind == "loguniform":
+            return math.exp(self.values[0]), math.exp(self.values[1])
+        return self.values[0], self.values[1]
+
+
+def parse_hyper_file(path):
+    """Read a RecBole hyper file into {name: HyperParam} (file order). Blank lines and lines starting with `#`
+    are skipped. Numeric bounds may be separated by commas (RecBole's spelling) or spaces."""
+    params = {}
+    with open(path) as handle:
+        for number, line in enumerate(handle, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            where = f"{path}:{number}"
+            parts = line.split(None, 2)
+            if len(parts) < 3:
+                raise ValueError(f"{where}: expected `name kind values`, got {line!r}")
+            name, kind, text = parts
+            if kind not in HYPER_KINDS:
+                raise ValueError(f"{where}: unknown kind {kind!r} for {name}; use one of {', '.join(HYPER_KINDS)}")
+            if name in params:
+                raise ValueError(f"{where}: {name} is defined twice")
+            params[name] = HyperParam(name, kind, _parse_values(kind, text, where))
+    if not params:
+        raise ValueError(f"{path}: no hyper-parameters found")
+    return params
+
+
+def _parse_values(kind, text, where):
+    if kind == "choice":
+        try:
+            values = ast.literal_eval(text)
+        except (ValueError, SyntaxError) as error:
+            raise ValueError(f"{where}: choice values must be a Python list literal, got {text!r}") from error
+        if not isinstance(values, (list, tuple)) or not values:
+            raise ValueError(f"{where}: choice needs a non-empty list, got {text!r}")
+        return tuple(values)
+    try:
+        numbers = tuple(float(v) for v in re.split(r"[,\s]+", text.strip()) if v)
+    except ValueError as error:
+        raise ValueError(f"{where}: {kind} needs numbers, got {text!r}") from error
+    expected = 3 if kind == "quniform" else 2
+    if len(numbers) != expected:
+        raise ValueError(f"{where}: {kind} needs {expected} numbers, got {text!r}")
+    if numbers[0] >= numbers[1]:
+        raise ValueError(f"{where}: {kind} needs low < high, got {text!r}")
+    if kind == "quniform" and numbers[2] <= 0:
+        raise ValueError(f"{where}: quniform needs q > 0, got {text!r}")
+    return numbers
+
+
+def merge_params(sampled, base_dicts):
+    """Turn sampled values into config overrides: `tokenizer_params.codebook_size: 128` is merged into a copy of
+    the model's default `tokenizer_params` dict (RecBole replaces dict-valued keys as a whole)."""
+    overrides = {}
+    for name, value in sampled.items():
+        if "." not in name:
+            overrides[name] = value
+            continue
+        top, *path = name.split(".")
+        if top not in overrides:
+            overrides[top] = copy.deepcopy(base_dicts.get(top) or {})
+        node = overrides[top]
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = value
+    return overrides
+
+
+def _plain(value):
+    """numpy scalars and tuples -> plain Python values (for yaml, CSV and RecBole)."""
+    if hasattr(value, "item") and not isinstance(value, (list, dict, str)):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+# ---- inside a Ray worker ----------------------------------------------------------------------------------------
+class _CacheLock:
+    """An exclusive `fcntl.flock` on a file: one process at a time (Ray trials are separate processes)."""
+
+    def __init__(self, path):
+        self.path = path
+        self._handle = None
+
+    def acquire(self):
+        os.makedirs(os.path.dirname(self.path), exist_ok=True)
+        self._handle = open(self.path, "a")
+        fcntl.flock(self._handle, fcntl.LOCK_EX)
+
+    def release(self):
+        if self._handle is not None:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+
+@dataclass
+class _TrialSetup:
+    """What every trial needs besides its sampled parameters (pickled to the workers)."""
+
+    model: str
+    dataset: str
+    config_files: Optional[list]
+    fixed: dict               # config overrides shared by all trials, with absolute paths
+    base_dicts: dict          # default values of dict-valued keys tuned through dotted names
+    checkpoint_root: str
+    lock_path: Optional[str]  # set for models with a tokenizer
+    bigger: bool              # valid_metric_bigger
+    cpus: float
+    gpus: float
+
+
+SUMMARY_FILE = "summary.json"
+
+
+def _run_trial(sampled, setup):
+    """Ray Tune function trainable: one training run, reporting the validation score after every evaluation."""
+    compat.apply()  # also set by the worker setup hook; harmless twice
+    import ray
+    import torch
+    from ray.air import session
+
+    from recbole_genrec.quick_start import run_recbole_genrec
+
+    torch.set_num_threads(max(1, int(setup.cpus)))
+    checkpoint_dir = os.path.join(setup.checkpoint_root, session.get_trial_id())
+    os.makedirs(checkpoint_dir, exist_ok=True)
+    overrides = dict(setup.fixed)
+    overrides.update(merge_params(sampled, setup.base_dicts))
+    overrides["checkpoint_dir"] = checkpoint_dir
+    # RecBole's Config writes gpu_id into CUDA_VISIBLE_DEVICES: give it the GPU Ray assigned to this trial.
+    overrides["gpu_id"] = ",".join(str(i) for i in ray.get_gpu_ids()) if setup.gpus else ""
+
+    state = {"best": None, "tokenizer_seconds": None}
+    lock = _CacheLock(setup.lock_path) if setup.lock_path else None
+
+    def on_prepared(config, dataset):
+        semantic_ids = getattr(dataset, "semantic_ids", None)
+        state["tokenizer_seconds"] = getattr(semantic_ids, "fit_seconds", None)
+        if lock:
+            lock.release()  # the tokenizer is fitted (or loaded from the cache): other trials may go on
+
+    def report(epoch_idx, valid_score):
+        score = float(valid_score)
+        best = state["best"]
+        if best is None or (score > best if setup.bigger else score < best):
+            state["best"] = best = score
+        metrics = {"valid_score": score, "best_valid_score": best, "epoch": epoch_idx + 1}
+        if state["tokenizer_seconds"] is not None:
+            metrics["tokenizer_seconds"] = state["tokenizer_seconds"]
+        session.report(metrics)
+
+    if lock:
+        lock.acquire()
+    try:
+        result = run_recbole_genrec(
+            setup.model, setup.dataset, config_file_list=setup.config_files, config_dict=overrides, saved=True,
+            callback_fn=report, evaluate_test=False, on_prepared=on_prepared,
+        )
+    finally:
+        if lock:
+            lock.release()
+    summary = {
+        "best_valid_score": _plain(result["best_valid_score"]),
+        "checkpoint": result["checkpoint"],
+        "tokenizer_seconds": result["tokenizer_seconds"],
+        "epochs": result["epochs"],
+        "train_seconds": result["train_seconds"],
+    }
+    with open(os.path.join(checkpoint_dir, SUMMARY_FILE), "w") as handle:
+        json.dump(summary, handle)
+
+
+def _evaluate_checkpoint(checkpoint):
+    """Load a trained trial from its checkpoint and score its validation and test splits (once, at the end)."""
+    compat.apply()
+    from recbole_genrec import registry
+    from recbole_genrec.quick_start import flat_metrics, load_data_and_model
+
+    config, model, _, _, valid_data, test_data = load_data_and_model(checkpoint)
+    trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    return {
+        "valid": flat_metrics(trainer.evaluate(valid_data, load_best_model=False)),
+        "test": flat_metrics(trainer.evaluate(test_data, load_best_model=False)),
+    }
+
+
+# ---- on the driver ------------------------------------------------------------------------------------------------
+def init_ray(address=None, num_cpus=None):
+    """Start a local Ray (`num_cpus`, default all cores) or join the cluster at `address`, with the numpy/RecBole
+    compatibility shims installed in every worker process (ray 2.6.3 itself needs them under numpy >= 2)."""
+    import ray
+
+    runtime_env = {"worker_process_setup_hook": compat.worker_setup}
+    if address:
+        return ray.init(address=address, runtime_env=runtime_env)
+    return ray.init(num_cpus=num_cpus, include_dashboard=False, runtime_env=runtime_env)
+
+
+def _check_workers_have_shims():
+    """A Ray session started by the caller must install the shims in its workers (see `init_ray`)."""
+    import ray
+
+    def numpy_aliases_present():  # nested: shipped by value, so the worker does not import recbole_genrec
+        import numpy as np
+
+        return hasattr(np, "bool8") and hasattr(np, "float_")
+
+    if not ray.get(ray.remote(num_cpus=0)(numpy_aliases_present).remote()):
+        raise RuntimeError(
+            "Ray is already running without recbole_genrec's worker setup hook, so its workers lack the numpy "
+            "aliases that ray 2.6.3 and RecBole need. Start Ray with recbole_genrec.tuning.init_ray(...) or pass "
+            "runtime_env={'worker_process_setup_hook': recbole_genrec.compat.worker_setup} to ray.init."
+        )
+
+
+def _trial_timer():
+    """A Tune callback recording every trial (in start order) with its wall-clock seconds."""
+    from ray.tune import Callback
+
+    class TrialTimer(Callback):
+        def __init__(self):
+            self.trials, self.started, self.ended = [], {}, {}
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            if trial.trial_id not in self.started:
+                self.trials.append(trial)
+            self.started[trial.trial_id] = time.time()
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.ended[trial.trial_id] = time.time()
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self.ended[trial.trial_id] = time.time()
+
+        def seconds(self, trial):
+            start, end = self.started.get(trial.trial_id), self.ended.get(trial.trial_id)
+            return end - start if start is not None and end is not None else None
+
+    return TrialTimer()
+
+
+def _error_message(trial):
+    """The exception line of a failed trial (Ray's error file holds the whole traceback)."""
+    text = ""
+    if trial.error_file and os.path.isfile(trial.error_file):
+        with open(trial.error_file) as handle:
+            text = handle.read()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in reversed(lines):
+        if re.match(r"^[\w.]*(Error|Exception|Interrupt|Exit)\b.*", line) or "RayActorError" in line:
+            return line[:300]
+    return (lines[-1][:300] if lines else "failed (no error file)")
+
+
+@dataclass
+class TuningResult:
+    model: str
+    dataset: str
+    valid_metric: str
+    rows: list                 # one dict per trial (the CSV rows)
+    best: Optional[dict]       # the best row, None when every trial failed
+    best_config: dict          # what best_config.yaml holds
+    best_checkpoint: Optional[str]
+    valid_result: dict = field(default_factory=dict)  # re-evaluated from the best checkpoint
+    test_result: dict = field(default_factory=dict)   # the only test evaluation of the search
+    tune_dir: str = ""
+    results_csv: str = ""
+    best_config_yaml: str = ""
+    wall_seconds: float = 0.0
+    table: str = ""
+
+
+def run_tuning(model, dataset, hyper_file, config_file_list=None, config_dict=None, trials=None, search="random",
+               ray_address=None, ray_num_cpus=None, cpus_per_trial=1, gpus_per_trial=0, max_concurrent=None,
+               tune_dir=None, scheduler="asha", grace_period=1, reduction_factor=2, verbose=1):
+    """Search `hyper_file`'s space for `model` on `dataset`; see the module docstring.
+
+    trials: random search -> number of sampled configurations (default 10); grid search (every `choice` is a
+    grid axis) -> samples per grid point (default 1). ray_address: None starts a local Ray (ray_num_cpus CPUs,
+    default all); an address ("auto", "HOST:6379") joins a running cluster. A Ray session the caller already
+    started is used as it is (and left running)."""
+    import ray
+    from ray import air, tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from recbole_genrec import registry
+    from recbole_genrec.config import GenRecConfig
+
+    if search not in SEARCH_MODES:
+        raise ValueError(f"Unknown search {search!r}: use one of {', '.join(SEARCH_MODES)}")
+    if scheduler not in SCHEDULERS:
+        raise ValueError(f"Unknown scheduler {scheduler!r}: use one of {', '.join(SCHEDULERS)}")
+    if ray_address and str(ray_address).startswith("ray://"):
+        raise ValueError("Ray Client addresses (ray://) are not supported: run the search on a node of the "
+                         "cluster with --ray_address=auto (or HOST:6379).")
+    started = time.time()
+    space = parse_hyper_file(hyper_file)
+    config_files = [os.path.abspath(f) for f in config_file_list] if config_file_list else None
+    fixed = dict(config_dict or {})
+
+    # The fixed part of the configuration, resolved once here: fails early on a wrong model, dataset or key, and
+    # gives the absolute paths every trial uses (Ray runs each trial in its own working directory).
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")  # RecBole's Config overwrites it
+    base = GenRecConfig(model=model, dataset=dataset, config_file_list=config_files, config_dict=fixed)
+    if visible is None:
+        os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+    else:
+        os.environ["CUDA_VISIBLE_DEVICES"] = visible
+    fixed["data_path"] = os.path.dirname(base["data_path"])
+    fixed["cache_dir"] = base["cache_dir"]
+    base_dicts = {}
+    for name in space:
+        if name.split(".")[0] not in base.final_config_dict:
+            logger.warning(f"{hyper_file}: {name} is not a parameter of {model}'s configuration (typo?); "
+                           f"it is passed on as given.")
+        if "." in name:
+            top = name.split(".")[0]
+            if base[top] is not None and not isinstance(base[top], dict):
+                raise ValueError(f"{hyper_file}: {name} tunes a key of {top!r}, which is not a dict in {model}'s "
+                                 f"config ({base[top]!r})")
+            base_dicts[top] = _plain(base[top] or {})
+    valid_metric, bigger = base["valid_metric"], bool(base["valid_metric_bigger"])
+
+    tune_dir = os.path.abspath(tune_dir or os.path.join(
+        "ray_results", f"{model}-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"))
+    os.makedirs(tune_dir, exist_ok=True)
+    lock_path = os.path.join(base["cache_dir"], dataset, ".prepare.lock") if registry.is_genrec_model(model) else None
+    setup = _TrialSetup(model=model, dataset=dataset, config_files=config_files, fixed=fixed, base_dicts=base_dicts,
+                        checkpoint_root=os.path.join(tune_dir, "checkpoints"), lock_path=lock_path, bigger=bigger,
+                        cpus=cpus_per_trial, gpus=gpus_per_trial)
+
+    # Evaluations per trial (ASHA's time axis): the largest `epochs` over the smallest `eval_step`.
+    epochs = space["epochs"].extremes()[1] if "epochs" in space else base["epochs"]
+    eval_step = space["eval_step"].extremes()[0] if "eval_step" in space else base["eval_step"]
+    max_evaluations = max(1, int(epochs) // max(1, int(eval_step)))
+    grid = search == "grid"
+    num_samples = int(trials) if trials else (1 if grid else 10)
+    param_space = {name: param.domain(grid=grid) for name, param in space.items()}
+
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        init_ray(ray_address, ray_num_cpus)
+    else:
+        _check_workers_have_shims()
+    try:
+        timer = _trial_timer()
+        asha = (ASHAScheduler(time_attr="training_iteration", max_t=max_evaluations,
+                              grace_period=min(max(1, int(grace_period)), max_evaluations),
+                              reduction_factor=reduction_factor)
+                if scheduler == "asha" else None)
+        trainable = tune.with_resources(tune.with_parameters(_run_trial, setup=setup),
+                                        {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(
+                metric="valid_score", mode="max" if bigger else "min", num_samples=num_samples, scheduler=asha,
+                search_alg=BasicVariantGenerator(random_state=base["seed"]),
+                max_concurrent_trials=max_concurrent, reuse_actors=False,
+            ),
+            run_config=air.RunConfig(
+                name=os.path.basename(tune_dir), storage_path=os.path.dirname(tune_dir), callbacks=[timer],
+                failure_config=air.FailureConfig(max_failures=0), verbose=verbose,
+            ),
+        )
+        tuner.fit()  # failed trials do not raise: they are rows of the table
+        rows, best_index, checkpoints = _collect_rows(timer, space, setup, base, valid_metric, bigger)
+        result = TuningResult(model=model, dataset=dataset, valid_metric=valid_metric, rows=rows,
+                              best=rows[best_index] if best_index is not None else None, best_config={},
+                              best_checkpoint=checkpoints[best_index] if best_index is not None else None,
+                              tune_dir=tune_dir)
+        if result.best_checkpoint:
+            evaluate = ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial)(_evaluate_checkpoint)
+            scores = ray.get(evaluate.remote(result.best_checkpoint))
+            result.valid_result, result.test_result = scores["valid"], scores["test"]
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+    if result.best is not None:
+        sampled = {name: result.best[name] for name in space}
+        result.best_config = {"model": model, "dataset": dataset, **_plain(merge_params(sampled, base_dicts))}
+    result.wall_seconds = time.time() - started
+    _write_outputs(result, space, config_dict or {})
+    return result
+
+
+def _collect_rows(timer, space, setup, base, valid_metric, bigger):
+    """One row per trial, the index of the best finished trial (validation metric only) and each checkpoint."""
+    rows, checkpoints = [], []
+    for trial in sorted(timer.trials, key=lambda t: t.trial_id):  # ids end with the trial's creation index
+        last = trial.last_result or {}
+        summary_path = os.path.join(setup.checkpoint_root, trial.trial_id, SUMMARY_FILE)
+        summary = {}
+        if os.path.isfile(summary_path):
+            with open(summary_path) as handle:
+                summary = json.load(handle)
+        evaluations = last.get("training_iteration", 0) if last else 0
+        if trial.status == "ERROR":
+            status, error = "ERROR", _error_message(trial)
+        else:
+            # A trial is complete when it returned (and wrote its summary; RecBole's early stopping may end it
+            # before its last epoch) or when it reached its last evaluation (where ASHA stops every trial);
+            # otherwise the scheduler stopped it early.
+            epochs = trial.config.get("epochs", base["epochs"])
+            planned = max(1, int(epochs) // max(1, int(trial.config.get("eval_step", base["eval_step"]))))
+            status, error = ("COMPLETED" if summary or evaluations >= planned else "STOPPED"), ""
+        score = summary.get("best_valid_score", last.get("best_valid_score"))
+        row = {"trial": trial.trial_id, "status": status}
+        row.update({name: _plain(trial.config.get(name)) for name in space})
+        row[f"valid_{valid_metric.lower()}"] = score
+        row["evaluations"] = evaluations
+        row["tokenizer_seconds"] = summary.get("tokenizer_seconds", last.get("tokenizer_seconds"))
+        seconds = timer.seconds(trial)
+        row["seconds"] = round(seconds if seconds is not None else last.get("time_total_s", 0.0), 1)
+        row["error"] = error
+        rows.append(row)
+        checkpoint = summary.get("checkpoint")
+        if not checkpoint:
+            saved = sorted(glob.glob(os.path.join(setup.checkpoint_root, trial.trial_id, "*.pth")))
+            checkpoint = saved[-1] if saved else None
+        checkpoints.append(checkpoint)
+
+    key = f"valid_{valid_metric.lower()}"
+    candidates = [i for i, row in enumerate(rows)
+                  if row["status"] != "ERROR" and row[key] is not None and not math.isnan(row[key])
+                  and checkpoints[i]]
+    if not candidates:
+        return rows, None, checkpoints
+    pick = max if bigger else min
+    best_score = pick(rows[i][key] for i in candidates)
+    best_index = next(i for i in candidates if rows[i][key] == best_score)  # ties: the earliest trial
+    return rows, best_index, checkpoints
+
+
+def _format_rows(rows, space):
+    """Rows with readable cells: tuned values with 4 significant digits, seconds with one decimal."""
+    formatted = []
+    for row in rows:
+        cells = {}
+        for key, value in row.items():
+            if key in space and isinstance(value, float):
+                value = f"{value:.4g}"
+            elif key.endswith("seconds") and isinstance(value, float):
+                value = f"{value:.1f}"
+            elif isinstance(value, (list, dict)):
+                value = json.dumps(value)
+            cells[key] = value
+        formatted.append(cells)
+    return formatted
+
+
+def _write_outputs(result, space, fixed):
+    """results.csv, the printed table and summary, best_config.yaml (`fixed`: the caller's fixed overrides)."""
+    import yaml
+
+    from recbole_genrec.results import format_table, write_csv
+
+    tuned = {name.split(".")[0] for name in space}
+    fixed = {key: value for key, value in fixed.items() if key not in tuned}
+    result.results_csv = os.path.join(result.tune_dir, "results.csv")
+    write_csv([{k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in row.items()}
+               for row in result.rows], result.results_csv)
+    result.table = format_table(_format_rows(result.rows, space)) if result.rows else "(no trials ran)"
+    lines = [f"\nRay Tune search: {result.model} on {result.dataset}, {len(result.rows)} trials, "
+             f"{result.wall_seconds:.0f} s wall time; selection on valid {result.valid_metric}\n{result.table}\n"]
+    fitted = [row for row in result.rows if row.get("tokenizer_seconds")]
+    reused = [row for row in result.rows if row.get("tokenizer_seconds") == 0.0]
+    if fitted or reused:
+        fits = ", ".join(f"{row['trial']}: {row['tokenizer_seconds']:.1f} s" for row in fitted) or "-"
+        lines.append(f"Tokenizer fitted in {len(fitted)} trial(s) ({fits}); "
+                     f"loaded from the cache in {len(reused)} trial(s).")
+    if result.best is None:
+        lines.append("No trial finished: no best configuration (see the error column).")
+    else:
+        result.best_config_yaml = os.path.join(result.tune_dir, "best_config.yaml")
+        header = [
+            f"# Best of {len(result.rows)} trials ({result.model} on {result.dataset}), chosen on valid "
+            f"{result.valid_metric} = {result.best[f'valid_{result.valid_metric.lower()}']:.4f} "
+            f"(trial {result.best['trial']}).",
+            f"# Test (evaluated once, from the trial's checkpoint): {_metrics_text(result.test_result)}",
+            f"# Search directory: {result.tune_dir}",
+            "# Settings fixed during the search (not included below): "
+            + (json.dumps(_plain(fixed), sort_keys=True, default=str) if fixed else "none"),
+        ]
+        with open(result.best_config_yaml, "w") as handle:
+            handle.write("\n".join(header) + "\n")
+            yaml.safe_dump(result.best_config, handle, sort_keys=False, default_flow_style=False)
+        lines.append(f"Best trial {result.best['trial']}: "
+                     f"{json.dumps({k: v for k, v in result.best_config.items() if k not in ('model', 'dataset')})}")
+        lines.append(f"  valid (from its checkpoint): {_metrics_text(result.valid_result)}")
+        lines.append(f"  test  (evaluated once):      {_metrics_text(result.test_result)}")
+        lines.append(f"Best configuration written to {result.best_config_yaml} (use it with "
+                     f"--model={result.model} --dataset={result.dataset} --config_files=...)")
+    lines.append(f"Trial table written to {result.results_csv}")
+    print("\n".join(lines))
+
+
+def _metrics_text(metrics):
+    return ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()) if metrics else "-"
