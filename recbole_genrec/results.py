@@ -46,7 +46,7 @@ def plot_results(rows, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = [key for key in rows[0] if key.startswith("test_")]
+    metrics = [key for key in rows[0] if key.startswith("test_") and "@" in key]  # not test_eval_seconds
     width = 0.8 / max(1, len(rows))
     fig, ax = plt.subplots(figsize=(1.6 * len(metrics) + 2, 3.6))
     for i, row in enumerate(rows):
