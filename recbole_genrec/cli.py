@@ -54,6 +54,16 @@ def parse_args(argv):
     return options, overrides
 
 
+def quick_start_profile(model):
+    """The CPU quick-start settings for `model`: the profile's shared keys, then the model's own section."""
+    import yaml
+
+    with open(QUICKSTART_PROFILE) as handle:
+        profile = yaml.safe_load(handle)
+    per_model = profile.pop("per_model", {})
+    return {**profile, **per_model.get(model, {})}
+
+
 def main(argv=None):
     from recbole_genrec.quick_start import run_recbole_genrec
     from recbole_genrec.results import format_table, plot_results, result_row, write_csv
@@ -61,11 +71,10 @@ def main(argv=None):
     options, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     models = [m.strip() for m in options.get("model", "TIGER").split(",") if m.strip()]
     config_files = [f for f in options.get("config_files", "").replace(",", " ").split() if f]
-    if "dataset" not in options:
-        # The default run is the CPU quick start: ml-100k with the scaled-down profile (see the yaml's header).
+    quick_start = "dataset" not in options
+    if quick_start:
         print(f"No --dataset given: quick start on ml-100k with the CPU profile {QUICKSTART_PROFILE}. "
               f"Pass --dataset=ml-100k for the papers' model defaults.")
-        config_files.insert(0, QUICKSTART_PROFILE)
     dataset = options.get("dataset", "ml-100k")
     config_files = config_files or None
 
@@ -77,8 +86,9 @@ def main(argv=None):
         return tune_main(options, models, dataset, config_files, overrides)
     rows = []
     for model in models:
+        config_dict = {**quick_start_profile(model), **overrides} if quick_start else dict(overrides)
         result = run_recbole_genrec(model=model, dataset=dataset, config_file_list=config_files,
-                                    config_dict=dict(overrides))
+                                    config_dict=config_dict)
         rows.append(result_row(result))
     table = format_table(rows)
     print(f"\nTest results on {dataset} (leave-one-out, full ranking; scored by RecBole's metrics)\n{table}\n")

@@ -3,6 +3,8 @@
 `apply()` is idempotent and runs when the package is imported, before any RecBole module is loaded; Ray workers
 call it again through `worker_setup` (they start fresh interpreters).
 """
+import logging
+
 import numpy as np
 import torch
 
@@ -25,6 +27,8 @@ _LEGACY_NUMPY_ALIASES = {"bool": np.bool_, "int": np.int64, "float": np.float64,
 
 
 def apply():
+    # faiss logs each CPU-feature build it tries and misses (avx512, avx2) at INFO under RecBole's INFO logging.
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     for name, value in {**_NUMPY_ALIASES, **_LEGACY_NUMPY_ALIASES}.items():
         if name not in vars(np):  # hasattr would trigger numpy's FutureWarnings for the removed names
             setattr(np, name, value)

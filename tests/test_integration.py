@@ -130,3 +130,12 @@ def test_cli_script_reports_bad_input_without_traceback():
     assert completed.returncode != 0
     assert "Unknown model 'NoSuchModel'" in completed.stderr and "SASRec" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def test_quick_start_profile_is_per_model():
+    from recbole_genrec.cli import quick_start_profile
+
+    tiger, rpg = quick_start_profile("TIGER"), quick_start_profile("RPG")
+    assert tiger["tokenizer"] == "RQKMeans" and tiger["epochs"] == rpg["epochs"]
+    assert "tokenizer" not in rpg  # RPG keeps its own OPQ tokenizer
+    assert GenRecConfig(model="RPG", dataset="ml-100k", config_dict=rpg)["tokenizer"] == "OPQ"
