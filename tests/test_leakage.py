@@ -1,15 +1,18 @@
-"""Generation never reads the target item: zeroing it (and every non-history field) leaves the top-K unchanged."""
+"""Generation never reads the target item: RecBole's evaluation batches carry the target id (and would carry its
+features); blanking every non-history field must leave each model's ranking unchanged."""
+import pytest
 import torch
 from recbole.data.interaction import Interaction
 
 from recbole_genrec.quick_start import _prepare
 
 from conftest import TINY_TIGER
+from test_rpg import TINY_RPG
 
 
-def test_tiger_topk_ignores_target_item_and_its_features(tiny):
-    config, _, model, train_data, _, test_data = _prepare("TIGER", "tiny-beauty", None, tiny(**TINY_TIGER))
-    # A few optimisation steps so the model is not at its initial, input-insensitive state.
+def _trained_model(tiny, model_name, overrides):
+    """The model after one short epoch, so it is not at its input-insensitive initial state; and a test batch."""
+    config, _, model, train_data, _, test_data = _prepare(model_name, "tiny-beauty", None, tiny(**overrides))
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
     for batch in train_data:
@@ -18,17 +21,35 @@ def test_tiger_topk_ignores_target_item_and_its_features(tiny):
         optimizer.step()
     model.eval()
     interaction, _, _, positive_i = next(iter(test_data))
-    target_field = config["ITEM_ID_FIELD"]
-    assert torch.equal(interaction[target_field], positive_i)  # the batch really carries the target
+    assert torch.equal(interaction[config["ITEM_ID_FIELD"]], positive_i)  # the batch really carries the target
+    return model, interaction
+
+
+def _blinded(model, interaction):
+    history_fields = {model.ITEM_SEQ, model.ITEM_SEQ_LEN, model.USER_ID}
+    return Interaction({
+        field: value.clone() if field in history_fields else torch.zeros_like(value)
+        for field, value in interaction.interaction.items()
+    })
+
+
+@pytest.mark.parametrize("model_name, overrides", [
+    ("TIGER", TINY_TIGER),
+    ("RPG", {**TINY_RPG, "rpg_inference": "graph"}),
+])
+def test_topk_ignores_target_item_and_its_features(tiny, model_name, overrides):
+    model, interaction = _trained_model(tiny, model_name, overrides)
+    blinded = _blinded(model, interaction)
     with torch.no_grad():
         items, scores = model.generate_topk(interaction, 10)
-        history_fields = {model.ITEM_SEQ, model.ITEM_SEQ_LEN, model.USER_ID}
-        blinded = Interaction({
-            field: value.clone() if field in history_fields else torch.zeros_like(value)
-            for field, value in interaction.interaction.items()
-        })
         blinded_items, blinded_scores = model.generate_topk(blinded, 10)
-    assert torch.equal(items, blinded_items)
-    assert torch.allclose(scores, blinded_scores)
-    # The history does matter: different histories give different rankings.
-    assert not torch.equal(items[0], items[1]) or not torch.equal(items[1], items[2])
+    assert torch.equal(items, blinded_items) and torch.allclose(scores, blinded_scores)
+    assert not torch.equal(items[0], items[1]) or not torch.equal(items[1], items[2])  # the history matters
+
+
+def test_rpg_exact_scores_ignore_target_item(tiny):
+    model, interaction = _trained_model(tiny, "RPG", TINY_RPG)
+    with torch.no_grad():
+        scores, blinded_scores = model.full_sort_predict(interaction), model.full_sort_predict(_blinded(model, interaction))
+    assert torch.equal(scores, blinded_scores)
+    assert not torch.equal(scores[0], scores[1])

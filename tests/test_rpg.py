@@ -209,31 +209,3 @@ def test_rpg_one_epoch_end_to_end(tiny, inference):
     quality = result["semantic_id_quality"]
     assert quality["n_items"] == 287 and quality["tokenizer"] == "OPQ"
     assert quality["vocab_sizes_after_policy"] == [16] * 8
-
-
-def test_rpg_scores_ignore_target_item(tiny):
-    """Neither exact scoring nor graph decoding reads the target item (RecBole's eval batch carries it)."""
-    from recbole.data.interaction import Interaction
-
-    from recbole_genrec.quick_start import _prepare
-
-    config, _, model, train_data, _, test_data = _prepare(
-        "RPG", "tiny-beauty", None, tiny(**TINY_RPG, rpg_inference="graph"))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for batch in train_data:
-        optimizer.zero_grad()
-        model.calculate_loss(batch).backward()
-        optimizer.step()
-    model.eval()
-    interaction = next(iter(test_data))[0]
-    history_fields = {model.ITEM_SEQ, model.ITEM_SEQ_LEN, model.USER_ID}
-    blinded = Interaction({field: value.clone() if field in history_fields else torch.zeros_like(value)
-                           for field, value in interaction.interaction.items()})
-    with torch.no_grad():
-        scores, blinded_scores = model.full_sort_predict(interaction), model.full_sort_predict(blinded)
-        items, _ = model.generate_topk(interaction, 10)
-        blinded_items, _ = model.generate_topk(blinded, 10)
-    assert torch.equal(scores, blinded_scores)
-    assert torch.equal(items, blinded_items)
-    assert not torch.equal(scores[0], scores[1])  # the history matters
