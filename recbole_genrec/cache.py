@@ -33,19 +33,25 @@ def array_digest(array) -> str:
 
 
 class ArtifactCache:
-    """`<cache_dir>/<dataset>/<kind>-<key>.<ext>` with atomic writes (parallel Ray trials may race)."""
+    """`<cache_dir>/<dataset>/<kind>-<key>.<ext>` with atomic writes (parallel Ray trials may race).
 
-    def __init__(self, cache_dir: str, dataset: str):
+    Arrays are also looked up, read-only, in `shipped_dir` (`<data_path>/<dataset>/cache`): artefacts shipped with a
+    dataset, e.g. text embeddings for hosts where the text encoder is not installed."""
+
+    def __init__(self, cache_dir: str, dataset: str, shipped_dir: str | None = None):
         self.root = os.path.join(os.path.abspath(cache_dir), dataset)
+        self.shipped_dir = shipped_dir
 
     def path(self, kind: str, key: str, ext: str) -> str:
         return os.path.join(self.root, f"{kind}-{key}.{ext}")
 
     def load_array(self, kind, key):
         path = self.path(kind, key, "npy")
-        if os.path.isfile(path):
-            logger.info(f"Cache hit: {kind} from [{path}]")
-            return np.load(path)
+        shipped = os.path.join(self.shipped_dir, os.path.basename(path)) if self.shipped_dir else None
+        for candidate in (path, shipped):
+            if candidate and os.path.isfile(candidate):
+                logger.info(f"Cache hit: {kind} from [{candidate}]")
+                return np.load(candidate)
         return None
 
     def save_array(self, kind, key, array):

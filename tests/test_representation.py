@@ -54,3 +54,24 @@ def test_text_embeddings_shape_padding_and_cache(tiny, tmp_path):
     normed = vectors[1:] / np.linalg.norm(vectors[1:], axis=1, keepdims=True)
     similarity = normed @ normed.T
     assert similarity.mean() < np.sort(similarity, axis=1)[:, -2].mean()
+
+
+def test_shipped_embeddings_beside_the_dataset_are_used(tiny, tmp_path):
+    """`<data_path>/<dataset>/cache/` holds artefacts shipped with a dataset (e.g. text embeddings for a GPU host
+    without the encoder): they are read, and nothing is written to the run's cache."""
+    import shutil
+
+    first = tmp_path / "first"
+    config = GenRecConfig(model="SASRec", dataset="tiny-beauty", config_dict=tiny(cache_dir=str(first)))
+    dataset = create_dataset(config)
+    vectors = item_text_embeddings(config, dataset)
+    (computed,) = [os.path.join(root, f) for root, _, files in os.walk(first) for f in files]
+    data_path = tmp_path / "data"
+    shutil.copytree(os.path.join(FIXTURES, "tiny-beauty"), data_path / "tiny-beauty")
+    os.makedirs(data_path / "tiny-beauty" / "cache")
+    shutil.copy(computed, data_path / "tiny-beauty" / "cache")
+    second = tmp_path / "second"
+    config = GenRecConfig(model="SASRec", dataset="tiny-beauty",
+                          config_dict=tiny(cache_dir=str(second), data_path=str(data_path)))
+    assert np.array_equal(item_text_embeddings(config, create_dataset(config)), vectors)
+    assert not second.exists()

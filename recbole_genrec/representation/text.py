@@ -91,7 +91,7 @@ def item_text_embeddings(config, dataset) -> np.ndarray:
     key = fingerprint(
         "text", file_digest(item_file) if os.path.isfile(item_file) else None, fields, item_tokens, encoder_name(encoder)
     )
-    cache = ArtifactCache(config["cache_dir"], config["dataset"])
+    cache = ArtifactCache(config["cache_dir"], config["dataset"], shipped_dir=os.path.join(config["data_path"], "cache"))
 
     def compute():
         texts = read_item_text(item_file, fields, item_tokens)
