@@ -1,9 +1,7 @@
 """run_recbole_genrec(), objective_function(), load_data_and_model(): RecBole's quick start for the plugin."""
 import logging
-import sys
 from logging import getLogger
 
-import torch
 from recbole.utils import get_environment, init_logger, init_seed, set_color
 
 from recbole_genrec import compat, registry

@@ -1,7 +1,6 @@
 """Model and trainer lookup: this plugin's models first, RecBole's own models second."""
 import importlib
 
-from recbole.utils import ModelType
 from recbole.utils import get_trainer as recbole_get_trainer
 
 # Plugin model name -> module under recbole_genrec.model. A new method adds one line here.

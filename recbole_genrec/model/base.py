@@ -1,5 +1,4 @@
 """Base class of every generative recommender: a RecBole SequentialRecommender with a semantic-ID table."""
-import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
