@@ -1,6 +1,7 @@
 """The tokenizer preprocessing hook: item vectors + training split -> semantic IDs, cached by fingerprint."""
 import logging
 import os
+import time
 
 import numpy as np
 
@@ -41,8 +42,6 @@ def fit_semantic_ids(config, dataset, vectors, fit_mask=None, tokenizer=None, to
         logger.info(f"Cache hit: semantic IDs ({name}) from [{path}]; tokenizer not refitted")
         semantic_ids.cache_path, semantic_ids.fit_seconds = path, 0.0
         return semantic_ids
-    import time
-
     start = time.time()
     logger.info(f"Fitting tokenizer {name} {key_params} on {int(fit_mask.sum()) if fit_mask is not None else len(vectors) - 1} items")
     semantic_ids = build_tokenizer(name, params).fit(vectors, fit_mask=fit_mask, seed=seed)

@@ -11,6 +11,9 @@ class GenerativeRecommender(SequentialRecommender):
     history only. Subclasses implement `calculate_loss(interaction)` and `generate_topk(interaction, k) ->
     (items [B, k] with -1 for missing, scores [B, k])`, which the shared trainer turns into RecBole metrics.
 
+    `full_sort_predict`/`predict` stay RecBole's (NotImplementedError) unless a method scores the whole catalogue
+    exactly (RPG); the trainer ranks any model that has `generate_topk` through it.
+
     `generate_topk` may read only the history fields (item_id_list, item_length, user_id): RecBole's evaluation
     batches also carry the target item id and its features."""
 
@@ -46,9 +49,3 @@ class GenerativeRecommender(SequentialRecommender):
     def history(self, interaction):
         """(item ids [B, T] right-padded with 0, lengths [B]) — the only item fields a generator may read."""
         return interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
-
-    def full_sort_predict(self, interaction):
-        raise NotImplementedError(f"{type(self).__name__} ranks by generation: the trainer calls generate_topk.")
-
-    def predict(self, interaction):
-        raise NotImplementedError(f"{type(self).__name__} ranks by generation: the trainer calls generate_topk.")
