@@ -6,7 +6,7 @@ from recbole.utils import get_environment, init_logger, init_seed, set_color
 
 from recbole_genrec import compat, registry
 from recbole_genrec.config import GenRecConfig
-from recbole_genrec.data import create_dataset, data_preparation
+from recbole_genrec.data import create_dataset, data_preparation, mark_training_items
 
 METRIC_ORDER = ("recall", "ndcg", "hit", "mrr", "precision", "map")
 
@@ -22,6 +22,7 @@ def _prepare(model, dataset, config_file_list, config_dict, on_prepared=None):
     dataset_obj = create_dataset(config)
     logger.info(dataset_obj)
     train_data, valid_data, test_data = data_preparation(config, dataset_obj)
+    mark_training_items(train_data, valid_data, test_data)
     if on_prepared is not None:
         on_prepared(config, dataset_obj)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
@@ -61,6 +62,7 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
         "valid_score_bigger": config["valid_metric_bigger"],
         "best_valid_result": best_valid_result,
         "test_result": test_result,
+        "test_cold_start": getattr(trainer, "last_cold_start", None) if evaluate_test else None,
         "train_seconds": getattr(trainer, "train_seconds", None),
         "test_eval_seconds": getattr(trainer, "last_eval_seconds", None) if evaluate_test else None,
         "test_users": getattr(trainer, "last_eval_users", None) if evaluate_test else None,
@@ -87,6 +89,7 @@ def load_data_and_model(model_file):
     init_logger(config)
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
+    mark_training_items(train_data, valid_data, test_data)
     init_seed(config["seed"], config["reproducibility"])
     model = registry.get_model(config["model"])(config, train_data._dataset).to(config["device"])
     model.load_state_dict(checkpoint["state_dict"])

@@ -7,6 +7,8 @@ from recbole.utils import get_trainer as recbole_get_trainer
 GENREC_MODELS = {
     "TIGER": "recbole_genrec.model.tiger",
     "RPG": "recbole_genrec.model.rpg",
+    "LETTER": "recbole_genrec.model.letter",
+    "LIGER": "recbole_genrec.model.liger",
 }
 
 # RecBole packages searched on a miss. RecBole's own lookup also walks `exlib_recommender`, which imports

@@ -9,6 +9,12 @@ def result_row(run):
     """Flatten one `run_recbole_genrec` result into a table row."""
     row = {"model": run["model"], "dataset": run["dataset"]}
     row.update({f"test_{k}": v for k, v in flat_metrics(run["test_result"]).items()})
+    cold_start = run.get("test_cold_start") or {}
+    for key in sorted((k for k in cold_start if "@" in k), key=lambda k: (not k.startswith("cold"), k)):
+        row[f"test_{key}"] = float(cold_start[key])
+    for key in ("cold_users", *(k for k in cold_start if k.startswith("cold_items"))):
+        if key in cold_start:
+            row[key] = cold_start[key]
     row["valid_score"] = float(run["best_valid_score"]) if run["best_valid_score"] is not None else None
     for key in ("epochs", "train_seconds", "test_eval_seconds", "tokenizer_seconds", "parameters"):
         row[key] = run.get(key)
@@ -46,7 +52,8 @@ def plot_results(rows, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = [key for key in rows[0] if key.startswith("test_") and "@" in key]  # not test_eval_seconds
+    # overall test metrics only (not test_eval_seconds, not the cold-start / in-set breakdown)
+    metrics = [key for key in rows[0] if key.startswith("test_") and "@" in key and "_" not in key[len("test_"):]]
     width = 0.8 / max(1, len(rows))
     fig, ax = plt.subplots(figsize=(1.6 * len(metrics) + 2, 3.6))
     for i, row in enumerate(rows):

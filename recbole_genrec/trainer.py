@@ -8,11 +8,13 @@ table of SASRec vs TIGER compares like with like on identical splits.
 import math
 from time import time
 
+import numpy as np
 import torch
 from recbole.data.dataloader import FullSortEvalDataLoader
 from recbole.evaluator import Collector
+from recbole.evaluator.collector import DataStruct
 from recbole.trainer import Trainer
-from recbole.utils import set_color
+from recbole.utils import dict2str, set_color
 from tqdm import tqdm
 
 from recbole_genrec import compat
@@ -53,6 +55,52 @@ class GenRecCollector(Collector):
         return returned_struct
 
 
+class ColdStartTally:
+    """Cold-start evaluation, available to every model: test users whose target item never occurs in the training
+    split ("cold") are scored apart from the others ("in-set"), by RecBole's own metric classes on the matching
+    rows of `rec.topk`, and the distinct cold items that reach any top-K list are counted.
+
+    Needs `train_item_mask` (bool [n_items + 1]) on the evaluated dataset, set by `data.mark_training_items`."""
+
+    # Metrics computable from a subset of rows: those that read nothing but `rec.topk`.
+    ROW_METRIC_NEEDS = {"rec.topk"}
+
+    def __init__(self, train_item_mask, device):
+        self.cold_item = torch.as_tensor(~np.asarray(train_item_mask, dtype=bool), device=device)
+        self.cold_item[0] = False  # padding
+        self.cold_rows = []
+        self.ranked_cold = torch.zeros_like(self.cold_item)
+
+    @classmethod
+    def for_dataset(cls, dataset, device):
+        mask = getattr(dataset, "train_item_mask", None)
+        return None if mask is None else cls(mask, device)
+
+    def add_batch(self, n_rows, topk_items, positive_u, positive_i):
+        """topk_items long [B, k] (-1 = no item); positive_u/i: the batch's (row, target item) pairs."""
+        rows = torch.zeros(n_rows, dtype=torch.bool, device=positive_u.device)
+        rows[positive_u[self.cold_item[positive_i]]] = True  # a user with a cold target is a cold user
+        self.cold_rows.append(rows.cpu())
+        items = topk_items[topk_items > 0]
+        self.ranked_cold[items[self.cold_item[items]]] = True
+
+    def result(self, evaluator, data_struct, max_k):
+        cold_rows = torch.cat(self.cold_rows) if self.cold_rows else torch.zeros(0, dtype=torch.bool)
+        result = {"cold_users": int(cold_rows.sum()), "inset_users": int((~cold_rows).sum())}
+        topk = data_struct.get("rec.topk")
+        for name, rows in (("cold", cold_rows), ("inset", ~cold_rows)):
+            if not rows.any():
+                continue
+            subset = DataStruct()
+            subset.set("rec.topk", topk[rows])
+            for metric in evaluator.metric_class.values():
+                if set(metric.metric_need) <= self.ROW_METRIC_NEEDS:
+                    result.update({f"{name}_{key}": float(value) for key, value in metric.calculate_metric(subset).items()})
+        result["cold_items"] = int(self.cold_item.sum())
+        result[f"cold_items_in_top{max_k}"] = int(self.ranked_cold.sum())
+        return result
+
+
 class GenRecTrainer(Trainer):
     """RecBole's Trainer with: the shared evaluator above, a warm-up + decay learning-rate schedule
     (`lr_scheduler`: none | cosine | inverse_sqrt | linear, `warmup_steps`), a clear error on a diverging loss,
@@ -66,6 +114,7 @@ class GenRecTrainer(Trainer):
         self.eval_seconds = 0.0
         self.epochs_trained = 0
         self._epoch = 0
+        self.last_cold_start = None
 
     # ---- training -------------------------------------------------------------------------------------------
     def _build_scheduler(self, steps_per_epoch):
@@ -150,6 +199,7 @@ class GenRecTrainer(Trainer):
             if show_progress else eval_data
         )
         n_users = 0
+        cold_start = ColdStartTally.for_dataset(eval_data._dataset, self.device) if self.config["cold_start_eval"] else None
         for batched_data in batches:
             interaction, _, positive_u, positive_i = batched_data
             n_users += len(interaction)
@@ -157,14 +207,20 @@ class GenRecTrainer(Trainer):
                 # Only the history reaches the model's generator; RecBole's batch also carries the target item,
                 # which generate_topk must not read (tests/test_leakage.py checks it).
                 topk_items, _ = self.model.generate_topk(interaction.to(self.device), max_k)
-                self.eval_collector.eval_topk_collect(
-                    topk_items, positive_u.to(self.device), positive_i.to(self.device), self.tot_item_num
-                )
+                positive_u, positive_i = positive_u.to(self.device), positive_i.to(self.device)
+                self.eval_collector.eval_topk_collect(topk_items, positive_u, positive_i, self.tot_item_num)
             else:
                 interaction, scores, positive_u, positive_i = self._full_sort_batch_eval(batched_data)
                 self.eval_collector.eval_batch_collect(scores, interaction, positive_u, positive_i)
+                topk_items = scores.topk(max_k, dim=-1).indices if cold_start else None  # as the collector ranks
+            if cold_start:
+                cold_start.add_batch(len(interaction), topk_items, positive_u.to(self.device), positive_i.to(self.device))
         self.eval_collector.model_collect(self.model)
-        result = self.evaluator.evaluate(self.eval_collector.get_data_struct())
+        data_struct = self.eval_collector.get_data_struct()
+        result = self.evaluator.evaluate(data_struct)
+        self.last_cold_start = cold_start.result(self.evaluator, data_struct, max_k) if cold_start else None
+        if self.last_cold_start:
+            self.logger.info(set_color("cold-start", "yellow") + ": " + dict2str(self.last_cold_start))
         self.last_eval_seconds = time() - start
         self.last_eval_users = n_users
         self.eval_seconds += self.last_eval_seconds

@@ -15,4 +15,15 @@ def create_dataset(config):
     return recbole_create_dataset(config)
 
 
-__all__ = ["GenRecDataset", "create_dataset", "data_preparation", "fit_semantic_ids", "train_item_mask"]
+def mark_training_items(train_data, *eval_data):
+    """Set `train_item_mask` (bool [n_items + 1], items of the training split) on the dataset of every data loader:
+    the evaluator's cold-start split and cold-start aware models (LIGER) read it. Works for any RecBole model."""
+    mask = train_item_mask(train_data._dataset)
+    for loader in (train_data, *eval_data):
+        if loader is not None:
+            loader._dataset.train_item_mask = mask
+    return mask
+
+
+__all__ = ["GenRecDataset", "create_dataset", "data_preparation", "fit_semantic_ids", "mark_training_items",
+           "train_item_mask"]

@@ -22,9 +22,10 @@ def train_item_mask(train_dataset) -> np.ndarray:
     return mask
 
 
-def fit_semantic_ids(config, dataset, vectors, fit_mask=None, tokenizer=None, tokenizer_params=None, kind="sid"):
-    """Fit `tokenizer` (default: config['tokenizer'] with config['tokenizer_params']) on `vectors` and return its
-    SemanticIds. Repeated runs and tuning trials with the same inputs load the cached result instead of refitting.
+def fit_semantic_ids(config, dataset, vectors, fit_mask=None, tokenizer=None, tokenizer_params=None, kind="sid",
+                     collaborative=None):
+    """Fit `tokenizer` (default: config['tokenizer'] with config['tokenizer_params']) on `vectors` (and, for
+    tokenizers that use them, the `collaborative` item vectors) and return its SemanticIds. Repeated runs and tuning trials with the same inputs load the cached result instead of refitting.
     The IDs are also exported as JSON (item token -> codes) beside the cache file."""
     from recbole_genrec.tokenization import SemanticIds, build_tokenizer
 
@@ -34,7 +35,8 @@ def fit_semantic_ids(config, dataset, vectors, fit_mask=None, tokenizer=None, to
     key_params = {k: v for k, v in params.items() if k != "device"}  # same codes wherever they were fitted
     seed = config["seed"]
     key = fingerprint(kind, name, key_params, seed, array_digest(vectors),
-                      array_digest(fit_mask) if fit_mask is not None else None)
+                      array_digest(fit_mask) if fit_mask is not None else None,
+                      array_digest(collaborative) if collaborative is not None else None)
     cache = ArtifactCache(config["cache_dir"], config["dataset"])
     path = cache.path(f"{kind}-{name}", key, "pt")
     if os.path.isfile(path):
@@ -44,7 +46,7 @@ def fit_semantic_ids(config, dataset, vectors, fit_mask=None, tokenizer=None, to
         return semantic_ids
     start = time.time()
     logger.info(f"Fitting tokenizer {name} {key_params} on {int(fit_mask.sum()) if fit_mask is not None else len(vectors) - 1} items")
-    semantic_ids = build_tokenizer(name, params).fit(vectors, fit_mask=fit_mask, seed=seed)
+    semantic_ids = build_tokenizer(name, params).fit(vectors, fit_mask=fit_mask, seed=seed, collaborative=collaborative)
     fit_seconds = time.time() - start
     os.makedirs(cache.root, exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"

@@ -154,16 +154,17 @@ def _name_items(codes: Tensor, scores: Tensor, catalogue: PrefixConstraints, top
 def generate_items(model, input_ids: Tensor, attention_mask: Tensor, vocab: SemanticIdVocab, beam_size: int,
                    topk: int, constraints: Optional[PrefixConstraints] = None,
                    catalogue: Optional[PrefixConstraints] = None,
-                   inputs_embeds_extra: Optional[Tensor] = None) -> BeamSearchOutput:
+                   inputs_embeds_extra: Optional[Tensor] = None, memory: Optional[Tensor] = None) -> BeamSearchOutput:
     """Top items of an `EncoderDecoder` for a batch of encoder inputs: encode once, then beam search with the
     key/value cache (the first step runs once per user; the state is expanded to the beam after it).
 
     Raises ValueError when beam_size < topk. `constraints=None` decodes unconstrained; `catalogue` (default
     `constraints`) maps codes to items and is then required. Returns `beam_size` beams per user; callers keep the
-    first `topk`.
+    first `topk`. `memory`: the encoder output when the caller already has it (LIGER scores it densely too).
     """
     check_beam_size(beam_size, topk)
-    memory = model.encode(input_ids, attention_mask, inputs_embeds_extra)
+    if memory is None:
+        memory = model.encode(input_ids, attention_mask, inputs_embeds_extra)
     state = model.start_decoding(memory, attention_mask)
     return beam_search(model.decode_step, state, input_ids.shape[0], vocab.num_levels, vocab, beam_size,
                        constraints=constraints, catalogue=catalogue, topk=topk, state_rows_per_user=1,

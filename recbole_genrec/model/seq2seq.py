@@ -51,23 +51,37 @@ class SemanticIdSeq2Seq(GenerativeRecommender):
     def target_tokens(self, interaction):
         return self.item_tokens[interaction[self.POS_ITEM_ID]]
 
-    def sequence_logits(self, interaction, target):
-        """Teacher-forced logits [B, L, V] for `target` tokens [B, L]."""
+    def encode(self, interaction):
+        """History -> (encoder tokens [B, S], their mask [B, S], encoder output [B, S, d])."""
         input_ids, mask = self.encoder_inputs(interaction)
-        memory = self.backbone.encode(input_ids, mask)
+        return input_ids, mask, self.backbone.encode(input_ids, mask)
+
+    def sequence_logits(self, interaction, target, encoded=None):
+        """Teacher-forced logits [B, L, V] for `target` tokens [B, L]; `encoded` = self.encode(interaction)."""
+        _, mask, memory = self.encode(interaction) if encoded is None else encoded
         decoder_input = torch.cat([torch.full_like(target[:, :1], self.vocab.pad_id), target[:, :-1]], dim=1)
         return self.backbone.lm_logits(self.backbone.decode(decoder_input, memory, mask))
 
     def calculate_loss(self, interaction):
+        return self.next_sid_loss(interaction, self.encode(interaction))
+
+    def next_sid_loss(self, interaction, encoded):
+        """Next-SID cross-entropy; logits divided by `ce_temperature` (LETTER's ranking-guided loss when < 1)."""
         target = self.target_tokens(interaction)
-        logits = self.sequence_logits(interaction, target) / self.ce_temperature
+        logits = self.sequence_logits(interaction, target, encoded) / self.ce_temperature
         return F.cross_entropy(logits.flatten(0, 1).float(), target.flatten())
 
     def generate_topk(self, interaction, k):
-        input_ids, mask = self.encoder_inputs(interaction)
+        output = self.beam_search(self.encode(interaction), k)
+        return output.items[:, :k], output.scores[:, :k]
+
+    def beam_search(self, encoded, k):
+        """The shared batched beam search over the encoder output `encoded` (= self.encode(...)): `beam_size`
+        beams per user, prefix-constrained unless `constrained_beam: False`."""
+        input_ids, mask, memory = encoded
         output = generate_items(
             self.backbone, input_ids, mask, vocab=self.vocab, beam_size=self.beam_size, topk=k,
-            constraints=self.catalogue if self.constrained else None, catalogue=self.catalogue,
+            constraints=self.catalogue if self.constrained else None, catalogue=self.catalogue, memory=memory,
         )
         self.last_invalid_rate = output.invalid_rate
-        return output.items[:, :k], output.scores[:, :k]
+        return output

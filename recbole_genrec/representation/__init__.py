@@ -1,4 +1,5 @@
 """Stage 1: item representations (continuous vectors) from item content and collaborative signals."""
+from recbole_genrec.representation.collaborative import item_cf_embeddings
 from recbole_genrec.representation.text import item_text_embeddings, read_item_text, resolve_encoder_path
 
-__all__ = ["item_text_embeddings", "read_item_text", "resolve_encoder_path"]
+__all__ = ["item_cf_embeddings", "item_text_embeddings", "read_item_text", "resolve_encoder_path"]

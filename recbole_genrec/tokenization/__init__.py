@@ -1,8 +1,9 @@
 """Stage 2, tokenization: item vectors -> semantic IDs, with collision policies and quality reports."""
 from recbole_genrec.tokenization.base import SemanticIds, Tokenizer
 from recbole_genrec.tokenization.collision import COLLISION_POLICIES, apply_collision_policy, get_collision_policy
-from recbole_genrec.tokenization.kmeans import balanced_kmeans, kmeans
+from recbole_genrec.tokenization.kmeans import balanced_kmeans, kmeans, sinkhorn_assignment
 from recbole_genrec.tokenization.quality import collapse_warning, format_quality, sid_quality
+from recbole_genrec.tokenization.letter import LETTERTokenizer
 from recbole_genrec.tokenization.opq import OPQTokenizer
 from recbole_genrec.tokenization.rqkmeans import RQKMeansTokenizer
 from recbole_genrec.tokenization.rqvae import RQVAETokenizer
@@ -12,6 +13,7 @@ TOKENIZERS = {
     "RQVAE": RQVAETokenizer,
     "RQKMeans": RQKMeansTokenizer,
     "OPQ": OPQTokenizer,
+    "LETTER": LETTERTokenizer,
 }
 
 
@@ -23,6 +25,7 @@ def build_tokenizer(name: str, params: dict | None = None) -> Tokenizer:
 
 __all__ = [
     "COLLISION_POLICIES",
+    "LETTERTokenizer",
     "TOKENIZERS",
     "RQKMeansTokenizer",
     "RQVAETokenizer",
@@ -35,5 +38,6 @@ __all__ = [
     "format_quality",
     "get_collision_policy",
     "kmeans",
+    "sinkhorn_assignment",
     "sid_quality",
 ]

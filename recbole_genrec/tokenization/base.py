@@ -14,7 +14,7 @@ from recbole_genrec.tokenization.collision import (
     apply_collision_policy,
     get_collision_policy,
 )
-from recbole_genrec.tokenization.quality import collapse_warning, format_quality, sid_quality
+from recbole_genrec.tokenization.quality import collapse_warning, format_quality, prefix_cf_agreement, sid_quality
 
 logger = logging.getLogger("recbole_genrec")
 
@@ -107,10 +107,26 @@ class Tokenizer(ABC):
         fit_mask: bool [n_items]. Returns long codes [n_items, L0]. When `self.needs_last_level_distances`, also
         set `self.last_level_distances`."""
 
-    def fit(self, vectors, fit_mask=None, seed: int = 2020) -> SemanticIds:
+    #: True for tokenizers that need collaborative item vectors in `fit` (LETTER's CF alignment).
+    needs_collaborative = False
+
+    def fit(self, vectors, fit_mask=None, seed: int = 2020, collaborative=None) -> SemanticIds:
         """vectors: float [n_items + 1, d], row 0 = padding (ignored). fit_mask: bool [n_items + 1], the items the
-        quantiser is trained on (None = all items 1..n); every item 1..n gets a code either way."""
+        quantiser is trained on (None = all items 1..n); every item 1..n gets a code either way. collaborative:
+        optional float [n_items + 1, d_cf] CF item vectors (zero rows = items without a CF signal); a tokenizer
+        with `needs_collaborative` trains on them, and with any tokenizer they add the prefix/CF agreement to the
+        quality report."""
         item_vectors, item_fit_mask = self._check_inputs(vectors, fit_mask)
+        self.collaborative = None
+        if collaborative is not None:
+            collaborative = np.asarray(collaborative, dtype=np.float32)
+            if collaborative.ndim != 2 or len(collaborative) != len(vectors):
+                raise ValueError(f"collaborative vectors must be [n_items + 1, d] = [{len(vectors)}, d], got shape "
+                                 f"{collaborative.shape}")
+            self.collaborative = np.ascontiguousarray(collaborative[1:])
+        elif self.needs_collaborative:
+            raise ValueError(f"Tokenizer {self.name} needs collaborative item vectors: call fit(..., collaborative=) "
+                             f"(the model's tokenizer hook passes representation.item_cf_embeddings).")
         seed_everything(seed)
         self.last_level_distances, self.fit_report = None, {}
         raw_codes = torch.as_tensor(self._fit_codes(item_vectors, item_fit_mask, seed), dtype=torch.long).cpu()
@@ -131,6 +147,8 @@ class Tokenizer(ABC):
         )
         if self.fit_report:
             quality["fit_report"] = dict(self.fit_report)
+        if self.collaborative is not None:
+            quality["prefix_cf_agreement"] = prefix_cf_agreement(codes, self.collaborative)
         logger.info(f"{self.name}: {format_quality(quality)}")
         warning = collapse_warning(quality)
         if warning:

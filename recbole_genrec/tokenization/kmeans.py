@@ -116,3 +116,24 @@ def balanced_kmeans(
         filled = counts > 0
         centroids[filled] = sums[filled] / counts[filled, None]  # an empty cluster keeps its centroid
     return centroids, assignments
+
+
+def sinkhorn_assignment(distances, epsilon: float, iterations: int = 50):
+    """Balanced assignment of n points to k codes (LETTER's last level, after SwAV's Sinkhorn-Knopp).
+
+    distances: torch [n, k]. The distances are centred and scaled to [-1, 1], turned into a transport plan
+    exp(-d / epsilon) and alternately normalised so that every code receives 1/k of the mass and every point 1/n;
+    each point takes the code of its largest share. Computed in float64 (exp(1/epsilon) overflows float32).
+    Returns long codes [n]."""
+    import torch
+
+    d = distances.double()
+    middle = (d.max() + d.min()) / 2
+    amplitude = d.max() - middle + 1e-5
+    plan = torch.exp(-((d - middle) / amplitude) / epsilon)
+    plan /= plan.sum()
+    n_points, n_codes = plan.shape
+    for _ in range(int(iterations)):
+        plan /= plan.sum(0, keepdim=True) * n_codes
+        plan /= plan.sum(1, keepdim=True) * n_points
+    return plan.argmax(1)

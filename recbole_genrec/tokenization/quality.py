@@ -57,6 +57,36 @@ def sid_quality(codes, vocab_sizes) -> dict:
     return quality
 
 
+def prefix_cf_agreement(codes, collaborative, max_depth: int = 3) -> dict:
+    """How well shared ID prefixes agree with collaborative similarity (LETTER's motivation).
+
+    For items with a CF vector (non-zero rows of `collaborative` [n_items, d]), the mean cosine similarity of the CF
+    vectors of item pairs that share their first l codes, for l = 1..max_depth (`same_prefix1`, ...), next to the
+    mean over all pairs (`all_pairs`). A tokenizer whose prefixes follow collaborative structure has
+    `same_prefix_l` well above `all_pairs`. Pair means are computed from per-group vector sums, O(n d)."""
+    codes = codes.cpu().numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
+    vectors = np.asarray(collaborative, dtype=np.float64)
+    norms = np.linalg.norm(vectors, axis=1)
+    known = norms > 0
+    unit, codes = vectors[known] / norms[known, None], codes[known]
+
+    def mean_pair_cosine(groups):
+        sums = np.zeros((groups.max() + 1, unit.shape[1]))
+        np.add.at(sums, groups, unit)
+        sizes = np.bincount(groups)
+        pairs = float((sizes * (sizes - 1)).sum())
+        return float(((sums ** 2).sum() - len(unit)) / pairs) if pairs else float("nan")
+
+    result = {"n_items_with_cf": int(known.sum())}
+    if len(unit) < 2:
+        return result
+    result["all_pairs"] = mean_pair_cosine(np.zeros(len(unit), dtype=np.int64))
+    for depth in range(1, min(max_depth, codes.shape[1]) + 1):
+        groups = np.unique(codes[:, :depth], axis=0, return_inverse=True)[1].reshape(-1)
+        result[f"same_prefix{depth}"] = mean_pair_cosine(groups)
+    return result
+
+
 def collapse_warning(quality: dict) -> str | None:
     """A warning message when the codes look collapsed, naming the figure and what to try; None when healthy.
 
@@ -96,6 +126,11 @@ def format_quality(quality: dict) -> str:
     )
     if "prefix2_max_share" in quality:
         text += f"; the largest 2-code prefix holds {quality['prefix2_max_share']:.1%} of the items"
+    agreement = quality.get("prefix_cf_agreement") or {}
+    if "all_pairs" in agreement:
+        same = ", ".join(f"{agreement[k]:.3f} (prefix {k[len('same_prefix'):]})" for k in agreement
+                         if k.startswith("same_prefix"))
+        text += f"; CF cosine of items sharing a prefix {same} vs {agreement['all_pairs']:.3f} for all pairs"
     if "collision_policy" in quality:
         text += (
             f". After the collision policy '{quality['collision_policy']}': {quality['n_unique_ids_after_policy']} "

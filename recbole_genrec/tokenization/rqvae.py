@@ -16,7 +16,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from recbole_genrec.tokenization.base import Tokenizer, standardization_stats
-from recbole_genrec.tokenization.kmeans import kmeans
+from recbole_genrec.tokenization.kmeans import balanced_kmeans, kmeans
 
 logger = logging.getLogger("recbole_genrec")
 
@@ -57,6 +57,14 @@ class ResidualQuantizedVAE(nn.Module):
     def num_levels(self):
         return self.codebooks.shape[0]
 
+    def assign_codes(self, level, residual):
+        """Codes of `residual` [n, D] at `level`: the nearest code. LETTER balances its last level in training."""
+        return squared_distances(residual, self.codebooks[level]).argmin(1)
+
+    def level_loss(self, level, residual, chosen, codes):
+        """||sg[r] - e||^2 (moves the codes) + beta * ||r - sg[e]||^2 (commitment), summed over levels (TIGER)."""
+        return F.mse_loss(chosen, residual.detach()) + self.beta * F.mse_loss(residual, chosen.detach())
+
     def quantize(self, latent):
         """(quantised latent [n, D] = sum of chosen codes, codes [n, L], quantisation loss)."""
         residual = latent
@@ -64,25 +72,24 @@ class ResidualQuantizedVAE(nn.Module):
         quantization_loss = latent.new_zeros(())
         codes = []
         for level in range(self.num_levels):
-            codebook = self.codebooks[level]
             with torch.no_grad():
-                level_codes = squared_distances(residual, codebook).argmin(1)
-            chosen = codebook[level_codes]
-            quantization_loss = quantization_loss + F.mse_loss(chosen, residual.detach())  # moves the codes
-            quantization_loss = quantization_loss + self.beta * F.mse_loss(residual, chosen.detach())  # commitment
+                level_codes = self.assign_codes(level, residual)
+            chosen = self.codebooks[level][level_codes]
+            quantization_loss = quantization_loss + self.level_loss(level, residual, chosen, level_codes)
             quantized = quantized + chosen
             residual = residual - chosen.detach()
             codes.append(level_codes)
         return quantized, torch.stack(codes, 1), quantization_loss
 
     def loss(self, inputs):
-        """(total loss, reconstruction loss) of a batch of standardised inputs."""
+        """(total loss, reconstruction loss, quantised latent with the straight-through gradient) of a batch of
+        standardised inputs."""
         latent = self.encoder(inputs)
         quantized, _, quantization_loss = self.quantize(latent)
         # Straight-through: the decoder sees the quantised latent, the encoder receives the decoder's gradient.
-        reconstruction = self.decoder(latent + (quantized - latent).detach())
-        reconstruction_loss = F.mse_loss(reconstruction, inputs)
-        return reconstruction_loss + quantization_loss, reconstruction_loss
+        straight_through = latent + (quantized - latent).detach()
+        reconstruction_loss = F.mse_loss(self.decoder(straight_through), inputs)
+        return reconstruction_loss + quantization_loss, reconstruction_loss, straight_through
 
     @torch.no_grad()
     def level_residuals(self, inputs):
@@ -104,13 +111,15 @@ class ResidualQuantizedVAE(nn.Module):
         return torch.stack(codes, 1), distances
 
     @torch.no_grad()
-    def initialize_codebooks_by_kmeans(self, inputs, seed):
-        """Level by level, k-means (faiss) on that level's residuals of `inputs` under the untrained encoder."""
+    def initialize_codebooks_by_kmeans(self, inputs, seed, balanced=False):
+        """Level by level, k-means (faiss) on that level's residuals of `inputs` under the untrained encoder;
+        `balanced` uses size-constrained k-means (LETTER's initialisation)."""
         residual = self.encoder(inputs)
         codebook_size = self.codebooks.shape[1]
         generator = torch.Generator().manual_seed(seed)
+        cluster = balanced_kmeans if balanced else kmeans
         for level in range(self.num_levels):
-            centroids, _ = kmeans(residual.cpu().numpy(), codebook_size, niter=KMEANS_INIT_NITER, seed=seed + level)
+            centroids, _ = cluster(residual.cpu().numpy(), codebook_size, niter=KMEANS_INIT_NITER, seed=seed + level)
             codebook = torch.from_numpy(centroids).to(residual)
             if len(codebook) < codebook_size:  # fewer distinct residuals than codes: the rest start on random items
                 extra = torch.randint(len(residual), (codebook_size - len(codebook),), generator=generator)
@@ -158,6 +167,8 @@ class RQVAETokenizer(Tokenizer):
         "dead_code_interval": 100,  # epochs between re-seeding; never in the last interval, so codes settle
     }
 
+    balanced_kmeans_init = False
+
     def __init__(self, **params):
         super().__init__(**params)
         self.network = None
@@ -185,25 +196,38 @@ class RQVAETokenizer(Tokenizer):
             self.mean = np.zeros(vectors.shape[1], dtype=np.float32)
             self.std = np.ones(vectors.shape[1], dtype=np.float32)
         inputs = self._standardize(vectors)
-        fit_inputs = inputs[torch.from_numpy(fit_mask).to(self.device)]
-        self.network = ResidualQuantizedVAE(
-            input_dim=vectors.shape[1],
-            hidden_dims=[int(dim) for dim in params["hidden_dims"]],
-            latent_dim=int(params["latent_dim"]),
-            num_levels=int(params["num_levels"]),
-            codebook_size=int(params["codebook_size"]),
-            beta=float(params["beta"]),
-            dropout=float(params["dropout"]),
-        ).to(self.device)
+        self.fit_items = torch.from_numpy(np.flatnonzero(fit_mask)).to(self.device)  # item row of each fit input
+        fit_inputs = inputs[self.fit_items]
+        self.network = self._build_network(vectors.shape[1]).to(self.device)
         if params["kmeans_init"]:
             self.network.eval()
-            self.network.initialize_codebooks_by_kmeans(fit_inputs, seed)
+            self.network.initialize_codebooks_by_kmeans(fit_inputs, seed, balanced=self.balanced_kmeans_init)
         self._train(fit_inputs, seed)
         self.network.eval()
         codes, distances = self._encode(inputs, with_last_level_distances=self.needs_last_level_distances)
         if distances is not None:
             self.last_level_distances = distances.cpu().numpy()
         return codes
+
+    def _build_network(self, input_dim):
+        params = self.params
+        return ResidualQuantizedVAE(
+            input_dim=input_dim,
+            hidden_dims=[int(dim) for dim in params["hidden_dims"]],
+            latent_dim=int(params["latent_dim"]),
+            num_levels=int(params["num_levels"]),
+            codebook_size=int(params["codebook_size"]),
+            beta=float(params["beta"]),
+            dropout=float(params["dropout"]),
+        )
+
+    def _batch_loss(self, batch_inputs, batch_index):
+        """(loss, reconstruction loss) of one batch; `batch_index` [b] are positions in the fit inputs."""
+        loss, reconstruction_loss, _ = self.network.loss(batch_inputs)
+        return loss, reconstruction_loss
+
+    def _on_epoch_start(self, epoch, seed):
+        """Hook before every epoch (LETTER re-clusters its codebooks here)."""
 
     def _train(self, fit_inputs, seed):
         params = self.params
@@ -219,12 +243,14 @@ class RQVAETokenizer(Tokenizer):
         progress = tqdm(range(epochs), desc="RQ-VAE", leave=False, disable=None)
         for epoch in progress:
             self.network.train()
-            order = torch.randperm(len(fit_inputs), generator=generator).to(self.device) if n_batches > 1 else None
+            self._on_epoch_start(epoch, seed)
+            order = (torch.randperm(len(fit_inputs), generator=generator) if n_batches > 1
+                     else torch.arange(len(fit_inputs))).to(self.device)
             loss_sum = fit_inputs.new_zeros(())
             reconstruction_sum = fit_inputs.new_zeros(())
             for batch_start in range(0, len(fit_inputs), batch_size):
-                batch = fit_inputs if order is None else fit_inputs[order[batch_start : batch_start + batch_size]]
-                loss, reconstruction_loss = self.network.loss(batch)
+                batch_index = order[batch_start : batch_start + batch_size]
+                loss, reconstruction_loss = self._batch_loss(fit_inputs[batch_index], batch_index)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()

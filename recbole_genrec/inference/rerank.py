@@ -1,0 +1,26 @@
+"""Re-ranking a candidate set by a dense score (LIGER): the candidates of a generative decoder, united with items
+that must always be considered (cold-start items, which beams almost never produce), ordered by another score."""
+import torch
+
+
+@torch.no_grad()
+def rerank_candidates(candidates: torch.Tensor, extra_items: torch.Tensor, scores: torch.Tensor, k: int):
+    """candidates long [B, C] (-1 = no item), extra_items long [M] added to every user's candidate set, scores
+    float [B, N + 1] for every item (column 0 = padding, never returned).
+
+    Returns (items long [B, k], their scores [B, k]), best first; -1 / -inf where fewer than k candidates exist.
+    Works on a [B, N + 1] mask on the device (a candidate set is a boolean row), so no per-user Python."""
+    allowed = torch.zeros_like(scores, dtype=torch.bool)
+    valid = candidates >= 0
+    rows = torch.arange(len(candidates), device=candidates.device).unsqueeze(1).expand_as(candidates)
+    allowed[rows[valid], candidates[valid]] = True
+    allowed[:, extra_items] = True
+    allowed[:, 0] = False
+    masked = scores.float().masked_fill(~allowed, float("-inf"))
+    top_scores, items = masked.topk(min(k, masked.shape[1]), dim=1)
+    items = items.masked_fill(~torch.isfinite(top_scores), -1)
+    if items.shape[1] < k:
+        pad = k - items.shape[1]
+        items = torch.cat([items, items.new_full((len(items), pad), -1)], dim=1)
+        top_scores = torch.cat([top_scores, top_scores.new_full((len(items), pad), float("-inf"))], dim=1)
+    return items, top_scores

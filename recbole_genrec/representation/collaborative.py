@@ -1,0 +1,97 @@
+"""Stage 1, collaborative representation: item embeddings of a RecBole model trained on the training split only.
+
+LETTER aligns its tokenizer with 32-d item embeddings of a SASRec trained on the same training data; any method
+that wants collaborative signals can call `item_cf_embeddings`. The model is RecBole's own class, trained by
+RecBole's own Trainer on the plugin's training split (the histories the generative model will see), for a fixed
+number of epochs and without the validation split, so nothing of the valid/test targets reaches the embeddings.
+
+Contract: float32 [n_items + 1, d]; row 0 (padding) and every item that never occurs in the training split are
+zero vectors (their embeddings were never trained on a positive), so consumers can tell them apart by norm.
+Cached under a fingerprint of the training split's arrays, the model settings and the seed.
+"""
+import logging
+import os
+import time
+
+import numpy as np
+
+from recbole_genrec.cache import ArtifactCache, array_digest, fingerprint
+
+logger = logging.getLogger("recbole_genrec")
+
+# Defaults of `cf_params`: RecBole's SASRec with LETTER's 32-d item embeddings and the dropout/lr of the strong
+# CE SASRec baseline (methods.md). `epochs` is fixed: there is no validation-based early stopping here.
+CF_DEFAULTS = {
+    "model": "SASRec",
+    "hidden_size": 32,
+    "inner_size": 64,
+    "n_layers": 2,
+    "n_heads": 2,
+    "hidden_dropout_prob": 0.5,
+    "attn_dropout_prob": 0.5,
+    "learning_rate": 0.001,
+    "train_batch_size": 2048,
+    "epochs": 50,
+}
+
+
+def cf_settings(config) -> dict:
+    params = {**CF_DEFAULTS, **dict(config["cf_params"] or {})}
+    unknown = sorted(set(params) - set(CF_DEFAULTS))
+    if unknown:
+        raise ValueError(f"Unknown key(s) {unknown} in `cf_params`. Known: {', '.join(CF_DEFAULTS)}.")
+    if params["model"] != "SASRec":
+        raise ValueError(f"cf_params.model must be 'SASRec' (the model LETTER uses), got {params['model']!r}.")
+    return params
+
+
+def item_cf_embeddings(config, dataset, train_dataset) -> np.ndarray:
+    """Item embeddings [n_items + 1, hidden_size] of `cf_params.model` trained on `train_dataset` only (cached)."""
+    from recbole_genrec.data.semantic_ids import train_item_mask
+
+    params = cf_settings(config)
+    inter = train_dataset.inter_feat
+    list_field = train_dataset.iid_field + config["LIST_SUFFIX"]
+    training_arrays = [inter[field].numpy() for field in (train_dataset.iid_field, list_field)]
+    key = fingerprint("cf", params, config["seed"], dataset.item_num,
+                      [array_digest(array) for array in training_arrays])
+    cache = ArtifactCache(config["cache_dir"], config["dataset"])
+
+    def compute():
+        start = time.time()
+        embeddings = _train_cf_model(config, train_dataset, params)
+        embeddings[~train_item_mask(train_dataset)] = 0.0  # padding and items never seen in training
+        logger.info(f"Collaborative embeddings ({params['model']}, d={params['hidden_size']}, "
+                    f"{params['epochs']} epochs on the training split) in {time.time() - start:.1f}s")
+        return embeddings
+
+    return cache.get_or_compute_array(f"cf-{params['model']}-d{params['hidden_size']}", key, compute)
+
+
+def _train_cf_model(config, train_dataset, params) -> np.ndarray:
+    import torch
+    from recbole.data.dataloader import TrainDataLoader
+    from recbole.trainer import Trainer
+    from recbole.utils import init_seed
+
+    from recbole_genrec.config import GenRecConfig
+    from recbole_genrec.registry import get_model
+
+    # RecBole's own model and Trainer, configured like a stand-alone run on the same data; the split object is
+    # reused, so the CF model sees exactly the plugin's training sequences (history length included).
+    overrides = {key: value for key, value in params.items() if key != "model"}
+    cf_config = GenRecConfig(model=params["model"], dataset=config["dataset"], config_dict={
+        "data_path": os.path.dirname(config["data_path"]),
+        "load_col": config["load_col"], "eval_args": config["eval_args"], "seed": config["seed"],
+        "MAX_ITEM_LIST_LENGTH": config["MAX_ITEM_LIST_LENGTH"], "device": str(config["device"]),
+        "checkpoint_dir": config["checkpoint_dir"], "show_progress": config["show_progress"],
+        "loss_type": "CE", "train_neg_sample_args": None, "state": config["state"], **overrides,
+    })
+    init_seed(cf_config["seed"], cf_config["reproducibility"])
+    train_data = TrainDataLoader(cf_config, train_dataset, None, shuffle=True)
+    model = get_model(params["model"])(cf_config, train_dataset).to(cf_config["device"])
+    trainer = Trainer(cf_config, model)
+    logger.info(f"Training {params['model']} ({params['epochs']} epochs) for collaborative item embeddings")
+    trainer.fit(train_data, valid_data=None, saved=False, show_progress=config["show_progress"])
+    with torch.no_grad():
+        return model.item_embedding.weight.detach().float().cpu().numpy().copy()

@@ -1,0 +1,155 @@
+"""LETTER's learnable item tokenizer (Wang et al., CIKM 2024): an RQ-VAE with collaborative and diversity
+regularisation. Official code: HonghuiBao2000/LETTER (RQ-VAE/).
+
+On top of the shared RQ-VAE (tokenization/rqvae.py), as in the official code:
+- codebooks initialised by size-constrained (balanced) k-means;
+- per level: ||sg[r] - e||^2 + mu * ||r - sg[e]||^2 + beta * diversity, averaged over levels;
+- diversity: every `cluster_interval` epochs each level's codebook is clustered into `n_clusters` groups
+  (balanced k-means); each item's quantised vector is pulled, by a softmax over the level's codes, towards a random
+  other code of the same group as its own code (its own code masked out);
+- CF alignment (weight alpha): in-batch softmax contrastive loss between the quantised latent (straight-through,
+  32-d) and the item's collaborative embedding (SASRec's, representation/collaborative.py); items without a CF
+  vector (never in the training split) are left out of it;
+- Sinkhorn balanced assignment of the last level during training (epsilon 0.003), and after training, for items
+  that still collide, up to `collision_rounds` Sinkhorn re-assignments of their last code within each collision
+  group. Collisions that remain go to the shared collision policy.
+"""
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from recbole_genrec.tokenization.kmeans import balanced_kmeans, sinkhorn_assignment
+from recbole_genrec.tokenization.rqvae import ResidualQuantizedVAE, RQVAETokenizer, squared_distances
+
+
+class CodeGroups:
+    """Each code's group (balanced k-means of one level's codebook) as tables for vectorised positive sampling."""
+
+    def __init__(self, labels: np.ndarray, device):
+        labels = torch.as_tensor(labels, dtype=torch.long)
+        self.members = torch.argsort(labels, stable=True)  # codes ordered by group
+        sizes = torch.bincount(labels)
+        starts = torch.cumsum(sizes, 0) - sizes
+        position = torch.empty_like(labels)
+        position[self.members] = torch.arange(len(labels)) - starts[labels[self.members]]
+        self.members, self.position = self.members.to(device), position.to(device)
+        self.start, self.size = starts[labels].to(device), sizes[labels].to(device)  # per code
+
+    def sample_other_member(self, codes):
+        """For codes [n]: a uniformly random other code of the same group, and whether one exists (group size > 1)."""
+        size, has_other = self.size[codes], self.size[codes] > 1
+        offset = 1 + (torch.rand(len(codes), device=codes.device) * (size - 1).clamp(min=1)).long()
+        return self.members[self.start[codes] + (self.position[codes] + offset) % size], has_other
+
+
+class CollaborativeRQVAE(ResidualQuantizedVAE):
+    def __init__(self, *args, mu=0.25, diversity_weight=1e-4, sinkhorn_epsilon=0.003, sinkhorn_iterations=50,
+                 **kwargs):
+        super().__init__(*args, **kwargs)
+        self.mu, self.diversity_weight = mu, diversity_weight
+        self.sinkhorn_epsilon, self.sinkhorn_iterations = sinkhorn_epsilon, sinkhorn_iterations
+        self.code_groups = [None] * self.num_levels  # set by LETTERTokenizer before training epochs
+
+    def assign_codes(self, level, residual):
+        if self.training and level == self.num_levels - 1 and self.sinkhorn_epsilon > 0:
+            distances = squared_distances(residual, self.codebooks[level])
+            return sinkhorn_assignment(distances, self.sinkhorn_epsilon, self.sinkhorn_iterations)
+        return super().assign_codes(level, residual)
+
+    def level_loss(self, level, residual, chosen, codes):
+        loss = F.mse_loss(chosen, residual.detach()) + self.mu * F.mse_loss(residual, chosen.detach())
+        groups = self.code_groups[level]
+        if self.diversity_weight > 0 and groups is not None:
+            positive, has_other = groups.sample_other_member(codes)
+            logits = chosen @ self.codebooks[level].T
+            logits = logits.scatter(1, codes[:, None], float("-inf"))  # never the item's own code
+            if has_other.any():
+                diversity = F.cross_entropy(logits[has_other], positive[has_other])
+                loss = loss + self.diversity_weight * diversity
+        return loss / self.num_levels  # the official code averages the level losses
+
+
+class LETTERTokenizer(RQVAETokenizer):
+    name = "LETTER"
+    needs_collaborative = True
+    balanced_kmeans_init = True
+    default_params = {
+        **RQVAETokenizer.default_params,
+        "num_levels": 4,
+        "hidden_dims": (512, 256, 128, 64),
+        "latent_dim": 32,
+        "beta": 0.25,                # commitment weight (the official code calls it mu)
+        "alpha": 0.02,               # CF alignment weight
+        "diversity_weight": 1e-4,    # the paper's beta
+        "n_clusters": 10,            # groups per codebook for the diversity loss
+        "cluster_interval": 1,       # epochs between re-clustering the codebooks (official: every epoch)
+        "sinkhorn_epsilon": 0.003,   # last level only; 0 turns the balanced assignment off
+        "sinkhorn_iterations": 50,
+        "collision_rounds": 20,      # post-training Sinkhorn re-assignment rounds on colliding items
+        "dead_code_reset": False,    # not in LETTER: balance comes from Sinkhorn and the diversity loss
+    }
+
+    def _build_network(self, input_dim):
+        params = self.params
+        latent_dim = int(params["latent_dim"])
+        if self.collaborative.shape[1] != latent_dim:
+            raise ValueError(
+                f"LETTER aligns the {latent_dim}-d quantised latent with the CF embeddings, which are "
+                f"{self.collaborative.shape[1]}-d: set cf_params.hidden_size to {latent_dim} (or latent_dim to "
+                f"{self.collaborative.shape[1]}).")
+        cf = torch.from_numpy(self.collaborative).to(self.device)
+        self.fit_cf = cf[self.fit_items]
+        self.fit_cf_known = self.fit_cf.norm(dim=1) > 0
+        return CollaborativeRQVAE(
+            input_dim=input_dim, hidden_dims=[int(dim) for dim in params["hidden_dims"]], latent_dim=latent_dim,
+            num_levels=int(params["num_levels"]), codebook_size=int(params["codebook_size"]),
+            beta=float(params["beta"]), dropout=float(params["dropout"]), mu=float(params["beta"]),
+            diversity_weight=float(params["diversity_weight"]), sinkhorn_epsilon=float(params["sinkhorn_epsilon"]),
+            sinkhorn_iterations=int(params["sinkhorn_iterations"]),
+        )
+
+    def _on_epoch_start(self, epoch, seed):
+        if self.params["diversity_weight"] > 0 and epoch % int(self.params["cluster_interval"]) == 0:
+            self.network.code_groups = [
+                CodeGroups(balanced_kmeans(codebook.detach().cpu().numpy(), int(self.params["n_clusters"]),
+                                           seed=seed + level)[1], self.device)
+                for level, codebook in enumerate(self.network.codebooks)
+            ]
+
+    def _batch_loss(self, batch_inputs, batch_index):
+        loss, reconstruction_loss, quantized = self.network.loss(batch_inputs)
+        known = self.fit_cf_known[batch_index]
+        if self.params["alpha"] > 0 and known.sum() > 1:
+            # in-batch softmax: each item's quantised latent should pick out its own CF embedding
+            logits = quantized[known] @ self.fit_cf[batch_index][known].T
+            cf_loss = F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
+            loss = loss + float(self.params["alpha"]) * cf_loss
+        return loss, reconstruction_loss
+
+    @torch.no_grad()
+    def _encode(self, inputs, with_last_level_distances=False):
+        codes, distances = super()._encode(inputs, with_last_level_distances=False)
+        codes = self._resolve_collisions_by_sinkhorn(inputs, codes)
+        if with_last_level_distances:
+            residuals, _ = self.network.level_residuals(inputs)
+            distances = squared_distances(residuals[-1], self.network.codebooks[-1]).cpu()
+        return codes, distances
+
+    def _resolve_collisions_by_sinkhorn(self, inputs, codes):
+        """Official generate_indices: items that share a full ID get their last code re-assigned by a balanced
+        (Sinkhorn) assignment within their collision group, repeated up to `collision_rounds` times."""
+        epsilon = float(self.params["sinkhorn_epsilon"]) or 0.003
+        last_residuals = self.network.level_residuals(inputs)[0][-1]
+        for _ in range(int(self.params["collision_rounds"])):
+            _, group, sizes = torch.unique(codes, dim=0, return_inverse=True, return_counts=True)
+            colliding = torch.nonzero(sizes[group] > 1).flatten()
+            if not len(colliding):
+                break
+            by_group = colliding[torch.argsort(group[colliding], stable=True)]
+            group_sizes = torch.unique_consecutive(group[by_group], return_counts=True)[1].tolist()
+            for members in torch.split(by_group, group_sizes):
+                distances = squared_distances(last_residuals[members.to(last_residuals.device)],
+                                              self.network.codebooks[-1])
+                codes[members, -1] = sinkhorn_assignment(distances, epsilon,
+                                                         int(self.params["sinkhorn_iterations"])).cpu()
+        return codes
