@@ -7,6 +7,7 @@ from recbole.data.interaction import Interaction
 from recbole_genrec.quick_start import _prepare
 
 from conftest import TINY_TIGER
+from test_letter_liger import TINY_LETTER, TINY_LIGER
 from test_rpg import TINY_RPG
 
 
@@ -36,6 +37,9 @@ def _blinded(model, interaction):
 @pytest.mark.parametrize("model_name, overrides", [
     ("TIGER", TINY_TIGER),
     ("RPG", {**TINY_RPG, "rpg_inference": "graph"}),
+    ("LETTER", TINY_LETTER),
+    ("LIGER", TINY_LIGER),
+    ("LIGER", {**TINY_LIGER, "liger_inference": "dense"}),
 ])
 def test_topk_ignores_target_item_and_its_features(tiny, model_name, overrides):
     model, interaction = _trained_model(tiny, model_name, overrides)

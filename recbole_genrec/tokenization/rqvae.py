@@ -239,7 +239,7 @@ class RQVAETokenizer(Tokenizer):
         n_batches = math.ceil(len(fit_inputs) / batch_size)
         n_reseeded = 0
         start = time.time()
-        epoch_loss = epoch_reconstruction = float("nan")
+        epoch_loss = epoch_reconstruction = first_loss = float("nan")
         progress = tqdm(range(epochs), desc="RQ-VAE", leave=False, disable=None)
         for epoch in progress:
             self.network.train()
@@ -257,6 +257,7 @@ class RQVAETokenizer(Tokenizer):
                 loss_sum += loss.detach()
                 reconstruction_sum += reconstruction_loss.detach()
             epoch_loss = loss_sum.item() / n_batches  # one sync per epoch
+            first_loss = epoch_loss if epoch == 0 else first_loss
             epoch_reconstruction = reconstruction_sum.item() / n_batches
             if not math.isfinite(epoch_loss):
                 raise RuntimeError(
@@ -276,6 +277,7 @@ class RQVAETokenizer(Tokenizer):
         )
         self.fit_report = {
             "epochs": epochs,
+            "first_epoch_loss": float(first_loss),
             "final_loss": float(epoch_loss),
             "final_reconstruction_loss": float(epoch_reconstruction),
             "dead_codes_reseeded": int(n_reseeded),

@@ -1,0 +1,138 @@
+"""LETTER (collaborative tokenizer, temperature-scaled CE) and LIGER (dense head, cold-start re-ranking)."""
+import numpy as np
+import pytest
+import torch
+
+from recbole_genrec.inference import rerank_candidates
+from recbole_genrec.quick_start import _prepare, run_recbole_genrec
+from recbole_genrec.representation import item_cf_embeddings
+from recbole_genrec.tokenization import build_tokenizer, sinkhorn_assignment
+from recbole_genrec.tokenization.letter import CodeGroups
+
+from conftest import TINY_TIGER
+
+TINY_LETTER = {
+    **TINY_TIGER,
+    "cf_params": {"hidden_size": 8, "inner_size": 16, "n_layers": 1, "epochs": 2},
+    "tokenizer_params": {"num_levels": 3, "codebook_size": 8, "latent_dim": 8, "hidden_dims": [64, 32], "epochs": 30,
+                         "batch_size": 128, "n_clusters": 3, "collision": "reassign_last_level"},
+}
+TINY_LIGER = {**TINY_TIGER, "num_encoder_layers": 1, "num_decoder_layers": 1}
+
+
+def _overfit_one_batch(model, batch, steps=8):
+    """Losses of `steps` optimiser steps on one training batch."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = model.calculate_loss(batch)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
+
+
+# ---- representation: collaborative embeddings -------------------------------------------------------------------
+def test_cf_embeddings_cover_training_items_only_and_are_cached(tiny, caplog):
+    config, dataset, _, train_data, _, _ = _prepare("LETTER", "tiny-beauty", None, tiny(**TINY_LETTER))
+    embeddings = item_cf_embeddings(config, dataset, train_data._dataset)
+    trained = train_data._dataset.train_item_mask
+    assert embeddings.shape == (dataset.item_num, 8) and embeddings.dtype == np.float32
+    assert np.all(embeddings[~trained] == 0) and np.all(np.linalg.norm(embeddings[trained], axis=1) > 0)
+    assert (~trained[1:]).sum() > 0  # the fixture has cold items, so the zero rows are a real check
+    with caplog.at_level("INFO", logger="recbole_genrec"):
+        again = item_cf_embeddings(config, dataset, train_data._dataset)
+    assert np.array_equal(again, embeddings) and "Cache hit: cf-SASRec" in caplog.text
+
+
+# ---- tokenization: LETTER ------------------------------------------------------------------------------------------
+def test_letter_tokenizer_loss_is_finite_and_decreases_and_reports_cf_agreement(tiny):
+    config, dataset, model, train_data, _, _ = _prepare("LETTER", "tiny-beauty", None, tiny(**TINY_LETTER))
+    quality = model.semantic_ids.quality
+    report = quality["fit_report"]
+    assert np.isfinite(report["first_epoch_loss"]) and np.isfinite(report["final_loss"])
+    assert report["final_loss"] < report["first_epoch_loss"]
+    agreement = quality["prefix_cf_agreement"]
+    assert {"all_pairs", "same_prefix1", "same_prefix2", "same_prefix3"} <= set(agreement)
+    assert agreement["n_items_with_cf"] == int(train_data._dataset.train_item_mask.sum())
+
+
+def test_letter_tokenizer_needs_matching_collaborative_vectors():
+    vectors = np.random.default_rng(0).normal(size=(41, 16)).astype(np.float32)
+    params = {"num_levels": 2, "codebook_size": 4, "latent_dim": 8, "hidden_dims": [16], "epochs": 2}
+    with pytest.raises(ValueError, match="collaborative"):
+        build_tokenizer("LETTER", params).fit(vectors)
+    with pytest.raises(ValueError, match="cf_params.hidden_size"):
+        build_tokenizer("LETTER", params).fit(vectors, collaborative=np.ones((41, 5), dtype=np.float32))
+
+
+def test_sinkhorn_assignment_balances_codes():
+    distances = torch.rand(400, 8, generator=torch.Generator().manual_seed(0)) ** 4  # skewed: argmin is unbalanced
+    counts = torch.bincount(sinkhorn_assignment(distances, epsilon=0.003), minlength=8)
+    assert counts.sum() == 400 and counts.min() >= 30 and counts.max() <= 70  # 50 each when perfectly balanced
+
+
+def test_code_groups_sample_another_code_of_the_same_group():
+    labels = np.array([0, 1, 0, 2, 1, 0, 2, 2, 1, 3])  # group 3 has one code: no other member to sample
+    groups = CodeGroups(labels, "cpu")
+    codes = torch.arange(10).repeat(20)
+    other, has_other = groups.sample_other_member(codes)
+    assert torch.equal(has_other, torch.from_numpy(labels != 3).repeat(20))
+    assert torch.all(other[has_other] != codes[has_other])
+    assert np.array_equal(labels[other[has_other].numpy()], labels[codes[has_other].numpy()])
+
+
+# ---- models: losses ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("model_name, overrides", [("LETTER", TINY_LETTER), ("LIGER", TINY_LIGER)])
+def test_generation_losses_are_finite_and_decrease(tiny, model_name, overrides):
+    _, _, model, train_data, _, _ = _prepare(model_name, "tiny-beauty", None, tiny(**overrides))
+    losses = _overfit_one_batch(model, next(iter(train_data)))
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+
+
+def test_letter_temperature_scales_the_cross_entropy(tiny):
+    _, _, model, train_data, _, _ = _prepare("LETTER", "tiny-beauty", None, tiny(**TINY_LETTER, ce_temperature=0.5))
+    batch = next(iter(train_data))
+    model.eval()
+    with torch.no_grad():
+        sharpened = model.calculate_loss(batch)
+        model.ce_temperature = 1.0
+        plain = model.calculate_loss(batch)
+    assert model.ce_temperature == 1.0 and not torch.isclose(sharpened, plain)
+
+
+# ---- LIGER: dense re-ranking and cold-start items -----------------------------------------------------------------
+def test_rerank_puts_a_cold_item_with_the_best_dense_score_first():
+    scores = torch.tensor([[0.0, 0.5, 0.9, 0.1, 0.95, 0.2, 0.3]])  # item 4 has the best score: cold, not a beam
+    items, top = rerank_candidates(torch.tensor([[1, 3, -1]]), torch.tensor([4, 6]), scores, k=4)
+    assert items.tolist() == [[4, 1, 6, 3]]  # 2 and 5 are neither beams nor cold: never ranked
+    assert torch.allclose(top, torch.tensor([[0.95, 0.5, 0.3, 0.1]]))
+    short, _ = rerank_candidates(torch.tensor([[1, -1]]), torch.tensor([4]), scores, k=4)
+    assert short.tolist() == [[4, 1, -1, -1]]
+
+
+def test_liger_hybrid_ranks_only_beam_items_and_cold_items(tiny):
+    _, _, model, train_data, _, test_data = _prepare("LIGER", "tiny-beauty", None, tiny(**TINY_LIGER))
+    _overfit_one_batch(model, next(iter(train_data)), steps=2)
+    model.eval()
+    interaction = next(iter(test_data))[0]
+    cold = set(model.cold_items.tolist())
+    assert cold  # the fixture has cold-start items
+    with torch.no_grad():
+        items, _ = model.generate_topk(interaction, 10)
+        encoded = model.encode(interaction)
+        beams = model.beam_search(encoded, 10).items
+        dense = model.dense_logits(interaction, encoded[2])
+    for user in range(len(items)):
+        allowed = cold | set(beams[user].tolist())
+        assert set(items[user].tolist()) - {-1} <= allowed
+        assert dense[user, items[user, 0]] == max(dense[user, item] for item in allowed if item > 0)
+
+
+def test_liger_runs_end_to_end_with_a_cold_start_report(tiny):
+    result = run_recbole_genrec(model="LIGER", dataset="tiny-beauty", config_dict=tiny(**TINY_LIGER))
+    cold = result["test_cold_start"]
+    assert cold["cold_users"] > 0 and cold["cold_users"] + cold["inset_users"] == result["test_users"]
+    assert {"cold_recall@10", "inset_recall@10", "cold_items_in_top10"} <= set(cold)
