@@ -2,7 +2,9 @@
 
 Every `--key=value` becomes a config override (values parsed as Python literals when possible, as RecBole does).
 Options of the CLI itself: --model (comma-separated for a side-by-side run), --dataset, --config_files (comma- or
-space-separated), --results_file (CSV; a PNG bar chart is written beside it).
+space-separated), --results_file (CSV; a PNG bar chart is written beside it), --profile (a yaml of shared keys plus
+`per_model:` sections applied under the overrides; `quickstart` = the CPU profile, the default when no --dataset
+is given; `none` = the papers' defaults, the default otherwise).
 
 Tuning mode (Ray Tune, see recbole_genrec/tuning.py and hyper/README.md):
 `python run_recbole_genrec.py --model=TIGER --tune=hyper/TIGER.hyper --trials=20` with --trials (random search:
@@ -17,7 +19,7 @@ import sys
 
 QUICKSTART_PROFILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties", "quickstart.yaml")
 
-CLI_OPTIONS = ("model", "dataset", "config_files", "results_file")
+CLI_OPTIONS = ("model", "dataset", "config_files", "results_file", "profile")
 TUNE_OPTIONS = ("tune", "trials", "search", "ray_address", "ray_num_cpus", "cpus_per_trial", "gpus_per_trial",
                 "max_concurrent", "tune_dir", "scheduler", "grace_period")
 CLI_OPTIONS += TUNE_OPTIONS
@@ -54,12 +56,14 @@ def parse_args(argv):
     return options, overrides
 
 
-def quick_start_profile(model):
-    """The CPU quick-start settings for `model`: the profile's shared keys, then the model's own section."""
+def load_profile(model, path=QUICKSTART_PROFILE):
+    """The settings of a profile yaml for `model`: its shared keys, then the model's own `per_model` section."""
     import yaml
 
-    with open(QUICKSTART_PROFILE) as handle:
-        profile = yaml.safe_load(handle)
+    if not os.path.isfile(path):
+        raise ValueError(f"Profile file not found: {path}. Use --profile=quickstart, --profile=none or a yaml path.")
+    with open(path) as handle:
+        profile = yaml.safe_load(handle) or {}
     per_model = profile.pop("per_model", {})
     return {**profile, **per_model.get(model, {})}
 
@@ -71,9 +75,10 @@ def main(argv=None):
     options, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     models = [m.strip() for m in options.get("model", "TIGER").split(",") if m.strip()]
     config_files = [f for f in options.get("config_files", "").replace(",", " ").split() if f]
-    quick_start = "dataset" not in options
-    if quick_start:
-        print(f"No --dataset given: quick start on ml-100k with the CPU profile {QUICKSTART_PROFILE}. "
+    profile = options.get("profile", "none" if "dataset" in options else "quickstart")
+    profile = QUICKSTART_PROFILE if profile == "quickstart" else (None if profile == "none" else profile)
+    if "dataset" not in options:
+        print(f"No --dataset given: quick start on ml-100k with the profile {profile or 'none'}. "
               f"Pass --dataset=ml-100k for the papers' model defaults.")
     dataset = options.get("dataset", "ml-100k")
     config_files = config_files or None
@@ -86,7 +91,7 @@ def main(argv=None):
         return tune_main(options, models, dataset, config_files, overrides)
     rows = []
     for model in models:
-        config_dict = {**quick_start_profile(model), **overrides} if quick_start else dict(overrides)
+        config_dict = {**load_profile(model, profile), **overrides} if profile else dict(overrides)
         result = run_recbole_genrec(model=model, dataset=dataset, config_file_list=config_files,
                                     config_dict=config_dict)
         rows.append(result_row(result))

@@ -133,9 +133,18 @@ def test_cli_script_reports_bad_input_without_traceback():
 
 
 def test_quick_start_profile_is_per_model():
-    from recbole_genrec.cli import quick_start_profile
+    from recbole_genrec.cli import load_profile
 
-    tiger, rpg = quick_start_profile("TIGER"), quick_start_profile("RPG")
+    tiger, rpg, letter = load_profile("TIGER"), load_profile("RPG"), load_profile("LETTER")
     assert tiger["tokenizer"] == "RQKMeans" and tiger["epochs"] == rpg["epochs"]
     assert "tokenizer" not in rpg  # RPG keeps its own OPQ tokenizer
     assert GenRecConfig(model="RPG", dataset="ml-100k", config_dict=rpg)["tokenizer"] == "OPQ"
+    # LETTER's CF alignment needs the CF width to equal the tokenizer's latent width, in the profile too
+    assert letter["cf_params"]["hidden_size"] == letter["tokenizer_params"]["latent_dim"]
+
+
+def test_missing_profile_file_is_a_clear_error(tmp_path):
+    from recbole_genrec.cli import main
+
+    with pytest.raises(ValueError, match="Profile file not found"):
+        main(["--model=SASRec", "--dataset=ml-100k", f"--profile={tmp_path / 'nope.yaml'}"])

@@ -2,7 +2,7 @@
 from recbole_genrec.tokenization.base import SemanticIds, Tokenizer
 from recbole_genrec.tokenization.collision import COLLISION_POLICIES, apply_collision_policy, get_collision_policy
 from recbole_genrec.tokenization.kmeans import balanced_kmeans, kmeans, sinkhorn_assignment
-from recbole_genrec.tokenization.quality import collapse_warning, format_quality, sid_quality
+from recbole_genrec.tokenization.quality import collapse_warning, format_quality, prefix_cf_agreement, sid_quality
 from recbole_genrec.tokenization.letter import LETTERTokenizer
 from recbole_genrec.tokenization.opq import OPQTokenizer
 from recbole_genrec.tokenization.rqkmeans import RQKMeansTokenizer
@@ -38,6 +38,7 @@ __all__ = [
     "format_quality",
     "get_collision_policy",
     "kmeans",
+    "prefix_cf_agreement",
     "sinkhorn_assignment",
     "sid_quality",
 ]

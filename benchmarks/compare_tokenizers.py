@@ -1,0 +1,85 @@
+"""Semantic-ID quality of several models' tokenizers on the same data, side by side.
+
+    python benchmarks/compare_tokenizers.py --dataset=ml-100k --models=TIGER,LETTER
+    python benchmarks/compare_tokenizers.py --dataset=amazon-beauty --models=TIGER,LETTER --out=results/tok-beauty.csv
+
+Each model's tokenizer hook runs exactly as in training (its own representation, tokenizer and parameters, fitted
+on the same RecBole split, cached). Every tokenizer is then also judged against the same collaborative item vectors
+(RecBole's SASRec on the training split, `cf_params` of the reference model, LETTER by default), so the agreement
+of shared ID prefixes with CF similarity is comparable across tokenizers, including those that never saw it.
+Any further `--key=value` is a config override applied to every model (RecBole style, as in the main CLI).
+"""
+import argparse
+import csv
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from recbole_genrec.cli import parse_value  # noqa: E402  (after the path tweak, for runs from a checkout)
+
+
+def tokenizer_row(model, dataset_name, overrides, cf_reference):
+    from recbole.data import data_preparation
+
+    from recbole_genrec.config import GenRecConfig
+    from recbole_genrec.data import create_dataset
+    from recbole_genrec.representation import item_cf_embeddings
+    from recbole_genrec.tokenization import prefix_cf_agreement
+
+    config = GenRecConfig(model=model, dataset=dataset_name, config_dict=overrides)
+    start = time.time()
+    dataset = create_dataset(config)
+    train_data, _, _ = data_preparation(config, dataset)
+    seconds = time.time() - start
+    semantic_ids = dataset.semantic_ids
+    quality = semantic_ids.quality
+    reference_config = GenRecConfig(model=cf_reference, dataset=dataset_name, config_dict=overrides)
+    cf = item_cf_embeddings(reference_config, dataset, train_data._dataset)
+    agreement = prefix_cf_agreement(semantic_ids.codes[1:], cf[1:])
+    row = {
+        "model": model,
+        "tokenizer": quality.get("tokenizer"),
+        "codes": "x".join(str(size) for size in quality["vocab_sizes"]),
+        "items": quality["n_items"],
+        "collision_rate": quality["collision_rate"],
+        "collision_policy": quality.get("collision_policy"),
+        "collision_rate_after_policy": quality.get("collision_rate_after_policy"),
+        "max_items_per_id": quality["max_items_per_id"],
+        "usage_per_level": "/".join(f"{usage:.2f}" for usage in quality["usage"]),
+        "perplexity_per_level": "/".join(f"{p:.0f}" for p in quality["perplexity"]),
+        "cf_cos_all_pairs": agreement.get("all_pairs"),
+    }
+    row.update({f"cf_cos_{key}": value for key, value in agreement.items() if key.startswith("same_prefix")})
+    row["tokenizer_seconds"] = semantic_ids.fit_seconds
+    row["stage_seconds"] = seconds
+    return row
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", default="ml-100k")
+    parser.add_argument("--models", default="TIGER,LETTER")
+    parser.add_argument("--cf_reference", default="LETTER", help="model whose cf_params define the CF vectors")
+    parser.add_argument("--out", default=None, help="CSV file for the table")
+    args, rest = parser.parse_known_args(argv)
+    overrides = {"state": "WARNING"}
+    for arg in rest:
+        key, _, value = arg.lstrip("-").partition("=")
+        overrides[key] = parse_value(value)
+    rows = [tokenizer_row(model, args.dataset, overrides, args.cf_reference) for model in args.models.split(",")]
+    from recbole_genrec.results import format_table
+
+    print(f"\nSemantic-ID quality on {args.dataset} (CF vectors: {args.cf_reference}'s cf_params)\n{format_table(rows)}")
+    if args.out:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        with open(args.out, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
+            writer.writeheader()
+            writer.writerows(rows)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
