@@ -9,10 +9,13 @@ def result_row(run):
     """Flatten one `run_recbole_genrec` result into a table row."""
     row = {"model": run["model"], "dataset": run["dataset"]}
     row.update({f"test_{k}": v for k, v in flat_metrics(run["test_result"]).items()})
+    # Cold-start breakdown at the largest K only (the full breakdown is in the run's log and `test_cold_start`).
     cold_start = run.get("test_cold_start") or {}
-    for key in sorted((k for k in cold_start if "@" in k), key=lambda k: (not k.startswith("cold"), k)):
-        row[f"test_{key}"] = float(cold_start[key])
-    for key in ("cold_users", *(k for k in cold_start if k.startswith("cold_items"))):
+    largest_k = max((int(key.rsplit("@", 1)[1]) for key in cold_start if "@" in key), default=None)
+    for group in ("cold", "inset"):
+        for key in sorted(k for k in cold_start if k.startswith(f"{group}_") and k.endswith(f"@{largest_k}")):
+            row[f"test_{key}"] = float(cold_start[key])
+    for key in ("cold_users", "cold_items", f"cold_items_in_top{largest_k}"):
         if key in cold_start:
             row[key] = cold_start[key]
     row["valid_score"] = float(run["best_valid_score"]) if run["best_valid_score"] is not None else None
