@@ -1,13 +1,15 @@
 """Semantic-ID quality of several models' tokenizers on the same data, side by side.
 
     python benchmarks/compare_tokenizers.py --dataset=ml-100k --models=TIGER,LETTER
+    python benchmarks/compare_tokenizers.py --dataset=ml-100k --models=TIGER,LETTER --profile=quickstart
     python benchmarks/compare_tokenizers.py --dataset=amazon-beauty --models=TIGER,LETTER --out=results/tok-beauty.csv
 
 Each model's tokenizer hook runs exactly as in training (its own representation, tokenizer and parameters, fitted
 on the same RecBole split, cached). Every tokenizer is then also judged against the same collaborative item vectors
 (RecBole's SASRec on the training split, `cf_params` of the reference model, LETTER by default), so the agreement
 of shared ID prefixes with CF similarity is comparable across tokenizers, including those that never saw it.
-Any further `--key=value` is a config override applied to every model (RecBole style, as in the main CLI).
+`--profile` is the main CLI's (quickstart, none, or a yaml with shared keys and `per_model:` sections); any further
+`--key=value` is a config override applied to every model (RecBole style, as in the main CLI).
 """
 import argparse
 import csv
@@ -17,10 +19,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from recbole_genrec.cli import parse_value  # noqa: E402  (after the path tweak, for runs from a checkout)
+from recbole_genrec.cli import QUICKSTART_PROFILE, load_profile, parse_value  # noqa: E402  (after the path tweak)
 
 
-def tokenizer_row(model, dataset_name, overrides, cf_reference):
+def tokenizer_row(model, dataset_name, overrides, reference_overrides, cf_reference):
     from recbole.data import data_preparation
 
     from recbole_genrec.config import GenRecConfig
@@ -35,7 +37,7 @@ def tokenizer_row(model, dataset_name, overrides, cf_reference):
     seconds = time.time() - start
     semantic_ids = dataset.semantic_ids
     quality = semantic_ids.quality
-    reference_config = GenRecConfig(model=cf_reference, dataset=dataset_name, config_dict=overrides)
+    reference_config = GenRecConfig(model=cf_reference, dataset=dataset_name, config_dict=reference_overrides)
     cf = item_cf_embeddings(reference_config, dataset, train_data._dataset)
     agreement = prefix_cf_agreement(semantic_ids.codes[1:], cf[1:])
     row = {
@@ -63,12 +65,19 @@ def main(argv=None):
     parser.add_argument("--models", default="TIGER,LETTER")
     parser.add_argument("--cf_reference", default="LETTER", help="model whose cf_params define the CF vectors")
     parser.add_argument("--out", default=None, help="CSV file for the table")
+    parser.add_argument("--profile", default="none", help="quickstart, none, or a profile yaml (see the main CLI)")
     args, rest = parser.parse_known_args(argv)
     overrides = {"state": "WARNING"}
     for arg in rest:
         key, _, value = arg.lstrip("-").partition("=")
         overrides[key] = parse_value(value)
-    rows = [tokenizer_row(model, args.dataset, overrides, args.cf_reference) for model in args.models.split(",")]
+    profile = QUICKSTART_PROFILE if args.profile == "quickstart" else (None if args.profile == "none" else args.profile)
+
+    def settings(model):
+        return {**load_profile(model, profile), **overrides} if profile else dict(overrides)
+
+    rows = [tokenizer_row(model, args.dataset, settings(model), settings(args.cf_reference), args.cf_reference)
+            for model in args.models.split(",")]
     from recbole_genrec.results import format_table
 
     print(f"\nSemantic-ID quality on {args.dataset} (CF vectors: {args.cf_reference}'s cf_params)\n{format_table(rows)}")

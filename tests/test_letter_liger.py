@@ -136,3 +136,29 @@ def test_liger_runs_end_to_end_with_a_cold_start_report(tiny):
     cold = result["test_cold_start"]
     assert cold["cold_users"] > 0 and cold["cold_users"] + cold["inset_users"] == result["test_users"]
     assert {"cold_recall@10", "inset_recall@10", "cold_items_in_top10"} <= set(cold)
+
+
+def test_compare_tokenizers_reports_both_tokenizers_against_the_same_cf_vectors(tiny, tmp_path):
+    import importlib.util
+    import os
+
+    import yaml
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("compare_tokenizers",
+                                                  os.path.join(ROOT, "benchmarks", "compare_tokenizers.py"))
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    profile = tmp_path / "profile.yaml"
+    profile.write_text(yaml.safe_dump({"per_model": {
+        "TIGER": {"tokenizer_params": TINY_TIGER["tokenizer_params"]},
+        "LETTER": {key: TINY_LETTER[key] for key in ("cf_params", "tokenizer_params")},
+    }}))
+    settings = {key: value for key, value in tiny().items() if key not in ("dataset", "tokenizer_params", "cf_params")}
+    argv = ["--dataset=tiny-beauty", "--models=TIGER,LETTER", f"--profile={profile}", f"--out={tmp_path / 't.csv'}"]
+    rows = compare.main(argv + [f"--{key}={value!r}" for key, value in settings.items()])
+    assert [row["tokenizer"] for row in rows] == ["RQVAE", "LETTER"]
+    assert rows[0]["cf_cos_all_pairs"] == rows[1]["cf_cos_all_pairs"]  # one set of CF vectors for both
+    assert all(0 <= row["collision_rate"] <= 1 and "cf_cos_same_prefix1" in row for row in rows)
+    assert (tmp_path / "t.csv").read_text().startswith("model,tokenizer,codes")
