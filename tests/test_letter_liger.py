@@ -131,12 +131,21 @@ def test_liger_hybrid_ranks_only_beam_items_and_cold_items(tiny):
         assert dense[user, items[user, 0]] == max(dense[user, item] for item in allowed if item > 0)
 
 
-def test_liger_runs_end_to_end_with_a_cold_start_report(tiny):
-    result = run_recbole_genrec(model="LIGER", dataset="tiny-beauty", config_dict=tiny(**TINY_LIGER))
+@pytest.mark.parametrize("model_name, overrides", [("LETTER", TINY_LETTER), ("LIGER", TINY_LIGER)])
+def test_end_to_end_with_cold_start_report_and_checkpoint_reload(tiny, model_name, overrides):
+    from recbole_genrec.quick_start import load_data_and_model
+    from recbole_genrec.trainer import GenRecTrainer
+
+    result = run_recbole_genrec(model=model_name, dataset="tiny-beauty", config_dict=tiny(**overrides))
     cold = result["test_cold_start"]
     assert cold["cold_users"] > 0 and cold["cold_users"] + cold["inset_users"] == result["test_users"]
     assert {"cold_recall@10", "inset_recall@10", "cold_items_in_top10"} <= set(cold)
-
+    # Semantic IDs come back from the checkpoint, LIGER's text embeddings and cold items from the cache and split.
+    config, model, dataset, _, _, test_data = load_data_and_model(result["checkpoint"])
+    assert torch.equal(model.item_codes, dataset.semantic_ids.codes)
+    trainer = GenRecTrainer(config, model)
+    assert trainer.evaluate(test_data, load_best_model=False) == result["test_result"]
+    assert trainer.last_cold_start == cold
 
 def test_compare_tokenizers_reports_both_tokenizers_against_the_same_cf_vectors(tiny, tmp_path):
     import importlib.util
