@@ -1,7 +1,9 @@
-"""Benchmark: raw atomic files -> test metrics, seconds per stage and throughputs, one table per command.
+r"""Benchmark: raw atomic files -> test metrics, seconds per stage and throughputs, one table per command.
 
-    python benchmarks/run_benchmark.py --dataset=amazon-beauty --models=SASRec,TIGER --stock_sasrec --out=results/bench-beauty
-    python benchmarks/run_benchmark.py --dataset=ml-100k --models=SASRec,TIGER --stock_sasrec --profile=quick --epochs=2 --MAX_ITEM_LIST_LENGTH=20
+    python benchmarks/run_benchmark.py --dataset=amazon-beauty --models=SASRec,TIGER --stock_sasrec \
+        --out=results/bench-beauty
+    python benchmarks/run_benchmark.py --dataset=ml-100k --models=SASRec,TIGER --stock_sasrec --profile=quick \
+        --epochs=2 --MAX_ITEM_LIST_LENGTH=20 --threads=1
     python benchmarks/run_benchmark.py --dataset=amazon-beauty --study --out=results/study-beauty
 
 Every model trains on the same split (RecBole leave-one-out `LS: valid_and_test`, `order: TO`, full ranking) and is
@@ -40,7 +42,8 @@ SASREC_PROTOCOL = {
     "loss_type": "CE", "epochs": 200, "eval_step": 1, "stopping_step": 10, "valid_metric": "NDCG@10",
 }
 MAIN_COLUMNS = ["model", "runner", "test_recall@5", "test_recall@10", "test_ndcg@5", "test_ndcg@10", "valid_score",
-                "epochs", "stopped_by_time_budget", "text_seconds", "tokenizer_seconds", "train_seconds", "test_eval_seconds",
+                "epochs", "stopped_by_time_budget", "text_seconds", "tokenizer_seconds", "train_seconds",
+                "test_eval_seconds",
                 "train_seq_per_s", "eval_users_per_s", "peak_gpu_memory_mb", "parameters", "wall_seconds"]
 STUDY_COLUMNS = ["model", "tokenizer", "history", "beam", "constrained", "test_recall@5", "test_recall@10",
                  "test_ndcg@5", "test_ndcg@10", "invalid_rate", "epochs", "tokenizer_seconds", "train_seconds",
@@ -56,7 +59,7 @@ def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="ml-100k")
     parser.add_argument("--models", default="SASRec,TIGER", help="comma-separated, run in this order")
-    parser.add_argument("--stock_sasrec", action="store_true", help="add SASRec through stock RecBole (speed reference)")
+    parser.add_argument("--stock_sasrec", action="store_true", help="SASRec through stock RecBole too")
     parser.add_argument("--study", action="store_true", help="TIGER's tokenizer/history/beam/constraint study")
     parser.add_argument("--profile", choices=("paper", "quick"), default="paper")
     parser.add_argument("--out", default=None, help="output folder (default results/bench-<dataset>)")
@@ -136,6 +139,8 @@ def context_of(args, model=None):
 
 
 def run_main(args):
+    import torch
+
     from recbole_genrec.quick_start import run_recbole_genrec, run_stock_recbole
 
     rows = []
@@ -144,7 +149,7 @@ def run_main(args):
         run = run_recbole_genrec(model, args.dataset, config_file_list=args.config_files,
                                  config_dict=model_config(model, args))
         runner = "plugin" + ("" if args.no_device_batches else ", device batches")
-        runner += f", {args.precision}" if args.precision != "none" else ""
+        runner += ", bf16" if args.precision == "bf16" and torch.cuda.is_available() else ""
         rows.append(measured_row(run, model, runner, time.time() - start, context_of(args, model)))
     if args.stock_sasrec:
         if args.config_files:

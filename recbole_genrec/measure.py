@@ -40,4 +40,5 @@ def hardware():
     threads, torch's version."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{gpu}; CPU {cpu_name()} x {cores} cores, {torch.get_num_threads()} torch threads; torch {torch.__version__}"
+    threads = torch.get_num_threads()
+    return f"{gpu}; CPU {cpu_name()} x {cores} cores; torch {torch.__version__}, {threads} CPU thread(s)"

@@ -2,6 +2,7 @@
 import logging
 import os
 import sys
+from functools import partial
 from logging import getLogger
 from time import time
 
@@ -87,18 +88,22 @@ def run_stock_recbole(model, dataset, config_dict=None, saved=True):
     for speed and metrics beside `run_recbole_genrec`, returning the same keys (generative-only ones None).
 
     The plugin's protocol (`properties/overall.yaml`, `properties/dataset/<dataset>.yaml`) and `config_dict` are
-    resolved by GenRecConfig and handed to RecBole's Config, which must end up with the same values (checked), so
-    both runs train and evaluate on the same split with the same settings. Seconds are measured as the plugin
-    trainer measures them: training epochs only (validation excluded), and one test evaluation."""
+    handed to RecBole's Config, whose values must then equal GenRecConfig's (checked), so both runs train and
+    evaluate on the same split with the same settings. Seconds are measured as the plugin
+    trainer measures them: training epochs only (validation excluded), and one test evaluation; `train_time_budget`
+    applies as in the plugin trainer (checked between RecBole's epochs, which run unchanged)."""
     from recbole.config import Config
     from recbole.data import create_dataset as recbole_create_dataset
     from recbole.utils import get_trainer
+
+    from recbole_genrec.trainer import TimeBudget
 
     plugin_config = GenRecConfig(model=model, dataset=dataset, config_dict=config_dict)
     stock_dict = {**_plugin_yaml(model, dataset), **(config_dict or {})}
     if plugin_config["train_neg_sample_args"]["distribution"] == "none":  # the plugin's CE rule (config.py)
         stock_dict["train_neg_sample_args"] = None
     stock_dict["data_path"] = os.path.dirname(plugin_config["data_path"])
+    stock_dict.update({key: plugin_config[key] for key in ("checkpoint_dir", "cache_dir") if key in stock_dict})
     keys = set(stock_dict) - {"data_path", "model", "dataset"}
     argv, sys.argv = sys.argv, sys.argv[:1]  # RecBole's Config would also read --key=value from the command line
     try:
@@ -106,7 +111,7 @@ def run_stock_recbole(model, dataset, config_dict=None, saved=True):
     finally:
         sys.argv = argv
     differ = sorted(key for key in keys if config[key] != plugin_config[key])
-    if differ or config["data_path"] != plugin_config["data_path"]:
+    if differ or os.path.realpath(config["data_path"]) != os.path.realpath(plugin_config["data_path"]):
         raise ValueError(f"Stock RecBole's config differs from the plugin's for {differ or ['data_path']}: the two "
                          f"runs would not be comparable.")
     init_seed(config["seed"], config["reproducibility"])
@@ -119,9 +124,11 @@ def run_stock_recbole(model, dataset, config_dict=None, saved=True):
     model_obj = registry.get_model(model)(config, train_data._dataset).to(config["device"])
     trainer = get_trainer(config["MODEL_TYPE"], model)(config, model_obj)
     timing = {"train_seconds": 0.0, "epochs": 0}
+    budget = TimeBudget(config["train_time_budget"])
     train_epoch = trainer._train_epoch
 
-    def timed_train_epoch(*args, **kwargs):  # RecBole's epoch, untouched, with a stopwatch around it
+    def timed_train_epoch(*args, **kwargs):  # RecBole's epoch, untouched, with a stopwatch (and budget) around it
+        budget.check(timing["epochs"])
         start = time()
         loss = train_epoch(*args, **kwargs)
         timing["train_seconds"] += time() - start
@@ -129,9 +136,8 @@ def run_stock_recbole(model, dataset, config_dict=None, saved=True):
         return loss
 
     trainer._train_epoch = timed_train_epoch
-    best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
-    )
+    fit = partial(trainer.fit, train_data, valid_data, saved=saved, show_progress=config["show_progress"])
+    best_valid_score, best_valid_result = budget.run(trainer, fit, saved)
     if saved:  # RecBole's own reload fails on torch >= 2.6 (weights-only unpickler); same weights, loaded here
         checkpoint = compat.load_checkpoint(trainer.saved_model_file, trainer.device)
         model_obj.load_state_dict(checkpoint["state_dict"])
@@ -151,7 +157,7 @@ def run_stock_recbole(model, dataset, config_dict=None, saved=True):
         "test_eval_seconds": test_eval_seconds,
         "test_users": test_data.sample_size,
         "epochs": timing["epochs"],
-        "stopped_by_time_budget": False,
+        "stopped_by_time_budget": budget.reached,
         "train_sequences": len(train_data.dataset),
         "text_seconds": None,
         "tokenizer_seconds": None,
@@ -166,8 +172,8 @@ def run_stock_recbole(model, dataset, config_dict=None, saved=True):
 def _plugin_yaml(model, dataset):
     """What the plugin's yaml files set for this model and dataset (stock RecBole does not read them)."""
     values = {}
-    for path in (os.path.join(PROPERTIES_DIR, "overall.yaml"), os.path.join(PROPERTIES_DIR, "dataset", f"{dataset}.yaml"),
-                 os.path.join(PROPERTIES_DIR, "model", f"{model}.yaml")):
+    for name in ("overall.yaml", os.path.join("dataset", f"{dataset}.yaml"), os.path.join("model", f"{model}.yaml")):
+        path = os.path.join(PROPERTIES_DIR, name)
         if os.path.isfile(path):
             with open(path) as handle:
                 values.update(yaml.safe_load(handle) or {})

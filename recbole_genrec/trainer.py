@@ -8,6 +8,7 @@ table of SASRec vs TIGER compares like with like on identical splits.
 import math
 import os
 from contextlib import nullcontext
+from functools import partial
 from time import time
 
 import torch
@@ -57,8 +58,34 @@ class GenRecCollector(Collector):
         return returned_struct
 
 
-class _TimeBudgetReached(Exception):
-    pass
+class TimeBudget:
+    """`train_time_budget: SECONDS`: no new training epoch starts once that many seconds have passed since `fit`
+    began (validation included); the first epoch always runs. `run` returns RecBole's `fit` result, or the best
+    validation so far when the budget stops it, and makes sure a checkpoint exists (the last model when no
+    validation has happened yet). Shared by the plugin trainer and the stock RecBole reference run."""
+
+    class Reached(Exception):
+        pass
+
+    def __init__(self, seconds):
+        self.seconds = None if seconds is None else float(seconds)
+        self.deadline = None
+        self.reached = False
+
+    def check(self, epochs_done):
+        if self.deadline is not None and epochs_done > 0 and time() > self.deadline:
+            raise TimeBudget.Reached()
+
+    def run(self, trainer, fit, saved, verbose=True):
+        self.deadline = time() + self.seconds if self.seconds is not None else None
+        try:
+            return fit()
+        except TimeBudget.Reached:
+            self.reached = True
+            trainer.logger.info(f"train_time_budget ({self.seconds:g} s) reached; keeping the best model so far.")
+            if saved and not os.path.isfile(trainer.saved_model_file):
+                trainer._save_checkpoint(trainer.start_epoch, verbose=verbose)
+            return trainer.best_valid_score, trainer.best_valid_result
 
 
 def _bf16_autocast(loss_func):
@@ -85,7 +112,8 @@ class GenRecTrainer(Trainer):
     - `mixed_precision: bf16`: the loss is computed under `torch.autocast(cuda, bfloat16)`; CUDA only (on a CPU it
       is a no-op, said once in the log).
     - `train_time_budget: SECONDS`: no new epoch starts after that many seconds of `fit`; the best checkpoint so
-      far is kept (`stopped_by_time_budget` is then True). For benchmarks on machines lent for a fixed time."""
+      far is kept (`stopped_by_time_budget` is then True). For benchmarks on machines lent for a fixed time.
+    Training time excludes validation; the device batches' one-time copy counts as training time."""
 
     def __init__(self, config, model):
         super().__init__(config, model)
@@ -103,9 +131,7 @@ class GenRecTrainer(Trainer):
         self.bf16 = precision == "bf16" and self.device.type == "cuda"
         if precision == "bf16" and not self.bf16:
             self.logger.info(f"mixed_precision: bf16 is CUDA-only; training in float32 on {self.device.type}.")
-        self.time_budget = config["train_time_budget"]
-        self.stopped_by_time_budget = False
-        self._deadline = None
+        self.time_budget = TimeBudget(config["train_time_budget"])
 
     # ---- training -------------------------------------------------------------------------------------------
     def _build_scheduler(self, steps_per_epoch):
@@ -140,20 +166,15 @@ class GenRecTrainer(Trainer):
             start = time()
             self._batches = DeviceBatches(train_data, self.device)
             self.train_seconds += time() - start
-        self._deadline = time() + float(self.time_budget) if self.time_budget is not None else None
-        try:
-            return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
-        except _TimeBudgetReached:
-            self.stopped_by_time_budget = True
-            self.logger.info(f"train_time_budget ({self.time_budget} s) reached after {self.epochs_trained} epochs; "
-                             f"keeping the best model so far.")
-            if saved and not os.path.isfile(self.saved_model_file):  # no validation yet: keep the last model
-                self._save_checkpoint(self.epochs_trained - 1, verbose=verbose)
-            return self.best_valid_score, self.best_valid_result
+        fit = partial(super().fit, train_data, valid_data, verbose, saved, show_progress, callback_fn)
+        return self.time_budget.run(self, fit, saved, verbose)
+
+    @property
+    def stopped_by_time_budget(self):
+        return self.time_budget.reached
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
-        if self._deadline is not None and epoch_idx > self.start_epoch and time() > self._deadline:
-            raise _TimeBudgetReached()
+        self.time_budget.check(epoch_idx - self.start_epoch)
         self._epoch = epoch_idx
         start = time()
         loss_func = loss_func or self.model.calculate_loss
