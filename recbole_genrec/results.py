@@ -39,6 +39,34 @@ def format_table(rows):
     return "\n".join(lines)
 
 
+def read_csv(path):
+    """Rows written by write_csv, numbers parsed back (empty cells -> None)."""
+
+    def parse(value):
+        if value in ("", None):
+            return None
+        if value in ("True", "False"):
+            return value == "True"
+        try:
+            return int(value)
+        except ValueError:
+            try:
+                return float(value)
+            except ValueError:
+                return value
+
+    with open(path, newline="") as handle:
+        return [{key: parse(value) for key, value in row.items()} for row in csv.DictReader(handle)]
+
+
+def format_markdown(rows, columns=None):
+    """A Markdown table of `columns` (default: every key), numbers formatted as in the printed table."""
+    columns = columns or list(dict.fromkeys(key for row in rows for key in row))
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_fmt(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def write_csv(rows, path):
     columns = list(dict.fromkeys(key for row in rows for key in row))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

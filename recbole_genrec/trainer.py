@@ -6,6 +6,9 @@ go through the same `rec.topk` structure. Either way RecBole's own metric classe
 table of SASRec vs TIGER compares like with like on identical splits.
 """
 import math
+import os
+from contextlib import nullcontext
+from functools import partial
 from time import time
 
 import numpy as np
@@ -15,9 +18,11 @@ from recbole.evaluator import Collector
 from recbole.evaluator.collector import DataStruct
 from recbole.trainer import Trainer
 from recbole.utils import dict2str, set_color
+from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
 
 from recbole_genrec import compat
+from recbole_genrec.data.device_batches import DeviceBatches
 
 
 class GenRecCollector(Collector):
@@ -101,10 +106,62 @@ class ColdStartTally:
         return result
 
 
+class TimeBudget:
+    """`train_time_budget: SECONDS`: no new training epoch starts once that many seconds have passed since `fit`
+    began (validation included); the first epoch always runs. `run` returns RecBole's `fit` result, or the best
+    validation so far when the budget stops it, and makes sure a checkpoint exists (the last model when no
+    validation has happened yet). Shared by the plugin trainer and the stock RecBole reference run."""
+
+    class Reached(Exception):
+        pass
+
+    def __init__(self, seconds):
+        self.seconds = None if seconds is None else float(seconds)
+        self.deadline = None
+        self.reached = False
+
+    def check(self, epochs_done):
+        if self.deadline is not None and epochs_done > 0 and time() > self.deadline:
+            raise TimeBudget.Reached()
+
+    def run(self, trainer, fit, saved, verbose=True):
+        self.deadline = time() + self.seconds if self.seconds is not None else None
+        try:
+            return fit()
+        except TimeBudget.Reached:
+            self.reached = True
+            trainer.logger.info(f"train_time_budget ({self.seconds:g} s) reached; keeping the best model so far.")
+            if saved and not os.path.isfile(trainer.saved_model_file):
+                trainer._save_checkpoint(trainer.start_epoch, verbose=verbose)
+            return trainer.best_valid_score, trainer.best_valid_result
+
+
+def _bf16_autocast(loss_func):
+    """`loss_func` under CUDA bf16 autocast; it runs inside RecBole's own autocast region (disabled unless
+    `enable_amp`), and the inner region is the one that applies."""
+
+    def wrapped(interaction):
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+            return loss_func(interaction)
+
+    return wrapped
+
+
 class GenRecTrainer(Trainer):
     """RecBole's Trainer with: the shared evaluator above, a warm-up + decay learning-rate schedule
     (`lr_scheduler`: none | cosine | inverse_sqrt | linear, `warmup_steps`), a clear error on a diverging loss,
-    checkpoint loading that works on torch >= 2.6, and wall-clock timings of training and evaluation."""
+    checkpoint loading that works on torch >= 2.6, and wall-clock timings of training and evaluation.
+
+    Opt-in speed keys (off by default, so a plugin run is stock RecBole's training bit for bit):
+    - `device_batches: True`: the training split's history, length, target and user id are moved to the device once
+      and batched by a shuffled index (`data/device_batches.py`), without RecBole's per-batch collate; the epoch's
+      loss is summed on the device (one host sync per epoch instead of one per step; a diverging loss is reported at
+      the end of its epoch). Same batches, same order as RecBole's loader.
+    - `mixed_precision: bf16`: the loss is computed under `torch.autocast(cuda, bfloat16)`; CUDA only (on a CPU it
+      is a no-op, said once in the log).
+    - `train_time_budget: SECONDS`: no new epoch starts after that many seconds of `fit`; the best checkpoint so
+      far is kept (`stopped_by_time_budget` is then True). For benchmarks on machines lent for a fixed time.
+    Training time excludes validation; the device batches' one-time copy counts as training time."""
 
     def __init__(self, config, model):
         super().__init__(config, model)
@@ -115,6 +172,15 @@ class GenRecTrainer(Trainer):
         self.epochs_trained = 0
         self._epoch = 0
         self.last_cold_start = None
+        self.device_batches = bool(config["device_batches"])
+        self._batches = None
+        precision = str(config["mixed_precision"] or "none").lower()
+        if precision not in ("none", "fp32", "bf16"):
+            raise ValueError(f"Unknown mixed_precision '{config['mixed_precision']}': choose bf16 or none.")
+        self.bf16 = precision == "bf16" and self.device.type == "cuda"
+        if precision == "bf16" and not self.bf16:
+            self.logger.info(f"mixed_precision: bf16 is CUDA-only; training in float32 on {self.device.type}.")
+        self.time_budget = TimeBudget(config["train_time_budget"])
 
     # ---- training -------------------------------------------------------------------------------------------
     def _build_scheduler(self, steps_per_epoch):
@@ -145,15 +211,56 @@ class GenRecTrainer(Trainer):
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         if self.scheduler is None:
             self.scheduler = self._build_scheduler(len(train_data))
-        return super().fit(train_data, valid_data, verbose, saved, show_progress, callback_fn)
+        if self.device_batches and (self._batches is None or self._batches.source is not train_data):
+            start = time()
+            self._batches = DeviceBatches(train_data, self.device)
+            self.train_seconds += time() - start
+        fit = partial(super().fit, train_data, valid_data, verbose, saved, show_progress, callback_fn)
+        return self.time_budget.run(self, fit, saved, verbose)
+
+    @property
+    def stopped_by_time_budget(self):
+        return self.time_budget.reached
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        self.time_budget.check(epoch_idx - self.start_epoch)
         self._epoch = epoch_idx
         start = time()
-        loss = super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
+        loss_func = loss_func or self.model.calculate_loss
+        if self.bf16:
+            loss_func = _bf16_autocast(loss_func)
+        if self._batches is not None and self._batches.source is train_data:
+            loss = self._train_device_epoch(epoch_idx, loss_func, show_progress)
+        else:
+            loss = super()._train_epoch(train_data, epoch_idx, loss_func, show_progress)
         self.train_seconds += time() - start
         self.epochs_trained = epoch_idx + 1
         return loss
+
+    def _train_device_epoch(self, epoch_idx, loss_func, show_progress):
+        """RecBole's training step over DeviceBatches, with the loss summed on the device (no per-step sync)."""
+        self.model.train()
+        batches = self._batches
+        if show_progress:
+            batches = tqdm(batches, total=len(batches), ncols=100, desc=set_color(f"Train {epoch_idx:>5}", "pink"))
+        scaler = torch.amp.GradScaler(enabled=self.enable_scaler)
+        amp = torch.autocast(device_type=self.device.type) if self.enable_amp else nullcontext()
+        total, parts = None, False
+        for interaction in batches:
+            self.optimizer.zero_grad()
+            with amp:
+                losses = loss_func(interaction)
+            parts = isinstance(losses, tuple)
+            loss = sum(losses) if parts else losses
+            step = torch.stack([part.detach().float() for part in losses]) if parts else loss.detach().float()
+            total = step if total is None else total + step
+            scaler.scale(loss).backward()
+            if self.clip_grad_norm:
+                clip_grad_norm_(self.model.parameters(), **self.clip_grad_norm)
+            scaler.step(self.optimizer)
+            scaler.update()
+        self._check_nan(total.sum())
+        return tuple(total.tolist()) if parts else total.item()
 
     def _check_nan(self, loss):
         if not torch.isfinite(loss):

@@ -6,6 +6,7 @@ onto every batch (the target item's too), and a generative model must not be abl
 import csv
 import logging
 import os
+import time
 
 import numpy as np
 
@@ -81,7 +82,9 @@ def read_item_text(item_file: str, fields, item_tokens):
 
 def item_text_embeddings(config, dataset) -> np.ndarray:
     """Embeddings of every item's text, float32 [n_items + 1, d], cached under a fingerprint of the item file's
-    contents, the fields, the item order and the encoder name."""
+    contents, the fields, the item order and the encoder name. The seconds it took (cache hit or not) are recorded
+    as `dataset.text_seconds`."""
+    start = time.perf_counter()
     fields = list(config["text_fields"] or [])
     if not fields:
         raise ValueError(f"No `text_fields` configured for dataset '{config['dataset']}': list the .item fields to embed.")
@@ -100,7 +103,9 @@ def item_text_embeddings(config, dataset) -> np.ndarray:
             logger.warning(f"{n_empty} of {len(texts) - 1} items have no text in {fields}; they are embedded as empty text.")
         return encode_texts(texts, encoder, config["text_encoder_batch_size"], str(config["device"]))
 
-    return cache.get_or_compute_array(f"text-{encoder_name(encoder)}", key, compute)
+    vectors = cache.get_or_compute_array(f"text-{encoder_name(encoder)}", key, compute)
+    dataset.text_seconds = time.perf_counter() - start
+    return vectors
 
 
 def encode_texts(texts, encoder, batch_size=256, device="cpu") -> np.ndarray:
