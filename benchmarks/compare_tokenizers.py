@@ -19,7 +19,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from recbole_genrec.cli import QUICKSTART_PROFILE, load_profile, parse_value  # noqa: E402  (after the path tweak)
+from recbole_genrec.cli import load_profile, parse_value, resolve_profile  # noqa: E402  (after the path tweak)
 
 
 def tokenizer_row(model, dataset_name, overrides, reference_overrides, cf_reference):
@@ -71,7 +71,7 @@ def main(argv=None):
     for arg in rest:
         key, _, value = arg.lstrip("-").partition("=")
         overrides[key] = parse_value(value)
-    profile = QUICKSTART_PROFILE if args.profile == "quickstart" else (None if args.profile == "none" else args.profile)
+    profile = resolve_profile(args.profile)
 
     def settings(model):
         return {**load_profile(model, profile), **overrides} if profile else dict(overrides)

@@ -2,7 +2,7 @@ r"""Benchmark: raw atomic files -> test metrics, seconds per stage and throughpu
 
     python benchmarks/run_benchmark.py --dataset=amazon-beauty --models=SASRec,TIGER --stock_sasrec \
         --out=results/bench-beauty
-    python benchmarks/run_benchmark.py --dataset=ml-100k --models=SASRec,TIGER --stock_sasrec --profile=quick \
+    python benchmarks/run_benchmark.py --dataset=ml-100k --models=SASRec,TIGER --stock_sasrec --profile=quickstart \
         --epochs=2 --MAX_ITEM_LIST_LENGTH=20 --threads=1
     python benchmarks/run_benchmark.py --dataset=amazon-beauty --study --out=results/study-beauty
 
@@ -12,8 +12,10 @@ implementation, cross-entropy loss); `--stock_sasrec` adds the same SASRec run t
 loader, training loop and evaluator): the reference for speed. Plugin runs use the trainer's device-resident batches
 and bf16 autocast (CUDA only; a no-op on a CPU) unless `--no_device_batches` / `--precision=none`.
 
-`--profile=paper` (default) takes the papers' model defaults (`recbole_genrec/properties/model/<Model>.yaml`);
-`--profile=quick` the CPU quick-start profile (`recbole_genrec/properties/quickstart.yaml`) for generative models.
+`--profile` is the main CLI's: `none` (default) takes the papers' model defaults
+(`recbole_genrec/properties/model/<Model>.yaml`), `quickstart` the CPU quick-start profile
+(`recbole_genrec/properties/quickstart.yaml`), a path any yaml of that shape; it applies to generative models only
+(SASRec always follows the protocol below).
 Any other `--key=value` is a RecBole config override for every model (`--epochs=2`); `--Model:key=value` for one
 model only (`--TIGER:train_time_budget=420`: no new epoch after 420 s of training, best checkpoint kept).
 
@@ -50,7 +52,7 @@ STUDY_COLUMNS = ["model", "tokenizer", "history", "beam", "constrained", "test_r
                  "test_eval_seconds", "eval_users_per_s"]
 # The study's other tokenizer, with the base's levels and codebook size; RQ-VAE epochs per profile.
 ALTERNATIVE_TOKENIZER = {"RQVAE": "RQKMeans", "RQKMeans": "RQVAE"}
-RQVAE_EPOCHS = {"paper": 3000, "quick": 300}
+RQVAE_EPOCHS = {"papers": 3000, "profile": 300}
 
 
 def parse_args(argv):
@@ -61,7 +63,7 @@ def parse_args(argv):
     parser.add_argument("--models", default="SASRec,TIGER", help="comma-separated, run in this order")
     parser.add_argument("--stock_sasrec", action="store_true", help="SASRec through stock RecBole too")
     parser.add_argument("--study", action="store_true", help="TIGER's tokenizer/history/beam/constraint study")
-    parser.add_argument("--profile", choices=("paper", "quick"), default="paper")
+    parser.add_argument("--profile", default="none", help="none (papers' defaults), quickstart, or a yaml path")
     parser.add_argument("--out", default=None, help="output folder (default results/bench-<dataset>)")
     parser.add_argument("--append", action="store_true", help="add to the table already in --out")
     parser.add_argument("--config_files", default="", help="comma-separated yaml files for every model")
@@ -88,11 +90,12 @@ def parse_args(argv):
 def model_config(model, args, plugin=True):
     """A model's config dict: profile, SASRec protocol, command-line overrides, then its own overrides."""
     from recbole_genrec import registry
-    from recbole_genrec.cli import quick_start_profile
+    from recbole_genrec.cli import load_profile, resolve_profile
 
     config = {}
-    if args.profile == "quick" and registry.is_genrec_model(model):
-        config.update(quick_start_profile(model))
+    profile = resolve_profile(args.profile)
+    if profile and registry.is_genrec_model(model):
+        config.update(load_profile(model, profile))
     if model == "SASRec":
         config.update(SASREC_PROTOCOL)
     if plugin:
@@ -178,6 +181,7 @@ def invalid_rate_counter(model):
 
 def run_study(args):
     """TIGER: tokenizers and histories retrained; beams and constrained decoding on the base checkpoint."""
+    from recbole_genrec.cli import resolve_profile
     from recbole_genrec.config import GenRecConfig
     from recbole_genrec.measure import per_second
     from recbole_genrec.quick_start import flat_metrics, load_data_and_model, run_recbole_genrec
@@ -193,7 +197,7 @@ def run_study(args):
     other_params = {"num_levels": base_params["num_levels"], "codebook_size": base_params["codebook_size"],
                     "collision": base_params.get("collision", "append_digit")}
     if other == "RQVAE":
-        other_params["epochs"] = RQVAE_EPOCHS[args.profile]
+        other_params["epochs"] = RQVAE_EPOCHS["profile" if resolve_profile(args.profile) else "papers"]
 
     trained = [("base", {}, base_tokenizer, base_history),
                (f"tokenizer {other}", {"tokenizer": other, "tokenizer_params": other_params}, other, base_history)]

@@ -56,6 +56,11 @@ def parse_args(argv):
     return options, overrides
 
 
+def resolve_profile(name):
+    """--profile's value -> a profile yaml path, or None for the papers' defaults ('none')."""
+    return QUICKSTART_PROFILE if name == "quickstart" else (None if name in (None, "none") else name)
+
+
 def load_profile(model, path=QUICKSTART_PROFILE):
     """The settings of a profile yaml for `model`: its shared keys, then the model's own `per_model` section."""
     import yaml
@@ -75,8 +80,7 @@ def main(argv=None):
     options, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     models = [m.strip() for m in options.get("model", "TIGER").split(",") if m.strip()]
     config_files = [f for f in options.get("config_files", "").replace(",", " ").split() if f]
-    profile = options.get("profile", "none" if "dataset" in options else "quickstart")
-    profile = QUICKSTART_PROFILE if profile == "quickstart" else (None if profile == "none" else profile)
+    profile = resolve_profile(options.get("profile", "none" if "dataset" in options else "quickstart"))
     if "dataset" not in options:
         print(f"No --dataset given: quick start on ml-100k with the profile {profile or 'none'}. "
               f"Pass --dataset=ml-100k for the papers' model defaults.")
