@@ -43,7 +43,10 @@ SASREC_PROTOCOL = {
     "hidden_dropout_prob": 0.5, "attn_dropout_prob": 0.5, "learning_rate": 1e-3, "train_batch_size": 2048,
     "loss_type": "CE", "epochs": 200, "eval_step": 1, "stopping_step": 10, "valid_metric": "NDCG@10",
 }
-MAIN_COLUMNS = ["model", "runner", "test_recall@5", "test_recall@10", "test_ndcg@5", "test_ndcg@10", "valid_score",
+MAIN_COLUMNS = ["model", "runner", "test_recall@5", "test_recall@10", "test_ndcg@5", "test_ndcg@10",
+                # the evaluator's cold-start split (issue 5): test users whose target never occurs in training
+                "test_cold_recall@10", "test_cold_ndcg@10", "test_inset_recall@10", "test_inset_ndcg@10",
+                "cold_users", "cold_items_in_top10", "valid_score",
                 "epochs", "stopped_by_time_budget", "text_seconds", "tokenizer_seconds", "train_seconds",
                 "test_eval_seconds",
                 "train_seq_per_s", "eval_users_per_s", "peak_gpu_memory_mb", "parameters", "wall_seconds"]
