@@ -3,7 +3,8 @@ regularisation. Official code: HonghuiBao2000/LETTER (RQ-VAE/).
 
 On top of the shared RQ-VAE (tokenization/rqvae.py), as in the official code:
 - codebooks initialised by size-constrained (balanced) k-means;
-- per level: ||sg[r] - e||^2 + mu * ||r - sg[e]||^2 + beta * diversity, averaged over levels;
+- per level: ||sg[r] - e||^2 + mu * ||r - sg[e]||^2 + beta * diversity, averaged over levels (mu is the shared
+  RQ-VAE's commitment weight `beta` here, the paper's beta is `diversity_weight`);
 - diversity: every `cluster_interval` epochs each level's codebook is clustered into `n_clusters` groups
   (balanced k-means); each item's quantised vector is pulled, by a softmax over the level's codes, towards a random
   other code of the same group as its own code (its own code masked out);
@@ -43,10 +44,9 @@ class CodeGroups:
 
 
 class CollaborativeRQVAE(ResidualQuantizedVAE):
-    def __init__(self, *args, mu=0.25, diversity_weight=1e-4, sinkhorn_epsilon=0.003, sinkhorn_iterations=50,
-                 **kwargs):
+    def __init__(self, *args, diversity_weight=1e-4, sinkhorn_epsilon=0.003, sinkhorn_iterations=50, **kwargs):
         super().__init__(*args, **kwargs)
-        self.mu, self.diversity_weight = mu, diversity_weight
+        self.diversity_weight = diversity_weight
         self.sinkhorn_epsilon, self.sinkhorn_iterations = sinkhorn_epsilon, sinkhorn_iterations
         self.code_groups = [None] * self.num_levels  # set by LETTERTokenizer before training epochs
 
@@ -57,7 +57,7 @@ class CollaborativeRQVAE(ResidualQuantizedVAE):
         return super().assign_codes(level, residual)
 
     def level_loss(self, level, residual, chosen, codes):
-        loss = F.mse_loss(chosen, residual.detach()) + self.mu * F.mse_loss(residual, chosen.detach())
+        loss = super().level_loss(level, residual, chosen, codes)  # codebook + beta (official: mu) * commitment
         groups = self.code_groups[level]
         if self.diversity_weight > 0 and groups is not None:
             positive, has_other = groups.sample_other_member(codes)
@@ -103,7 +103,7 @@ class LETTERTokenizer(RQVAETokenizer):
         return CollaborativeRQVAE(
             input_dim=input_dim, hidden_dims=[int(dim) for dim in params["hidden_dims"]], latent_dim=latent_dim,
             num_levels=int(params["num_levels"]), codebook_size=int(params["codebook_size"]),
-            beta=float(params["beta"]), dropout=float(params["dropout"]), mu=float(params["beta"]),
+            beta=float(params["beta"]), dropout=float(params["dropout"]),
             diversity_weight=float(params["diversity_weight"]), sinkhorn_epsilon=float(params["sinkhorn_epsilon"]),
             sinkhorn_iterations=int(params["sinkhorn_iterations"]),
         )
