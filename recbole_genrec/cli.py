@@ -91,8 +91,9 @@ def main(argv=None):
 
     for model in models:  # fail before any training when one name is wrong
         registry.get_model(model)
-    if "tune" in options:
-        return tune_main(options, models, dataset, config_files, overrides)
+    if "tune" in options:  # the profile is the search's base config too; sampled values override it
+        base = {**load_profile(models[0], profile), **overrides} if profile and len(models) == 1 else overrides
+        return tune_main(options, models, dataset, config_files, base)
     rows = []
     for model in models:
         config_dict = {**load_profile(model, profile), **overrides} if profile else dict(overrides)
