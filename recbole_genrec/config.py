@@ -91,6 +91,15 @@ class GenRecConfig(Config):
 
     def _validate(self):
         cfg = self.final_config_dict
+        # Leave-one-out by time (order: TO) sorts on the time field; RecBole's default load_col leaves it out, and
+        # the split then fails deep inside RecBole with "[timestamp] is not exist in interaction".
+        inter_columns = (cfg.get("load_col") or {}).get("inter")
+        if cfg["eval_args"].get("order") == "TO" and inter_columns and cfg["TIME_FIELD"] not in inter_columns:
+            raise ValueError(
+                f"Inconsistent config for dataset '{self.dataset}': eval_args.order is TO (leave-one-out by time) but "
+                f"load_col.inter {list(inter_columns)} does not load the time field '{cfg['TIME_FIELD']}'. Add it, "
+                f"e.g. load_col: {{inter: [user_id, item_id, {cfg['TIME_FIELD']}]}} in a --config_files yaml."
+            )
         if registry.is_genrec_model(self.model):
             beam_size, max_k = cfg.get("beam_size"), max(cfg["topk"])
             if beam_size is not None and beam_size < max_k:

@@ -43,6 +43,23 @@ def test_beam_smaller_than_topk_is_rejected(tiny):
         GenRecConfig(model="TIGER", dataset="tiny-beauty", config_dict=tiny(beam_size=5, topk=[5, 10]))
 
 
+def test_time_order_without_the_time_field_is_rejected(tiny):
+    with pytest.raises(ValueError, match="does not load the time field 'timestamp'"):
+        GenRecConfig(model="SASRec", dataset="tiny-beauty",
+                     config_dict=tiny(load_col={"inter": ["user_id", "item_id"]}))
+
+
+def test_text_model_on_a_dataset_without_item_file_names_the_missing_file(tmp_path, tiny):
+    from recbole_genrec.representation import item_text_embeddings
+
+    (tmp_path / "no-text").mkdir()
+    (tmp_path / "no-text" / "no-text.inter").write_text("user_id:token\titem_id:token\ttimestamp:float\nu\ti\t1\n")
+    config = GenRecConfig(model="LIGER", dataset="no-text", config_dict=tiny(dataset="no-text",
+                                                                              data_path=str(tmp_path), text_fields=[]))
+    with pytest.raises(ValueError, match="no-text.item does not exist"):
+        item_text_embeddings(config, dataset=None)
+
+
 def test_plugin_properties_overlay_and_absolute_paths(tiny):
     config = GenRecConfig(model="TIGER", dataset="tiny-beauty", config_dict=tiny())
     assert config["tokenizer"] == "RQVAE" and config["num_encoder_layers"] == 4  # from TIGER.yaml

@@ -86,9 +86,13 @@ def item_text_embeddings(config, dataset) -> np.ndarray:
     as `dataset.text_seconds`."""
     start = time.perf_counter()
     fields = list(config["text_fields"] or [])
-    if not fields:
-        raise ValueError(f"No `text_fields` configured for dataset '{config['dataset']}': list the .item fields to embed.")
     item_file = os.path.join(config["data_path"], f"{config['dataset']}.item")
+    if not fields:
+        fix = (f"set `text_fields` to fields of {item_file}" if os.path.isfile(item_file) else
+               f"this dataset has no item file ({item_file} does not exist): add one, or use a model without a text "
+               f"representation")
+        raise ValueError(f"{config['model']} embeds item text, but no `text_fields` are configured for dataset "
+                         f"'{config['dataset']}': {fix}.")
     item_tokens = list(dataset.field2id_token[dataset.iid_field])
     encoder = config["text_encoder"]
     key = fingerprint(
