@@ -137,5 +137,5 @@ def test_real_search_selects_on_validation_and_reports_failures(tiny, tmp_path, 
         best = yaml.safe_load(handle)
     assert best == {"model": "TIGER", "dataset": "tiny-beauty", "learning_rate": best_lr}
     config = GenRecConfig(model="TIGER", dataset="tiny-beauty", config_file_list=[str(tune_dir / "best_config.yaml")],
-                          config_dict={"data_path": overrides["data_path"]})
+                          config_dict={"data_path": overrides["data_path"], "load_col": overrides["load_col"]})
     assert config["learning_rate"] == best_lr
