@@ -12,14 +12,13 @@ of shared ID prefixes with CF similarity is comparable across tokenizers, includ
 `--key=value` is a config override applied to every model (RecBole style, as in the main CLI).
 """
 import argparse
-import csv
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from recbole_genrec.cli import load_profile, parse_value, resolve_profile  # noqa: E402  (after the path tweak)
+from recbole_genrec.cli import load_profile, parse_args, resolve_profile  # noqa: E402  (after the path tweak)
 
 
 def tokenizer_row(model, dataset_name, overrides, reference_overrides, cf_reference):
@@ -67,10 +66,7 @@ def main(argv=None):
     parser.add_argument("--out", default=None, help="CSV file for the table")
     parser.add_argument("--profile", default="none", help="quickstart, none, or a profile yaml (see the main CLI)")
     args, rest = parser.parse_known_args(argv)
-    overrides = {"state": "WARNING"}
-    for arg in rest:
-        key, _, value = arg.lstrip("-").partition("=")
-        overrides[key] = parse_value(value)
+    overrides = {"state": "WARNING", **parse_args(rest)[1]}
     profile = resolve_profile(args.profile)
 
     def settings(model):
@@ -78,15 +74,11 @@ def main(argv=None):
 
     rows = [tokenizer_row(model, args.dataset, settings(model), settings(args.cf_reference), args.cf_reference)
             for model in args.models.split(",")]
-    from recbole_genrec.results import format_table
+    from recbole_genrec.results import format_table, write_csv
 
     print(f"\nSemantic-ID quality on {args.dataset} (CF vectors: {args.cf_reference}'s cf_params)\n{format_table(rows)}")
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(rows, args.out)
     return rows
 
 

@@ -14,6 +14,13 @@ REPO_DATASET_DIR = os.path.join(os.path.dirname(PACKAGE_DIR), "dataset")
 RECBOLE_EXAMPLE_DIR = os.path.join(os.path.dirname(recbole.__file__), "dataset_example")
 
 
+def plugin_property_files(model, dataset):
+    """The plugin's yaml files for a run, low to high precedence (those that exist)."""
+    paths = (os.path.join(PROPERTIES_DIR, "overall.yaml"), os.path.join(PROPERTIES_DIR, "dataset", f"{dataset}.yaml"),
+             os.path.join(PROPERTIES_DIR, "model", f"{model}.yaml"))
+    return [path for path in paths if os.path.isfile(path)]
+
+
 class GenRecConfig(Config):
     """RecBole's Config with the plugin's defaults.
 
@@ -43,15 +50,10 @@ class GenRecConfig(Config):
 
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
-        for path in (
-            os.path.join(PROPERTIES_DIR, "overall.yaml"),
-            os.path.join(PROPERTIES_DIR, "dataset", f"{dataset}.yaml"),
-            os.path.join(PROPERTIES_DIR, "model", f"{model}.yaml"),
-        ):
-            if os.path.isfile(path):
-                loaded = self._update_internal_config_dict(path)
-                if "dataset" in os.path.dirname(path) and loaded:
-                    self.parameters["Dataset"] += [k for k in loaded if k not in self.parameters["Dataset"]]
+        for path in plugin_property_files(model, dataset):
+            loaded = self._update_internal_config_dict(path)
+            if "dataset" in os.path.dirname(path) and loaded:
+                self.parameters["Dataset"] += [k for k in loaded if k not in self.parameters["Dataset"]]
         # Cross-entropy sequential models train without negative sampling (RecBole refuses the combination).
         if model_class.type == ModelType.SEQUENTIAL and self.internal_config_dict.get("loss_type", "CE") == "CE":
             self.internal_config_dict["train_neg_sample_args"] = None

@@ -10,7 +10,7 @@ import yaml
 from recbole.utils import get_environment, init_logger, init_seed, set_color
 
 from recbole_genrec import compat, measure, registry
-from recbole_genrec.config import PROPERTIES_DIR, GenRecConfig
+from recbole_genrec.config import GenRecConfig, plugin_property_files
 from recbole_genrec.data import create_dataset, data_preparation, mark_training_items
 
 METRIC_ORDER = ("recall", "ndcg", "hit", "mrr", "precision", "map")
@@ -174,11 +174,9 @@ def run_stock_recbole(model, dataset, config_dict=None, saved=True):
 def _plugin_yaml(model, dataset):
     """What the plugin's yaml files set for this model and dataset (stock RecBole does not read them)."""
     values = {}
-    for name in ("overall.yaml", os.path.join("dataset", f"{dataset}.yaml"), os.path.join("model", f"{model}.yaml")):
-        path = os.path.join(PROPERTIES_DIR, name)
-        if os.path.isfile(path):
-            with open(path) as handle:
-                values.update(yaml.safe_load(handle) or {})
+    for path in plugin_property_files(model, dataset):
+        with open(path) as handle:
+            values.update(yaml.safe_load(handle) or {})
     return values
 
 

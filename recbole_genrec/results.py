@@ -40,20 +40,11 @@ def format_table(rows):
 
 
 def read_csv(path):
-    """Rows written by write_csv, numbers parsed back (empty cells -> None)."""
+    """Rows written by write_csv, values parsed back as the command line parses them (empty cells -> None)."""
+    from recbole_genrec.cli import parse_value
 
     def parse(value):
-        if value in ("", None):
-            return None
-        if value in ("True", "False"):
-            return value == "True"
-        try:
-            return int(value)
-        except ValueError:
-            try:
-                return float(value)
-            except ValueError:
-                return value
+        return None if value in ("", None) else parse_value(value)
 
     with open(path, newline="") as handle:
         return [{key: parse(value) for key, value in row.items()} for row in csv.DictReader(handle)]

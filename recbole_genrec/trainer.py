@@ -82,15 +82,15 @@ class ColdStartTally:
         return None if mask is None else cls(mask, device)
 
     def add_batch(self, n_rows, topk_items, positive_u, positive_i):
-        """topk_items long [B, k] (-1 = no item); positive_u/i: the batch's (row, target item) pairs."""
-        rows = torch.zeros(n_rows, dtype=torch.bool, device=positive_u.device)
-        rows[positive_u[self.cold_item[positive_i]]] = True  # a user with a cold target is a cold user
-        self.cold_rows.append(rows.cpu())
-        items = topk_items[topk_items > 0]
-        self.ranked_cold[items[self.cold_item[items]]] = True
+        """topk_items long [B, k] (-1 = no item); positive_u/i: the batch's (row, target item) pairs. Scatters
+        only (no boolean indexing), so evaluation keeps running on the device without a host sync per batch."""
+        cold_targets = torch.zeros(n_rows, dtype=torch.long, device=positive_u.device)
+        cold_targets.index_add_(0, positive_u, self.cold_item[positive_i].long())
+        self.cold_rows.append(cold_targets > 0)  # a user with a cold target is a cold user
+        self.ranked_cold[topk_items.clamp(min=0).flatten()] = True  # -1 lands on the padding item, never cold
 
     def result(self, evaluator, data_struct, max_k):
-        cold_rows = torch.cat(self.cold_rows) if self.cold_rows else torch.zeros(0, dtype=torch.bool)
+        cold_rows = torch.cat(self.cold_rows).cpu() if self.cold_rows else torch.zeros(0, dtype=torch.bool)
         result = {"cold_users": int(cold_rows.sum()), "inset_users": int((~cold_rows).sum())}
         topk = data_struct.get("rec.topk")
         for name, rows in (("cold", cold_rows), ("inset", ~cold_rows)):
@@ -102,7 +102,7 @@ class ColdStartTally:
                 if set(metric.metric_need) <= self.ROW_METRIC_NEEDS:
                     result.update({f"{name}_{key}": float(value) for key, value in metric.calculate_metric(subset).items()})
         result["cold_items"] = int(self.cold_item.sum())
-        result[f"cold_items_in_top{max_k}"] = int(self.ranked_cold.sum())
+        result[f"cold_items_in_top{max_k}"] = int((self.ranked_cold & self.cold_item).sum())
         return result
 
 

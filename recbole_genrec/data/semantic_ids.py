@@ -25,7 +25,8 @@ def train_item_mask(train_dataset) -> np.ndarray:
 def fit_semantic_ids(config, dataset, vectors, fit_mask=None, tokenizer=None, tokenizer_params=None, kind="sid",
                      collaborative=None):
     """Fit `tokenizer` (default: config['tokenizer'] with config['tokenizer_params']) on `vectors` (and, for
-    tokenizers that use them, the `collaborative` item vectors) and return its SemanticIds. Repeated runs and tuning trials with the same inputs load the cached result instead of refitting.
+    tokenizers that use them, the `collaborative` item vectors) and return its SemanticIds. Repeated runs and
+    tuning trials with the same inputs load the cached result instead of refitting.
     The IDs are also exported as JSON (item token -> codes) beside the cache file."""
     from recbole_genrec.tokenization import SemanticIds, build_tokenizer
 

@@ -63,9 +63,12 @@ class CollaborativeRQVAE(ResidualQuantizedVAE):
             positive, has_other = groups.sample_other_member(codes)
             logits = chosen @ self.codebooks[level].T
             logits = logits.scatter(1, codes[:, None], float("-inf"))  # never the item's own code
-            if has_other.any():
-                diversity = F.cross_entropy(logits[has_other], positive[has_other])
-                loss = loss + self.diversity_weight * diversity
+            # Mean over the items whose group has another code, as a weighted mean (no host sync); the others get
+            # a finite placeholder target and weight 0.
+            positive = torch.where(has_other, positive, (codes + 1) % logits.shape[1])
+            per_item = F.cross_entropy(logits, positive, reduction="none")
+            diversity = (per_item * has_other).sum() / has_other.sum().clamp(min=1)
+            loss = loss + self.diversity_weight * diversity
         return loss / self.num_levels  # the official code averages the level losses
 
 
@@ -118,28 +121,33 @@ class LETTERTokenizer(RQVAETokenizer):
 
     def _batch_loss(self, batch_inputs, batch_index):
         loss, reconstruction_loss, quantized = self.network.loss(batch_inputs)
-        known = self.fit_cf_known[batch_index]
-        if self.params["alpha"] > 0 and known.sum() > 1:
-            # in-batch softmax: each item's quantised latent should pick out its own CF embedding
-            logits = quantized[known] @ self.fit_cf[batch_index][known].T
-            cf_loss = F.cross_entropy(logits, torch.arange(len(logits), device=logits.device))
+        if self.params["alpha"] > 0:
+            # In-batch softmax: each item's quantised latent should pick out its own CF embedding among the batch's
+            # items that have one. Items without a CF vector are neither candidates nor counted; masks instead of
+            # boolean indexing keep the loop free of host syncs (each row keeps its own column, so no row is empty).
+            known = self.fit_cf_known[batch_index]
+            own = torch.eye(len(known), dtype=torch.bool, device=known.device)
+            logits = (quantized @ self.fit_cf[batch_index].T).masked_fill(~known[None, :] & ~own, float("-inf"))
+            per_item = F.cross_entropy(logits, torch.arange(len(logits), device=logits.device), reduction="none")
+            cf_loss = (per_item * known).sum() / known.sum().clamp(min=1)
             loss = loss + float(self.params["alpha"]) * cf_loss
         return loss, reconstruction_loss
 
     @torch.no_grad()
     def _encode(self, inputs, with_last_level_distances=False):
-        codes, distances = super()._encode(inputs, with_last_level_distances=False)
-        codes = self._resolve_collisions_by_sinkhorn(inputs, codes)
+        """Nearest codes, then the Sinkhorn pass on colliding items; one encoder pass serves both (and the
+        distances the collision policy may need)."""
+        residuals, codes = self.network.level_residuals(inputs)
+        codes = self._resolve_collisions_by_sinkhorn(residuals[-1], torch.stack(codes, 1).cpu())
+        distances = None
         if with_last_level_distances:
-            residuals, _ = self.network.level_residuals(inputs)
             distances = squared_distances(residuals[-1], self.network.codebooks[-1]).cpu()
         return codes, distances
 
-    def _resolve_collisions_by_sinkhorn(self, inputs, codes):
+    def _resolve_collisions_by_sinkhorn(self, last_residuals, codes):
         """Official generate_indices: items that share a full ID get their last code re-assigned by a balanced
         (Sinkhorn) assignment within their collision group, repeated up to `collision_rounds` times."""
         epsilon = float(self.params["sinkhorn_epsilon"]) or 0.003
-        last_residuals = self.network.level_residuals(inputs)[0][-1]
         for _ in range(int(self.params["collision_rounds"])):
             _, group, sizes = torch.unique(codes, dim=0, return_inverse=True, return_counts=True)
             colliding = torch.nonzero(sizes[group] > 1).flatten()
