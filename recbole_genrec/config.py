@@ -12,6 +12,16 @@ PROPERTIES_DIR = os.path.join(PACKAGE_DIR, "properties")
 # The checkout's top-level dataset/ folder (present for source and editable installs, and for the CLI).
 REPO_DATASET_DIR = os.path.join(os.path.dirname(PACKAGE_DIR), "dataset")
 RECBOLE_EXAMPLE_DIR = os.path.join(os.path.dirname(recbole.__file__), "dataset_example")
+# Settings that take one of a few values: checked (and lower-cased) here, before any data is read or a tokenizer
+# fitted, so a typo cannot surface after an hour of tokenizer fitting or silently select a default.
+CHOICES = {
+    "tokenizer_fit_on": ("all", "train"),
+    "lr_scheduler": ("none", "cosine", "inverse_sqrt", "linear"),
+    "mixed_precision": ("none", "bf16"),
+    "liger_inference": ("hybrid", "dense", "generative"),
+    "rpg_inference": ("exact", "graph"),
+    "sid_collapse": ("error", "warn"),
+}
 
 
 def plugin_property_files(model, dataset):
@@ -102,12 +112,20 @@ class GenRecConfig(Config):
                 f"load_col.inter {list(inter_columns)} does not load the time field '{cfg['TIME_FIELD']}'. Add it, "
                 f"e.g. load_col: {{inter: [user_id, item_id, {cfg['TIME_FIELD']}]}} in a --config_files yaml."
             )
+        for key, allowed in CHOICES.items():
+            value = cfg.get(key)
+            if value is None:
+                continue
+            if str(value).lower() not in allowed:
+                raise ValueError(f"Unknown {key} {value!r}: choose one of {', '.join(allowed)}.")
+            cfg[key] = str(value).lower()
         if registry.is_genrec_model(self.model):
-            beam_size, max_k = cfg.get("beam_size"), max(cfg["topk"])
-            if beam_size is not None and beam_size < max_k:
+            beam_key = self.model_class.beam_width_key(cfg)
+            beam, max_k = cfg.get(beam_key) if beam_key else None, max(cfg["topk"])
+            if beam is not None and beam < max_k:
                 raise ValueError(
-                    f"Inconsistent config: beam_size ({beam_size}) must be >= the largest topk ({max_k}); "
-                    f"raise `beam_size` or lower `topk`."
+                    f"Inconsistent config: {beam_key} ({beam}) must be >= the largest topk ({max_k}); "
+                    f"raise `{beam_key}` or lower `topk`."
                 )
             mode = cfg["eval_args"].get("mode", "full")
             if any(m != "full" for m in (mode.values() if isinstance(mode, dict) else [mode])):

@@ -1,4 +1,5 @@
 """What a benchmark row reports beside the metrics: peak GPU memory, throughputs, the hardware it ran on."""
+import gc
 import os
 import platform
 
@@ -6,7 +7,11 @@ import torch
 
 
 def reset_peak_gpu_memory():
+    """Start a new peak; the previous run's model and optimiser are freed first (an optimiser hook and a bound
+    method keep reference cycles that only the garbage collector breaks), or they would count towards this run."""
     if torch.cuda.is_available():
+        gc.collect()
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
 
 

@@ -174,9 +174,7 @@ class GenRecTrainer(Trainer):
         self.last_cold_start = None
         self.device_batches = bool(config["device_batches"])
         self._batches = None
-        precision = str(config["mixed_precision"] or "none").lower()
-        if precision not in ("none", "fp32", "bf16"):
-            raise ValueError(f"Unknown mixed_precision '{config['mixed_precision']}': choose bf16 or none.")
+        precision = config["mixed_precision"] or "none"  # validated by GenRecConfig
         self.bf16 = precision == "bf16" and self.device.type == "cuda"
         if precision == "bf16" and not self.bf16:
             self.logger.info(f"mixed_precision: bf16 is CUDA-only; training in float32 on {self.device.type}.")
@@ -184,7 +182,7 @@ class GenRecTrainer(Trainer):
 
     # ---- training -------------------------------------------------------------------------------------------
     def _build_scheduler(self, steps_per_epoch):
-        kind = (self.config["lr_scheduler"] or "none").lower()
+        kind = self.config["lr_scheduler"] or "none"  # validated by GenRecConfig
         if kind == "none":
             return None
         warmup = int(self.config["warmup_steps"] or 0)
@@ -199,9 +197,7 @@ class GenRecTrainer(Trainer):
             progress = min(1.0, (step - warmup) / max(1, total - warmup))
             if kind == "cosine":
                 return 0.5 * (1.0 + math.cos(math.pi * progress))
-            if kind == "linear":
-                return 1.0 - progress
-            raise ValueError(f"Unknown lr_scheduler '{kind}': choose none, cosine, inverse_sqrt or linear.")
+            return 1.0 - progress  # linear
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, factor)
         # Step the schedule after every optimiser step, without copying RecBole's training loop.

@@ -43,6 +43,51 @@ def test_beam_smaller_than_topk_is_rejected(tiny):
         GenRecConfig(model="TIGER", dataset="tiny-beauty", config_dict=tiny(beam_size=5, topk=[5, 10]))
 
 
+@pytest.mark.parametrize("key, value", [("tokenizer_fit_on", "trian"), ("lr_scheduler", "cosin"),
+                                        ("rpg_inference", "grpah"), ("mixed_precision", "fp16")])
+def test_misspelt_choice_is_rejected_before_any_data_is_read(tiny, key, value):
+    with pytest.raises(ValueError, match=f"Unknown {key} '{value}': choose one of"):
+        GenRecConfig(model="RPG", dataset="tiny-beauty", config_dict=tiny(**{key: value}))
+
+
+def test_beam_check_follows_the_decoding_that_runs(tiny):
+    # RPG's exact scoring ranks the whole catalogue (no beam); its graph decoding keeps num_beams candidates
+    assert GenRecConfig(model="RPG", dataset="tiny-beauty", config_dict=tiny(topk=[5, 50]))["rpg_inference"] == "exact"
+    with pytest.raises(ValueError, match=r"num_beams \(20\) must be >= the largest topk \(50\)"):
+        GenRecConfig(model="RPG", dataset="tiny-beauty", config_dict=tiny(topk=[5, 50], rpg_inference="Graph"))
+    assert GenRecConfig(model="LIGER", dataset="tiny-beauty",
+                        config_dict=tiny(topk=[5, 50], liger_inference="dense"))["liger_inference"] == "dense"
+
+
+def _copy_inter(tmp_path, edit):
+    """A copy of tiny-beauty's .inter with its lines passed through `edit` (SASRec reads no .item file)."""
+    import os
+
+    from conftest import FIXTURES
+
+    folder = tmp_path / "edited"
+    folder.mkdir()
+    lines = open(os.path.join(FIXTURES, "tiny-beauty", "tiny-beauty.inter")).read().splitlines()
+    (folder / "edited.inter").write_text("\n".join(edit(lines)) + "\n")
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda lines: lines[:5] + [lines[5].rsplit("\t", 1)[0]] + lines[6:], "Malformed line 6 .*2 tab-separated columns"),
+    (lambda lines: lines[:5] + [lines[5] + "\textra"] + lines[6:], "Malformed line 6 .*4 tab-separated columns"),
+    (lambda lines: lines[:5] + [lines[5].rsplit("\t", 1)[0] + "\t"] + lines[6:], "Line 6 .*no value for field 'timestamp'"),
+    (lambda lines: lines[:1], "has a header but no interactions"),
+    (lambda lines: [], "is empty"),
+])
+def test_malformed_interaction_file_is_named_before_recbole_reads_it(tmp_path, tiny, edit, message):
+    from recbole_genrec.data import create_dataset
+
+    config = GenRecConfig(model="SASRec", dataset="edited",
+                          config_dict=tiny(dataset="edited", data_path=_copy_inter(tmp_path, edit)))
+    with pytest.raises(ValueError, match=message):
+        create_dataset(config)
+
+
 def test_time_order_without_the_time_field_is_rejected(tiny):
     with pytest.raises(ValueError, match="does not load the time field 'timestamp'"):
         GenRecConfig(model="SASRec", dataset="tiny-beauty",
@@ -115,6 +160,11 @@ def test_tiger_one_epoch_and_checkpoint_reload(tiny):
     assert torch.equal(model.item_codes, dataset.semantic_ids.codes)
     trainer = GenRecTrainer(config, model)
     assert trainer.evaluate(test_data, load_best_model=False) == metrics
+    # weights trained on other semantic IDs (a refitted tokenizer) are refused, not silently mis-mapped
+    state = {key: value.clone() for key, value in model.state_dict().items()}
+    state["item_codes"][1:] = state["item_codes"][1:].roll(1, dims=0)
+    with pytest.raises(ValueError, match="checkpoint's semantic IDs differ from the dataset's"):
+        model.load_state_dict(state)
 
 
 def test_cli_side_by_side_writes_table_csv_and_plot(tiny, workdir, capsys):

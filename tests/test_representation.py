@@ -40,6 +40,19 @@ def test_empty_and_malformed_item_files_fail_clearly(tmp_path):
         read_item_text(str(tmp_path / "absent.item"), ["title"], ["[PAD]"])
 
 
+def test_item_file_matching_too_few_items_is_an_error(tiny, tmp_path):
+    # another dataset's item file: most items would be embedded as empty text, collapsing their IDs
+    folder = tmp_path / "tiny-beauty"
+    folder.mkdir()
+    (folder / "tiny-beauty.inter").write_text(open(os.path.join(FIXTURES, "tiny-beauty", "tiny-beauty.inter")).read())
+    (folder / "tiny-beauty.item").write_text("item_id:token\ttitle:token_seq\nX1\tsome title\n")
+    config = GenRecConfig(model="SASRec", dataset="tiny-beauty",
+                          config_dict=tiny(data_path=str(tmp_path), cache_dir=str(tmp_path / "cache"),
+                                           text_fields=["title"]))
+    with pytest.raises(ValueError, match=r"287 of 287 items have no text in \['title'\].*item_id column"):
+        item_text_embeddings(config, create_dataset(config))
+
+
 def test_text_embeddings_shape_padding_and_cache(tiny, tmp_path):
     config = GenRecConfig(model="SASRec", dataset="tiny-beauty", config_dict=tiny(cache_dir=str(tmp_path)))
     dataset = create_dataset(config)

@@ -251,6 +251,28 @@ def test_collapse_warning_names_the_figure():
     assert message is not None and "first-level usage is 5.0% (5 of 100 usable codes)" in message
     healthy = torch.stack([torch.arange(100) % 50, torch.arange(100) // 50, torch.zeros(100, dtype=torch.long)], 1)
     assert collapse_warning(sid_quality(healthy, [64, 64, 64])) is None
+    # 90 of 100 items on one ID is a collapse in a 256^3 codebook; 100 items spread over a codebook of 4 IDs collide
+    # as random codes would, without having collapsed
+    colliding = torch.cat([torch.zeros(90, 3, dtype=torch.long), torch.arange(1, 11)[:, None].repeat(1, 3)])
+    assert "90% of the items collide on their full code" in collapse_warning(sid_quality(colliding, [256, 256, 256]))
+    spread = torch.stack([torch.arange(100) % 2, torch.arange(100) // 2 % 2, torch.zeros(100, dtype=torch.long)], 1)
+    assert collapse_warning(sid_quality(spread, [2, 2, 1])) is None
+
+
+def test_collapsed_codes_stop_the_run_and_stay_cached(tmp_path):
+    from types import SimpleNamespace
+
+    from recbole_genrec.data import fit_semantic_ids
+
+    # 200 items with 3 distinct vectors: whatever the tokenizer, at most 3 distinct IDs in a 16^3 codebook
+    vectors = np.repeat(np.random.default_rng(0).normal(size=(3, DIM)).astype(np.float32), [67, 67, 67], axis=0)[:201]
+    config = {"tokenizer": "RQKMeans", "tokenizer_params": {**TINY_PARAMS["RQKMeans"], "collision": "none"},
+              "device": "cpu", "seed": 1, "cache_dir": str(tmp_path), "dataset": "toy", "sid_collapse": "error"}
+    dataset = SimpleNamespace(iid_field="item_id", field2id_token={"item_id": [f"i{n}" for n in range(201)]})
+    with pytest.raises(ValueError, match=r"collapsed: .*collide on their full code.*sid_collapse: warn"):
+        fit_semantic_ids(config, dataset, vectors)
+    kept = fit_semantic_ids({**config, "sid_collapse": "warn"}, dataset, vectors)
+    assert kept.fit_seconds == 0.0 and kept.n_items == 200  # loaded from the cache, not refitted
 
 
 # ---- k-means ------------------------------------------------------------------------------------------------------

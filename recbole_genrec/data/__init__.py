@@ -2,14 +2,16 @@
 from recbole.data import create_dataset as recbole_create_dataset
 from recbole.data import data_preparation
 
+from recbole_genrec.data.atomic import check_interactions
 from recbole_genrec.data.dataset import GenRecDataset
 from recbole_genrec.data.semantic_ids import fit_semantic_ids, train_item_mask
 
 
 def create_dataset(config):
-    """The plugin's dataset for generative models, RecBole's otherwise."""
+    """The plugin's dataset for generative models, RecBole's otherwise (after checking `<dataset>.inter`)."""
     from recbole_genrec import registry
 
+    check_interactions(config)
     if registry.is_genrec_model(config["model"]):
         return GenRecDataset(config)
     return recbole_create_dataset(config)

@@ -44,7 +44,7 @@ def fit_semantic_ids(config, dataset, vectors, fit_mask=None, tokenizer=None, to
         semantic_ids = SemanticIds.load(path)
         logger.info(f"Cache hit: semantic IDs ({name}) from [{path}]; tokenizer not refitted")
         semantic_ids.cache_path, semantic_ids.fit_seconds = path, 0.0
-        return semantic_ids
+        return check_collapse(config, semantic_ids)
     start = time.time()
     logger.info(f"Fitting tokenizer {name} {key_params} on {int(fit_mask.sum()) if fit_mask is not None else len(vectors) - 1} items")
     semantic_ids = build_tokenizer(name, params).fit(vectors, fit_mask=fit_mask, seed=seed, collaborative=collaborative)
@@ -56,4 +56,18 @@ def fit_semantic_ids(config, dataset, vectors, fit_mask=None, tokenizer=None, to
     semantic_ids.export(list(dataset.field2id_token[dataset.iid_field]), path[:-3] + ".json")
     logger.info(f"Semantic IDs fitted in {fit_seconds:.1f}s, saved to [{path}] and exported to [{path[:-3]}.json]")
     semantic_ids.cache_path, semantic_ids.fit_seconds = path, fit_seconds
+    return check_collapse(config, semantic_ids)
+
+
+def check_collapse(config, semantic_ids):
+    """A collapsed codebook (most items on few codes, hidden behind a long collision digit) stops the run before
+    training, unless `sid_collapse: warn`. The IDs stay cached, so switching to `warn` does not refit."""
+    from recbole_genrec.tokenization import collapse_warning
+
+    problem = collapse_warning(semantic_ids.quality)
+    if problem and config["sid_collapse"] == "warn":
+        logger.warning(problem)
+    elif problem:
+        raise ValueError(f"{problem} The IDs are kept in [{semantic_ids.cache_path}]: to train on them anyway, set "
+                         f"`sid_collapse: warn` (no refit).")
     return semantic_ids

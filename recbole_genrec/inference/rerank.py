@@ -10,10 +10,8 @@ def rerank_candidates(candidates: torch.Tensor, extra_items: torch.Tensor, score
 
     Returns (items long [B, k], their scores [B, k]), best first; -1 / -inf where fewer than k candidates exist.
     Works on a [B, N + 1] mask on the device (a candidate set is a boolean row), so no per-user Python."""
-    allowed = torch.zeros_like(scores, dtype=torch.bool)
-    valid = candidates >= 0
-    rows = torch.arange(len(candidates), device=candidates.device).unsqueeze(1).expand_as(candidates)
-    allowed[rows[valid], candidates[valid]] = True
+    # a missing candidate (-1) marks the padding column, which is cleared last: no boolean indexing, no host sync
+    allowed = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, candidates.clamp(min=0), True)
     allowed[:, extra_items] = True
     allowed[:, 0] = False
     masked = scores.float().masked_fill(~allowed, float("-inf"))

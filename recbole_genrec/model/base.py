@@ -1,4 +1,5 @@
 """Base class of every generative recommender: a RecBole SequentialRecommender with a semantic-ID table."""
+import torch
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
@@ -19,6 +20,12 @@ class GenerativeRecommender(SequentialRecommender):
 
     input_type = InputType.POINTWISE
 
+    @staticmethod
+    def beam_width_key(config):
+        """The config key of the number of candidates decoding keeps (checked >= the largest topk before a run),
+        or None where decoding is exhaustive."""
+        return "beam_size"
+
     # ---- the tokenizer preprocessing hook (run by GenRecDataset.build on the training split) -----------------
     @classmethod
     def build_semantic_ids(cls, config, dataset, train_dataset):
@@ -30,7 +37,7 @@ class GenerativeRecommender(SequentialRecommender):
     def tokenizer_fit_mask(config, train_dataset):
         """Items the quantiser is trained on: all items (content is known for every item) unless
         `tokenizer_fit_on: train` restricts it to items of the training sequences (RPG's choice)."""
-        return train_item_mask(train_dataset) if config["tokenizer_fit_on"] == "train" else None
+        return train_item_mask(train_dataset) if config["tokenizer_fit_on"] == "train" else None  # validated
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -45,6 +52,18 @@ class GenerativeRecommender(SequentialRecommender):
         self.vocab_sizes = list(semantic_ids.vocab_sizes)
         self.n_levels = self.item_codes.shape[1]
         self.beam_size = config["beam_size"]
+
+    def load_state_dict(self, state_dict, strict=True, assign=False):
+        # The weights only mean something with the semantic IDs they were trained on; a refitted tokenizer (cache
+        # missing, other settings) would silently map generated IDs to other items.
+        saved = state_dict.get("item_codes")
+        if saved is not None and not torch.equal(saved.cpu(), self.item_codes.cpu()):
+            raise ValueError(
+                f"The checkpoint's semantic IDs differ from the dataset's ({getattr(self.semantic_ids, 'cache_path', None)}): "
+                f"the tokenizer was refitted since training (cache missing or settings changed). Restore the "
+                f"semantic-ID cache file of the training run under `cache_dir`, or retrain."
+            )
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def history(self, interaction):
         """(item ids [B, T] right-padded with 0, lengths [B]) — the only item fields a generator may read."""

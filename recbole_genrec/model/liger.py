@@ -21,13 +21,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole_genrec.inference import rerank_candidates
+from recbole_genrec.model.layers import cosine_logits
 from recbole_genrec.model.seq2seq import SemanticIdSeq2Seq
 from recbole_genrec.representation import item_text_embeddings
 
-INFERENCE_MODES = ("hybrid", "dense", "generative")
 
 
 class LIGER(SemanticIdSeq2Seq):
+    @staticmethod
+    def beam_width_key(config):
+        return None if config["liger_inference"] == "dense" else "beam_size"
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         train_items = getattr(dataset, "train_item_mask", None)
@@ -49,10 +53,7 @@ class LIGER(SemanticIdSeq2Seq):
             nn.init.normal_(embedding.weight, std=0.02)
         self.dense_temperature = float(config["dense_temperature"])
         self.dense_loss_weight = float(config["dense_loss_weight"])
-        self.inference = (config["liger_inference"] or "hybrid").lower()
-        if self.inference not in INFERENCE_MODES:
-            raise ValueError(f"liger_inference must be one of {', '.join(INFERENCE_MODES)}, got "
-                             f"{config['liger_inference']!r}")
+        self.inference = config["liger_inference"]
 
     def encode(self, interaction):
         """As TIGER's, with every history token's embedding + projected item text + item and digit positions."""
@@ -70,9 +71,8 @@ class LIGER(SemanticIdSeq2Seq):
         the padding item gets -inf."""
         _, lengths = self.history(interaction)
         last = lengths * self.n_levels - 1 + (1 if self.user_buckets else 0)
-        user = F.normalize(memory[torch.arange(len(memory), device=memory.device), last].float(), dim=-1)
-        catalogue = F.normalize(self.text_projection(self.item_text).float(), dim=-1)
-        logits = user @ catalogue.T / self.dense_temperature
+        user = memory[torch.arange(len(memory), device=memory.device), last]
+        logits = cosine_logits(user, self.text_projection(self.item_text), self.dense_temperature)
         logits[:, 0] = float("-inf")
         return logits
 

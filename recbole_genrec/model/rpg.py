@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from recbole_genrec.inference.graph_decoding import build_item_graph, graph_topk, random_start_items
 from recbole_genrec.model.base import GenerativeRecommender
-from recbole_genrec.model.layers import DecoderOnly
+from recbole_genrec.model.layers import DecoderOnly, cosine_logits
 
 
 class ResidualHeads(nn.Module):
@@ -32,9 +32,9 @@ class ResidualHeads(nn.Module):
 
     def __init__(self, num_heads, d_model, num_layers=1):
         super().__init__()
+        # As the official ResBlock: zero weight (every head starts near the identity), nn.Linear's default bias.
         self.weight = nn.Parameter(torch.zeros(num_layers, num_heads, d_model, d_model))
-        self.bias = nn.Parameter(torch.zeros(num_layers, num_heads, d_model))
-        nn.init.normal_(self.weight, std=0.02)
+        self.bias = nn.Parameter(torch.empty(num_layers, num_heads, d_model).uniform_(-d_model ** -0.5, d_model ** -0.5))
 
     def forward(self, x):
         """x [B, D] -> [B, m, D]."""
@@ -45,6 +45,11 @@ class ResidualHeads(nn.Module):
 
 
 class RPG(GenerativeRecommender):
+    @staticmethod
+    def beam_width_key(config):
+        # exact scoring ranks the whole catalogue; graph decoding keeps `num_beams` candidates
+        return "num_beams" if config["rpg_inference"] == "graph" else None
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self._init_rpg(config)
@@ -71,15 +76,13 @@ class RPG(GenerativeRecommender):
         self.heads = ResidualHeads(self.n_digits, d_model, int(config["num_head_layers"] or 1))
         self.temperature = float(config["rpg_temperature"])
         self.score_chunk_size = int(config["score_chunk_size"] or 1024)
-        self.inference = (config["rpg_inference"] or "exact").lower()
-        if self.inference not in ("exact", "graph"):
-            raise ValueError(f"rpg_inference must be 'exact' or 'graph', got '{config['rpg_inference']}'")
+        self.inference = config["rpg_inference"]
         self.num_beams = int(config["num_beams"])
         self.num_edges = int(config["num_edges"])
         self.propagation_steps = int(config["propagation_steps"])
         self.graph_chunk_size = int(config["graph_chunk_size"] or 2048)
         self.graph_seed = int(config["seed"] or 0)
-        self._graph, self._graph_key = None, None
+        self._graph, self._graph_key, self._start_items = None, None, None
         if self.inference == "graph":
             # instance attribute: the trainer's hasattr(model, "generate_topk") is True only in graph mode
             self.generate_topk = self._graph_topk
@@ -103,18 +106,16 @@ class RPG(GenerativeRecommender):
     def digit_logits(self, interaction):
         """Per-digit logits [B, m, K] = cosine(head output, digit code embeddings) / temperature."""
         state = self.forward(*self.history(interaction))
-        heads = F.normalize(self.heads(state), dim=-1)
-        codes = F.normalize(self.code_embeddings(), dim=-1)
-        return torch.einsum("bmd,mkd->bmk", heads, codes) / self.temperature
+        return cosine_logits(self.heads(state), self.code_embeddings(), self.temperature, "bmd,mkd->bmk")
 
     def calculate_loss(self, interaction):
         target_codes = self.item_codes[interaction[self.POS_ITEM_ID]]  # [B, m]
         logits = self.digit_logits(interaction)
-        return F.cross_entropy(logits.flatten(0, 1).float(), target_codes.flatten())
+        return F.cross_entropy(logits.flatten(0, 1), target_codes.flatten())
 
     # ---- exact scoring ------------------------------------------------------------------------------------------
     def digit_log_probs(self, interaction):
-        return F.log_softmax(self.digit_logits(interaction).float(), dim=-1)
+        return F.log_softmax(self.digit_logits(interaction), dim=-1)
 
     def score_items(self, log_probs, items):
         """log_probs [B, m, K], items long [B, C] -> mean over digits of log p(item's digit code) [B, C]."""
@@ -150,6 +151,10 @@ class RPG(GenerativeRecommender):
     def _graph_topk(self, interaction, k):
         log_probs = self.digit_log_probs(interaction)
         n_items = self.item_codes.shape[0] - 1
-        start = random_start_items(len(log_probs), n_items, self.num_beams, self.graph_seed, log_probs.device)
+        if self._start_items is None or len(self._start_items) < len(log_probs) or self._start_items.device != log_probs.device:
+            # drawn once per evaluation size and device: row i is the same for any batch size (one seeded stream)
+            self._start_items = random_start_items(len(log_probs), n_items, self.num_beams, self.graph_seed,
+                                                   log_probs.device)
+        start = self._start_items[:len(log_probs)]
         return graph_topk(lambda items: self.score_items(log_probs, items), self.item_graph(), start, k,
                           self.num_beams, self.propagation_steps)

@@ -68,8 +68,8 @@ class SemanticIdSeq2Seq(GenerativeRecommender):
     def next_sid_loss(self, interaction, encoded):
         """Next-SID cross-entropy; logits divided by `ce_temperature` (LETTER's ranking-guided loss when < 1)."""
         target = self.target_tokens(interaction)
-        logits = self.sequence_logits(interaction, target, encoded) / self.ce_temperature
-        return F.cross_entropy(logits.flatten(0, 1).float(), target.flatten())
+        logits = self.sequence_logits(interaction, target, encoded).float() / self.ce_temperature  # fp32 under bf16
+        return F.cross_entropy(logits.flatten(0, 1), target.flatten())
 
     def generate_topk(self, interaction, k):
         output = self.beam_search(self.encode(interaction), k)

@@ -71,13 +71,13 @@ def item_cf_embeddings(config, dataset, train_dataset) -> np.ndarray:
 def _train_cf_model(config, train_dataset, params) -> np.ndarray:
     import torch
     from recbole.data.dataloader import TrainDataLoader
-    from recbole.trainer import Trainer
     from recbole.utils import init_seed
 
     from recbole_genrec.config import GenRecConfig
     from recbole_genrec.registry import get_model
+    from recbole_genrec.trainer import GenRecTrainer
 
-    # RecBole's own model and Trainer, configured like a stand-alone run on the same data; the split object is
+    # RecBole's own model, configured like a stand-alone run on the same data; the split object is
     # reused, so the CF model sees exactly the plugin's training sequences (history length included).
     overrides = {key: value for key, value in params.items() if key != "model"}
     cf_config = GenRecConfig(model=params["model"], dataset=config["dataset"], config_dict={
@@ -90,7 +90,7 @@ def _train_cf_model(config, train_dataset, params) -> np.ndarray:
     init_seed(cf_config["seed"], cf_config["reproducibility"])
     train_data = TrainDataLoader(cf_config, train_dataset, None, shuffle=True)
     model = get_model(params["model"])(cf_config, train_dataset).to(cf_config["device"])
-    trainer = Trainer(cf_config, model)
+    trainer = GenRecTrainer(cf_config, model)  # RecBole's loop, with the plugin's clear error on a diverging loss
     logger.info(f"Training {params['model']} ({params['epochs']} epochs) for collaborative item embeddings")
     trainer.fit(train_data, valid_data=None, saved=False, show_progress=config["show_progress"])
     with torch.no_grad():

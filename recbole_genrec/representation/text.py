@@ -3,7 +3,6 @@
 The text is read from the dataset's raw `.item` file, never from RecBole's loaded item features: those are joined
 onto every batch (the target item's too), and a generative model must not be able to see the target's content.
 """
-import csv
 import logging
 import os
 import time
@@ -11,6 +10,7 @@ import time
 import numpy as np
 
 from recbole_genrec.cache import ArtifactCache, file_digest, fingerprint
+from recbole_genrec.data.atomic import read_atomic
 
 logger = logging.getLogger("recbole_genrec")
 
@@ -55,28 +55,19 @@ def read_item_text(item_file: str, fields, item_tokens):
             f"Item text file not found: {item_file}. Models with a text representation need <dataset>.item with "
             f"the fields {list(fields)}; provide it or choose a model without text."
         )
-    with open(item_file, encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
-        header = next(reader, None)
-        if not header:
-            raise ValueError(f"Item file {item_file} is empty: expected a header like 'item_id:token\\ttitle:token_seq'.")
-        names = [column.split(":")[0] for column in header]
-        missing = [field for field in fields if field not in names]
-        if missing:
-            raise ValueError(
-                f"Item file {item_file} has no field(s) {missing} (configured in `text_fields`). "
-                f"Available fields: {names[1:]}. Set `text_fields` to fields that exist."
-            )
-        id_column = names.index("item_id") if "item_id" in names else 0
-        columns = [names.index(field) for field in fields]
-        text_by_token = {}
-        for line_number, row in enumerate(reader, start=2):
-            if len(row) != len(names):
-                raise ValueError(
-                    f"Malformed line {line_number} in {item_file}: {len(row)} columns, header has {len(names)}."
-                )
-            parts = [f"{fields[i]}: {row[c].strip()}" for i, c in enumerate(columns) if row[c].strip()]
-            text_by_token[row[id_column]] = "; ".join(parts)
+    names, rows = read_atomic(item_file)
+    missing = [field for field in fields if field not in names]
+    if missing:
+        raise ValueError(
+            f"Item file {item_file} has no field(s) {missing} (configured in `text_fields`). "
+            f"Available fields: {names[1:]}. Set `text_fields` to fields that exist."
+        )
+    id_column = names.index("item_id") if "item_id" in names else 0
+    columns = [names.index(field) for field in fields]
+    text_by_token = {}
+    for _, row in rows:
+        parts = [f"{fields[i]}: {row[c].strip()}" for i, c in enumerate(columns) if row[c].strip()]
+        text_by_token[row[id_column]] = "; ".join(parts)
     return [""] + [text_by_token.get(token, "") for token in item_tokens[1:]]
 
 
@@ -102,9 +93,18 @@ def item_text_embeddings(config, dataset) -> np.ndarray:
 
     def compute():
         texts = read_item_text(item_file, fields, item_tokens)
-        n_empty = sum(1 for text in texts[1:] if not text)
-        if n_empty:
-            logger.warning(f"{n_empty} of {len(texts) - 1} items have no text in {fields}; they are embedded as empty text.")
+        empty = [token for token, text in zip(item_tokens[1:], texts[1:]) if not text]
+        if len(empty) * 2 > len(item_tokens) - 1:
+            # Most likely the item file's ids do not match the interactions' (another dataset's file, a changed
+            # id column) or the fields are the wrong ones: identical empty embeddings would collapse every ID.
+            raise ValueError(
+                f"{len(empty)} of {len(item_tokens) - 1} items have no text in {fields} of {item_file} (e.g. item ids "
+                f"{empty[:5]}): check that its item_id column holds the .inter file's item ids and that `text_fields` "
+                f"names fields with text."
+            )
+        if empty:
+            logger.warning(f"{len(empty)} of {len(texts) - 1} items have no text in {fields} (e.g. item ids "
+                           f"{empty[:5]}); they are embedded as empty text.")
         return encode_texts(texts, encoder, config["text_encoder_batch_size"], str(config["device"]))
 
     vectors = cache.get_or_compute_array(f"text-{encoder_name(encoder)}", key, compute)

@@ -14,7 +14,7 @@ from recbole_genrec.tokenization.collision import (
     apply_collision_policy,
     get_collision_policy,
 )
-from recbole_genrec.tokenization.quality import collapse_warning, format_quality, prefix_cf_agreement, sid_quality
+from recbole_genrec.tokenization.quality import format_quality, prefix_cf_agreement, sid_quality
 
 logger = logging.getLogger("recbole_genrec")
 
@@ -149,10 +149,7 @@ class Tokenizer(ABC):
             quality["fit_report"] = dict(self.fit_report)
         if self.collaborative is not None:
             quality["prefix_cf_agreement"] = prefix_cf_agreement(codes, self.collaborative)
-        logger.info(f"{self.name}: {format_quality(quality)}")
-        warning = collapse_warning(quality)
-        if warning:
-            logger.warning(f"{self.name}: {warning}")
+        logger.info(f"{self.name}: {format_quality(quality)}")  # a collapse is judged by fit_semantic_ids
         self.last_level_distances = None  # can be large; only the policy needed it
         padding_row = torch.zeros(1, codes.shape[1], dtype=torch.long)
         return SemanticIds(codes=torch.cat([padding_row, codes]), vocab_sizes=vocab_sizes, quality=quality)

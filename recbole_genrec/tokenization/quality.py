@@ -1,7 +1,7 @@
 """How good a set of semantic IDs is: collisions, per-level codebook usage and perplexity, prefix concentration.
 
 Codebook collapse (most items on a few codes) is the classic silent failure of RQ-VAE tokenizers; these figures
-are logged with every fit and stored with the IDs, and `collapse_warning` turns the bad cases into a warning."""
+are logged with every fit and stored with the IDs, and `collapse_warning` names the bad cases (a run stops on them unless `sid_collapse: warn`)."""
 import math
 
 import numpy as np
@@ -10,7 +10,9 @@ import torch
 # Thresholds of `collapse_warning`.
 MAX_PREFIX2_SHARE = 0.5  # more than half of the items under one 2-code prefix
 MIN_FIRST_LEVEL_USAGE = 0.1  # fewer than 10% of the usable first-level codes in use
-MAX_COLLISION_RATE = 0.5  # more than half of the items share their full ID with another item
+MAX_COLLISION_RATE = 0.5  # more than half of the items share their full ID with another item, and at least
+COLLISION_VS_RANDOM = 1.5  # 1.5x the rate of uniformly random codes (a codebook too small to hold the catalogue
+#                            collides without having collapsed)
 
 
 def _group_sizes(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -102,7 +104,9 @@ def collapse_warning(quality: dict) -> str | None:
         problems.append(
             f"first-level usage is {first_usage:.1%} ({quality['n_used'][0]} of {usable_first_codes} usable codes)"
         )
-    if quality["collision_rate"] > MAX_COLLISION_RATE:
+    capacity = math.prod(quality["vocab_sizes"])
+    random_rate = 1.0 - (1.0 - 1.0 / capacity) ** (quality["n_items"] - 1)
+    if quality["collision_rate"] > max(MAX_COLLISION_RATE, COLLISION_VS_RANDOM * random_rate):
         problems.append(f"{quality['collision_rate']:.0%} of the items collide on their full code")
     if not problems:
         return None
