@@ -9,6 +9,7 @@ GENREC_MODELS = {
     "RPG": "recbole_genrec.model.rpg",
     "LETTER": "recbole_genrec.model.letter",
     "LIGER": "recbole_genrec.model.liger",
+    "EAGER": "recbole_genrec.model.eager",
 }
 
 # RecBole packages searched on a miss. RecBole's own lookup also walks `exlib_recommender`, which imports

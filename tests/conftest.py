@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import recbole_genrec  # noqa: F401  (applies the compatibility shims first)
+from recbole_genrec.quick_start import _prepare
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
@@ -42,3 +43,18 @@ def tiny(workdir):
         return config
 
     return make
+
+
+def trained_model(tiny, model_name, overrides):
+    """The model after one short epoch, so it is not at its input-insensitive initial state; and a test batch."""
+    config, _, model, train_data, _, test_data = _prepare(model_name, "tiny-beauty", None, tiny(**overrides))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for batch in train_data:
+        optimizer.zero_grad()
+        model.calculate_loss(batch).backward()
+        optimizer.step()
+    model.eval()
+    interaction, _, _, positive_i = next(iter(test_data))
+    assert torch.equal(interaction[config["ITEM_ID_FIELD"]], positive_i)  # the batch really carries the target
+    return model, interaction

@@ -4,26 +4,10 @@ import pytest
 import torch
 from recbole.data.interaction import Interaction
 
-from recbole_genrec.quick_start import _prepare
-
-from conftest import TINY_TIGER
+from conftest import TINY_TIGER, trained_model
+from test_eager import TINY_EAGER
 from test_letter_liger import TINY_LETTER, TINY_LIGER
 from test_rpg import TINY_RPG
-
-
-def _trained_model(tiny, model_name, overrides):
-    """The model after one short epoch, so it is not at its input-insensitive initial state; and a test batch."""
-    config, _, model, train_data, _, test_data = _prepare(model_name, "tiny-beauty", None, tiny(**overrides))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for batch in train_data:
-        optimizer.zero_grad()
-        model.calculate_loss(batch).backward()
-        optimizer.step()
-    model.eval()
-    interaction, _, _, positive_i = next(iter(test_data))
-    assert torch.equal(interaction[config["ITEM_ID_FIELD"]], positive_i)  # the batch really carries the target
-    return model, interaction
 
 
 def _blinded(model, interaction):
@@ -40,9 +24,10 @@ def _blinded(model, interaction):
     ("LETTER", TINY_LETTER),
     ("LIGER", TINY_LIGER),
     ("LIGER", {**TINY_LIGER, "liger_inference": "dense"}),
+    ("EAGER", TINY_EAGER),
 ])
 def test_topk_ignores_target_item_and_its_features(tiny, model_name, overrides):
-    model, interaction = _trained_model(tiny, model_name, overrides)
+    model, interaction = trained_model(tiny, model_name, overrides)
     blinded = _blinded(model, interaction)
     with torch.no_grad():
         items, scores = model.generate_topk(interaction, 10)
@@ -52,7 +37,7 @@ def test_topk_ignores_target_item_and_its_features(tiny, model_name, overrides):
 
 
 def test_rpg_exact_scores_ignore_target_item(tiny):
-    model, interaction = _trained_model(tiny, "RPG", TINY_RPG)
+    model, interaction = trained_model(tiny, "RPG", TINY_RPG)
     with torch.no_grad():
         scores, blinded_scores = model.full_sort_predict(interaction), model.full_sort_predict(_blinded(model, interaction))
     assert torch.equal(scores, blinded_scores)

@@ -259,6 +259,29 @@ def test_collapse_warning_names_the_figure():
     assert collapse_warning(sid_quality(spread, [2, 2, 1])) is None
 
 
+# ---- hierarchical balanced k-means (EAGER, ColaRec) ---------------------------------------------------------------
+def test_hkmeans_tree_gives_unique_ids_in_the_fewest_levels(item_vectors):
+    semantic_ids = build_tokenizer("HKMeans", {"branches": 8, "niter": 10, "collision": "none"}).fit(item_vectors, seed=3)
+    codes = semantic_ids.codes[1:]
+    assert codes.shape == (N_ITEMS, 3) and semantic_ids.vocab_sizes == [8, 8, 8]  # 8^2 < 300 <= 8^3
+    assert len(torch.unique(codes, dim=0)) == N_ITEMS and codes.min() >= 0 and codes.max() < 8
+    assert semantic_ids.quality["collision_rate"] == 0.0
+    # balanced: no first-level cluster above ceil(300 / 8) items
+    assert torch.bincount(codes[:, 0]).max() <= math.ceil(N_ITEMS / 8)
+    # same seed, same tree
+    again = build_tokenizer("HKMeans", {"branches": 8, "niter": 10, "collision": "none"}).fit(item_vectors, seed=3)
+    assert torch.equal(again.codes, semantic_ids.codes)
+
+
+def test_hkmeans_separates_identical_items_and_checks_fixed_levels():
+    # 40 identical vectors (items without a CF signal) still get distinct leaves under a size-bounded tree
+    vectors = np.vstack([np.zeros((41, 4)), np.random.default_rng(1).normal(size=(20, 4))]).astype(np.float32)
+    codes = build_tokenizer("HKMeans", {"branches": 8, "collision": "none"}).fit(vectors, seed=1).codes[1:]
+    assert len(torch.unique(codes, dim=0)) == 60 and torch.bincount(codes[:, 0]).max() <= math.ceil(60 / 8)
+    with pytest.raises(ValueError, match="60 items do not fit in 1 level"):
+        build_tokenizer("HKMeans", {"branches": 8, "num_levels": 1, "collision": "none"}).fit(vectors, seed=1)
+
+
 def test_collapsed_codes_stop_the_run_and_stay_cached(tmp_path):
     from types import SimpleNamespace
 

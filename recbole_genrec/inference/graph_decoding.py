@@ -11,6 +11,8 @@ of scoring the whole catalogue.
 import torch
 import torch.nn.functional as F
 
+from recbole_genrec.inference.rerank import mask_duplicates
+
 
 def code_similarity_tables(code_embeddings: torch.Tensor) -> torch.Tensor:
     """code_embeddings [m, K, D] -> [m, K, K] cosine similarity of every pair of codes of the same digit."""
@@ -52,17 +54,6 @@ def random_start_items(batch_size: int, n_items: int, num_beams: int, seed: int,
     return (keys.topk(min(num_beams, n_items), dim=1).indices + 1).to(device)
 
 
-def _mask_duplicates(candidates: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-    """-inf for every repeat of an item within a row; the occurrence with the highest score keeps it."""
-    by_score = scores.argsort(dim=1, descending=True)
-    ordered, within = candidates.gather(1, by_score).sort(dim=1, stable=True)
-    order = by_score.gather(1, within)
-    repeat = torch.zeros_like(ordered, dtype=torch.bool)
-    repeat[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
-    duplicate = torch.zeros_like(repeat).scatter_(1, order, repeat)
-    return scores.masked_fill(duplicate, -float("inf"))
-
-
 @torch.no_grad()
 def graph_topk(score_fn, neighbours: torch.Tensor, start_items: torch.Tensor, k: int, num_beams: int,
                propagation_steps: int):
@@ -70,7 +61,7 @@ def graph_topk(score_fn, neighbours: torch.Tensor, start_items: torch.Tensor, k:
     neighbours [N + 1, E] from build_item_graph; start_items [B, S] in 1..N.
     Returns (items long [B, k] with -1 where fewer than k distinct items were reached, scores [B, k])."""
     candidates = start_items
-    scores = _mask_duplicates(candidates, score_fn(candidates))
+    scores = mask_duplicates(candidates, score_fn(candidates))
     for _ in range(int(propagation_steps)):
         keep = min(num_beams, candidates.shape[1])
         top_scores, top_index = scores.topk(keep, dim=1)
@@ -78,7 +69,7 @@ def graph_topk(score_fn, neighbours: torch.Tensor, start_items: torch.Tensor, k:
         expanded = neighbours[beams].flatten(1)  # [B, keep * E]
         candidates = torch.cat([beams, expanded], dim=1)
         scores = torch.cat([top_scores, score_fn(expanded)], dim=1)
-        scores = _mask_duplicates(candidates, scores)
+        scores = mask_duplicates(candidates, scores)
     keep = min(k, candidates.shape[1])
     top_scores, top_index = scores.topk(keep, dim=1)
     items = candidates.gather(1, top_index).masked_fill(torch.isinf(top_scores) & (top_scores < 0), -1)

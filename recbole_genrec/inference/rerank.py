@@ -1,5 +1,6 @@
-"""Re-ranking a candidate set by a dense score (LIGER): the candidates of a generative decoder, united with items
-that must always be considered (cold-start items, which beams almost never produce), ordered by another score."""
+"""Candidate sets: re-ranking by a dense score (LIGER: the candidates of a generative decoder, united with items
+that must always be considered, such as cold-start items, which beams almost never produce, ordered by another
+score) and keeping one occurrence of each item in a merged list (RPG's graph steps, EAGER's two streams)."""
 import torch
 
 
@@ -22,3 +23,15 @@ def rerank_candidates(candidates: torch.Tensor, extra_items: torch.Tensor, score
         items = torch.cat([items, items.new_full((len(items), pad), -1)], dim=1)
         top_scores = torch.cat([top_scores, top_scores.new_full((len(items), pad), float("-inf"))], dim=1)
     return items, top_scores
+
+
+def mask_duplicates(candidates: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """candidates long [B, C], scores [B, C] -> scores with -inf for every repeat of an item within a row; the
+    occurrence with the highest score keeps it (RPG's graph steps, EAGER's union of two streams)."""
+    by_score = scores.argsort(dim=1, descending=True)
+    ordered, within = candidates.gather(1, by_score).sort(dim=1, stable=True)
+    order = by_score.gather(1, within)
+    repeat = torch.zeros_like(ordered, dtype=torch.bool)
+    repeat[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
+    duplicate = torch.zeros_like(repeat).scatter_(1, order, repeat)
+    return scores.masked_fill(duplicate, -float("inf"))

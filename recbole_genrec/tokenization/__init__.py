@@ -3,6 +3,7 @@ from recbole_genrec.tokenization.base import SemanticIds, Tokenizer
 from recbole_genrec.tokenization.collision import COLLISION_POLICIES, apply_collision_policy, get_collision_policy
 from recbole_genrec.tokenization.kmeans import balanced_kmeans, kmeans, sinkhorn_assignment
 from recbole_genrec.tokenization.quality import collapse_warning, format_quality, prefix_cf_agreement, sid_quality
+from recbole_genrec.tokenization.hkmeans import HierarchicalKMeansTokenizer, tree_path_codes
 from recbole_genrec.tokenization.letter import LETTERTokenizer
 from recbole_genrec.tokenization.opq import OPQTokenizer
 from recbole_genrec.tokenization.rqkmeans import RQKMeansTokenizer
@@ -14,6 +15,7 @@ TOKENIZERS = {
     "RQKMeans": RQKMeansTokenizer,
     "OPQ": OPQTokenizer,
     "LETTER": LETTERTokenizer,
+    "HKMeans": HierarchicalKMeansTokenizer,
 }
 
 
@@ -25,6 +27,7 @@ def build_tokenizer(name: str, params: dict | None = None) -> Tokenizer:
 
 __all__ = [
     "COLLISION_POLICIES",
+    "HierarchicalKMeansTokenizer",
     "LETTERTokenizer",
     "TOKENIZERS",
     "RQKMeansTokenizer",
@@ -41,4 +44,5 @@ __all__ = [
     "prefix_cf_agreement",
     "sinkhorn_assignment",
     "sid_quality",
+    "tree_path_codes",
 ]

@@ -48,6 +48,18 @@ class SemanticIds:
         state = torch.load(path, map_location="cpu", weights_only=True)
         return cls(codes=state["codes"], vocab_sizes=list(state["vocab_sizes"]), quality=dict(state["quality"]))
 
+    @classmethod
+    def concat(cls, parts: dict) -> "SemanticIds":
+        """Several ID sets of the same items side by side (EAGER's behaviour and semantic codes), as one table of
+        codes whose columns are the parts in order; `quality["parts"]` keeps each part's report and level count."""
+        from recbole_genrec.tokenization.quality import sid_quality
+
+        codes = torch.cat([part.codes for part in parts.values()], dim=1)
+        vocab_sizes = [size for part in parts.values() for size in part.vocab_sizes]
+        quality = sid_quality(codes[1:], vocab_sizes)
+        quality["parts"] = {name: {**part.quality, "levels": part.n_levels} for name, part in parts.items()}
+        return cls(codes=codes, vocab_sizes=vocab_sizes, quality=quality)
+
     def export(self, item_tokens, path):
         """Write JSON {external item token: [codes...]} for items 1..n; item_tokens[i] is internal id i's token."""
         item_tokens = list(item_tokens)

@@ -112,14 +112,18 @@ def capacity_constrained_assignment(distances: np.ndarray, capacity: int) -> np.
 def balanced_kmeans(
     x: np.ndarray, k: int, niter: int = 50, seed: int = 2020, gpu: bool | None = None, refine_iters: int = 10
 ):
-    """Size-constrained k-means: every cluster holds at most ceil(n / k') points (k' = k capped as in `kmeans`).
+    """Size-constrained k-means: every cluster holds at most ceil(n / k') points, k' = min(k, n).
 
     Starts from faiss k-means centroids, then alternates the greedy capacity-constrained assignment with centroid
-    updates for up to `refine_iters` rounds (stops early when assignments are stable). A cluster can end up empty
-    only when n is far from a multiple of k'. Returns (centroids [k', d] float32, assignments [n] int64)."""
+    updates for up to `refine_iters` rounds (stops early when assignments are stable). With fewer distinct points
+    than k' the centroids are repeated up to k', so identical points are spread over copies and the size bound
+    still holds (a hierarchical tree relies on it). A cluster can end up empty only when n is far from a multiple
+    of k'. Returns (centroids [k', d] float32, assignments [n] int64)."""
     x = _as_float32(x)
-    centroids, assignments = kmeans(x, k, niter=niter, seed=seed, gpu=gpu)
-    n_clusters = len(centroids)
+    n_clusters = min(int(k), len(x))
+    centroids, assignments = kmeans(x, n_clusters, niter=niter, seed=seed, gpu=gpu)
+    if len(centroids) < n_clusters:
+        centroids = np.ascontiguousarray(centroids[np.arange(n_clusters) % len(centroids)])
     capacity = math.ceil(len(x) / n_clusters)
     if np.bincount(assignments, minlength=n_clusters).max() <= capacity:
         return centroids, assignments

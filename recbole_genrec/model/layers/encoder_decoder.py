@@ -228,10 +228,12 @@ class EncoderDecoder(nn.Module):
         self.tie_embeddings = tie_embeddings
         self.embedding = nn.Embedding(vocab_size, d_model)
         self.dropout = nn.Dropout(dropout)
-        self.encoder_position_bias = RelativePositionBias(num_heads, bidirectional=True)
+        # num_encoder_layers 0: a decoder that attends to another model's encoder (EAGER's second stream)
         self.encoder_layers = nn.ModuleList(
             EncoderLayer(d_model, num_heads, d_kv, d_ff, dropout) for _ in range(num_encoder_layers))
-        self.encoder_norm = RMSNorm(d_model)
+        if num_encoder_layers:
+            self.encoder_position_bias = RelativePositionBias(num_heads, bidirectional=True)
+            self.encoder_norm = RMSNorm(d_model)
         self.decoder_position_bias = RelativePositionBias(num_heads, bidirectional=False)
         self.decoder_layers = nn.ModuleList(
             DecoderLayer(d_model, num_heads, d_kv, d_ff, dropout) for _ in range(num_decoder_layers))
@@ -261,13 +263,21 @@ class EncoderDecoder(nn.Module):
                inputs_embeds_extra: Optional[Tensor] = None) -> Tensor:
         """input_ids [B, S], attention_mask bool [B, S] (True = real token; None = all real), inputs_embeds_extra
         [B, S, d] added to the token embeddings (LIGER's projected text embeddings) -> memory [B, S, d]."""
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids, dtype=torch.bool)
         hidden = self.embedding(input_ids)
         if inputs_embeds_extra is not None:
             hidden = hidden + inputs_embeds_extra.to(hidden.dtype)
+        return self.encode_embeddings(hidden, attention_mask)
+
+    def encode_embeddings(self, hidden: Tensor, attention_mask: Optional[Tensor] = None) -> Tensor:
+        """The encoder on input embeddings [B, S, d] that are not this model's tokens (EAGER encodes item-ID
+        embeddings) -> memory [B, S, d]."""
+        if not self.encoder_layers:
+            raise ValueError("This EncoderDecoder was built without encoder layers: encode with the model whose "
+                             "memory its decoder attends to.")
+        if attention_mask is None:
+            attention_mask = torch.ones(hidden.shape[:2], dtype=torch.bool, device=hidden.device)
         hidden = self.dropout(hidden)
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        positions = torch.arange(hidden.shape[1], device=hidden.device)
         bias = self.encoder_position_bias(positions, positions)
         key_allowed = attention_mask.bool()[:, None, None, :]
         for layer in self.encoder_layers:

@@ -1,0 +1,149 @@
+"""EAGER — Two-Stream Generative Recommender with Behavior-Semantic Collaboration (Ye et al., KDD 2024).
+
+Representation: a behaviour vector per item (the item embeddings of RecBole's SASRec trained on the training split,
+96-d; representation/collaborative.py) and a semantic vector (the item's text embedding). Tokenization: one
+hierarchical balanced k-means tree per stream (128 branches, leaves unique by construction; tokenization/hkmeans.py)
+whose tokens name tree nodes (`tree_path_codes`); both ID sets sit side by side in `item_codes`, behaviour columns
+first. Backbone: one transformer encoder over the history's item-ID embeddings, run once, and one decoder per stream
+cross-attending to its output (the shared T5-style layers). Training: next-code cross-entropy per stream, summed;
+optionally the global contrastive task (`gct_weights`): a summary token after the code, whose decoder output is
+projected and compared by cosine / `gct_temperature` with the target's own behaviour or text vector, against every
+item. Inference: the shared constrained beam search in each stream, the union of both candidate lists, every
+candidate re-scored by the sum over both streams of its code's log-likelihood; top-K.
+Defaults and deviations: recbole_genrec/properties/model/EAGER.yaml and the README.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from recbole_genrec.data.semantic_ids import fit_semantic_ids
+from recbole_genrec.inference import PrefixConstraints, SemanticIdVocab, generate_items, mask_duplicates
+from recbole_genrec.model.base import GenerativeRecommender
+from recbole_genrec.model.layers import EncoderDecoder, cosine_logits
+from recbole_genrec.representation import item_cf_embeddings, item_text_embeddings
+from recbole_genrec.tokenization import SemanticIds, tree_path_codes
+
+STREAMS = ("behaviour", "semantic")
+
+
+def stream_vectors(config, dataset, train_dataset):
+    """Each stream's item vectors [n_items + 1, d]: CF embeddings (training split only) and text embeddings."""
+    return {"behaviour": item_cf_embeddings(config, dataset, train_dataset),
+            "semantic": item_text_embeddings(config, dataset)}
+
+
+class EAGER(GenerativeRecommender):
+    @classmethod
+    def build_semantic_ids(cls, config, dataset, train_dataset):
+        if config["tokenizer"] != "HKMeans":
+            raise ValueError(f"EAGER's decoders name nodes of a k-means tree: `tokenizer` must be HKMeans, got "
+                             f"{config['tokenizer']!r}.")
+        fit_mask = cls.tokenizer_fit_mask(config, train_dataset)
+        trees = {stream: fit_semantic_ids(config, dataset, vectors, fit_mask=fit_mask, kind=f"sid-{stream}")
+                 for stream, vectors in stream_vectors(config, dataset, train_dataset).items()}
+        semantic_ids = SemanticIds.concat({stream: tree_path_codes(tree, branches=tree.vocab_sizes[0])
+                                           for stream, tree in trees.items()})
+        semantic_ids.fit_seconds = sum(tree.fit_seconds for tree in trees.values())
+        semantic_ids.cache_path = ", ".join(tree.cache_path for tree in trees.values())
+        return semantic_ids
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        parts = self.semantic_ids.quality["parts"]
+        d_model = int(config["d_model"])
+        self.item_embedding = nn.Embedding(self.n_items, d_model, padding_idx=0)
+        nn.init.normal_(self.item_embedding.weight, std=1.0)  # the scale of the decoders' token embeddings (T5)
+        self.vocab, self.decoders, self.catalogues = {}, nn.ModuleDict(), nn.ModuleDict()
+        first = 0
+        for stream in STREAMS:
+            levels = parts[stream]["levels"]
+            codes, sizes = self.item_codes[:, first:first + levels], self.vocab_sizes[first:first + levels]
+            first += levels
+            vocab = SemanticIdVocab(sizes)
+            self.vocab[stream] = vocab
+            tokens = vocab.to_tokens(codes)
+            tokens[0] = vocab.pad_id
+            self.register_buffer(f"{stream}_tokens", tokens, persistent=False)  # derived from item_codes
+            self.catalogues[stream] = PrefixConstraints(codes, sizes)
+            # the behaviour stream's model also holds the one shared encoder; +1 token: the summary token
+            self.decoders[stream] = EncoderDecoder(
+                vocab_size=vocab.size + 1, d_model=d_model, num_heads=int(config["num_heads"]),
+                d_kv=int(config["d_kv"]), d_ff=int(config["d_ff"]),
+                num_encoder_layers=int(config["num_encoder_layers"]) if stream == "behaviour" else 0,
+                num_decoder_layers=int(config["num_decoder_layers"]), dropout=float(config["dropout"]),
+            )
+        self.gct_weights = dict(zip(STREAMS, map(float, config["gct_weights"] or (0.0, 0.0))))
+        self.gct_temperature = float(config["gct_temperature"])
+        if any(self.gct_weights.values()):
+            # the contrastive targets: each stream's item vectors (cached artefacts, not stored in checkpoints)
+            vectors = stream_vectors(config, dataset, dataset)
+            self.gct_projection = nn.ModuleDict()
+            for stream in STREAMS:
+                target = torch.from_numpy(vectors[stream]).float()
+                self.register_buffer(f"{stream}_vectors", target, persistent=False)
+                self.gct_projection[stream] = nn.Linear(d_model, target.shape[1])
+
+    @property
+    def encoder(self):
+        return self.decoders["behaviour"]  # holds the one encoder both decoders attend to
+
+    def stream_tokens(self, stream):
+        return getattr(self, f"{stream}_tokens")
+
+    def encode(self, interaction):
+        """History -> (items [B, T], their mask, memory [B, T, d]); the encoder runs once for both streams."""
+        items, _ = self.history(interaction)
+        mask = items != 0
+        return items, mask, self.encoder.encode_embeddings(self.item_embedding(items), mask)
+
+    # ---- training -------------------------------------------------------------------------------------------
+    def calculate_loss(self, interaction):
+        _, mask, memory = self.encode(interaction)
+        target_items = interaction[self.POS_ITEM_ID]
+        loss = 0.0
+        for stream in STREAMS:
+            decoder, vocab = self.decoders[stream], self.vocab[stream]
+            target = self.stream_tokens(stream)[target_items]  # [B, L]
+            start = torch.full_like(target[:, :1], vocab.pad_id)
+            gct = self.gct_weights[stream] > 0
+            # [start, t_1 .. t_L-1] predicts the code; with the contrastive task [.., t_L, summary] also gives the
+            # summary token's output at the end (one decoder pass for both)
+            inputs = [start, target[:, :-1]] + ([target[:, -1:], torch.full_like(start, vocab.size)] if gct else [])
+            hidden = decoder.decode(torch.cat(inputs, dim=1), memory, mask)
+            logits = decoder.lm_logits(hidden[:, :target.shape[1]]).float()
+            loss = loss + F.cross_entropy(logits.flatten(0, 1), target.flatten())
+            if gct:
+                vectors = getattr(self, f"{stream}_vectors")
+                scores = cosine_logits(self.gct_projection[stream](hidden[:, -1]), vectors, self.gct_temperature)
+                scores[:, 0] = float("-inf")  # the padding item
+                loss = loss + self.gct_weights[stream] * F.cross_entropy(scores, target_items)
+        return loss
+
+    # ---- inference ------------------------------------------------------------------------------------------
+    def generate_topk(self, interaction, k):
+        items, mask, memory = self.encode(interaction)
+        candidates = torch.cat([
+            generate_items(self.decoders[stream], items, mask, vocab=self.vocab[stream], beam_size=self.beam_size,
+                           topk=k, constraints=self.catalogues[stream], memory=memory).items
+            for stream in STREAMS], dim=1)  # [B, 2 * beam], -1 = no item
+        scores = sum(self.code_log_likelihood(stream, memory, mask, candidates) for stream in STREAMS)
+        scores = mask_duplicates(candidates, scores.masked_fill(candidates < 0, float("-inf")))
+        top_scores, index = scores.topk(k, dim=1)
+        return candidates.gather(1, index).masked_fill(torch.isinf(top_scores), -1), top_scores
+
+    @torch.no_grad()
+    def code_log_likelihood(self, stream, memory, mask, candidates):
+        """log p(candidate's code in `stream` | history) [B, C], normalised as in the beam search; the decoder's
+        key/value cache holds each user's memory once for all its candidates."""
+        decoder = self.decoders[stream]
+        users, per_user = candidates.shape
+        codes = self.stream_tokens(stream)[candidates.clamp(min=0)].flatten(0, 1)  # [B * C, L]
+        state = decoder.start_decoding(memory, mask)
+        state = state.index_select(torch.arange(users, device=memory.device).repeat_interleave(per_user))
+        token = torch.full_like(codes[:, 0], self.vocab[stream].pad_id)
+        total = torch.zeros(codes.shape[0], device=memory.device)
+        for level in range(codes.shape[1]):
+            logits, state = decoder.decode_step(token, state)
+            token = codes[:, level]
+            total += logits.float().log_softmax(-1).gather(1, token.unsqueeze(1)).squeeze(1)
+        return total.view(users, per_user)

@@ -1,0 +1,74 @@
+"""Hierarchical balanced k-means: a tree over the catalogue whose leaves are single items (EAGER, ColaRec).
+
+The items are split into `branches` clusters of at most ceil(n / branches) items by size-constrained k-means, each
+cluster is split again the same way, and so on; the last code is an item's index inside its leaf cluster. With
+L = ceil(log_branches(n)) levels a node at depth L - 1 holds at most `branches` items, so every item gets a
+distinct ID by construction: no collision policy and no collision digit are needed. Unlike the residual
+quantisers, the codes of a level mean something only under their prefix (a tree, not a codebook per level).
+"""
+import math
+
+import numpy as np
+import torch
+
+from recbole_genrec.tokenization.base import SemanticIds, Tokenizer, standardization_stats
+from recbole_genrec.tokenization.kmeans import balanced_kmeans
+
+
+class HierarchicalKMeansTokenizer(Tokenizer):
+    name = "HKMeans"
+    # num_levels 0: the fewest levels whose tree holds the catalogue (EAGER: 128 branches, 2 levels on its data;
+    # ColaRec: 32 branches, 3 levels)
+    default_params = {"branches": 128, "num_levels": 0, "niter": 50, "standardize": False}
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        if int(self.params["branches"]) < 2:
+            raise ValueError(f"HKMeans needs branches >= 2, got {self.params['branches']}")
+
+    def num_levels_for(self, n_items: int) -> int:
+        branches, levels = int(self.params["branches"]), int(self.params["num_levels"])
+        needed = max(1, math.ceil(math.log(max(n_items, 2)) / math.log(branches) - 1e-9))
+        if levels and levels < needed:
+            raise ValueError(f"HKMeans: {n_items} items do not fit in {levels} level(s) of {branches} branches "
+                             f"({branches ** levels} leaves); raise `num_levels` to {needed} or `branches`, or set "
+                             f"num_levels: 0 to derive it.")
+        return levels or needed
+
+    def raw_vocab_sizes(self, raw_codes):
+        return [int(self.params["branches"])] * raw_codes.shape[1]
+
+    def _fit_codes(self, vectors, fit_mask, seed):
+        # The tree partitions every item (each needs its own leaf); its content is known for all of them, so
+        # `fit_mask` only sets the standardisation statistics.
+        if self.params["standardize"]:
+            mean, std = standardization_stats(vectors, fit_mask)
+            vectors = (vectors - mean) / std
+        branches, niter = int(self.params["branches"]), int(self.params["niter"])
+        levels = self.num_levels_for(len(vectors))
+        codes = np.zeros((len(vectors), levels), dtype=np.int64)
+        nodes = [np.arange(len(vectors))]  # the items of every node at the current depth
+        for depth in range(levels):
+            children = []
+            for node, items in enumerate(nodes):
+                if depth == levels - 1:
+                    codes[items, depth] = np.arange(len(items))  # at most `branches` items: unique leaves
+                    continue
+                _, assignments = balanced_kmeans(vectors[items], branches, niter=niter,
+                                                 seed=seed + depth * 7919 + node)
+                codes[items, depth] = assignments
+                children += [items[assignments == cluster] for cluster in np.unique(assignments)]
+            nodes = children
+        return torch.from_numpy(codes)
+
+
+def tree_path_codes(semantic_ids: SemanticIds, branches: int) -> SemanticIds:
+    """Level l's code -> the index of the item's whole path down to level l (c_1 * k^(l-1) + ... + c_l), vocabulary
+    k^l: a token names a tree node, not a branch number shared by all parents (EAGER's decoder vocabulary: a
+    leaf's slot means nothing without its parent). The quality report is kept."""
+    codes = semantic_ids.codes.clone()
+    for level in range(1, codes.shape[1]):
+        codes[:, level] = codes[:, level - 1] * branches + semantic_ids.codes[:, level]
+    codes[0] = 0  # padding row
+    vocab_sizes = [branches ** (level + 1) for level in range(codes.shape[1])]
+    return SemanticIds(codes=codes, vocab_sizes=vocab_sizes, quality=dict(semantic_ids.quality))
