@@ -97,6 +97,21 @@ def test_contrastive_task_adds_a_finite_loss_with_gradients(tiny):
     assert model.semantic_vectors.shape[1] == 384 and model.behaviour_vectors.shape[1] == 8
 
 
+def test_transfer_task_reconstructs_within_siblings_with_gradients(tiny):
+    _, _, model, train_data, _, _ = _prepare("EAGER", "tiny-beauty", None, tiny(**TINY_EAGER, stt_weight=1.0))
+    batch = next(iter(train_data))
+    loss = model.calculate_loss(batch)
+    loss.backward()
+    assert torch.isfinite(loss)
+    transfer_grads = [p.grad for p in model.transfer.parameters() if p.grad is not None]
+    assert transfer_grads and all(torch.isfinite(g).all() for g in transfer_grads)
+    assert model.guide_projection.weight.grad.abs().sum() > 0 and model.estimation_head.weight.grad.abs().sum() > 0
+    # the loss is reconstruction (CE over 8 siblings) + recognition (BCE): about ln 8 + ln 2 untrained
+    with torch.no_grad():
+        untrained = model.transfer_loss(batch["item_id"], torch.zeros(len(batch), model.item_embedding.embedding_dim))
+    assert 0.5 < untrained.item() < 10
+
+
 def test_eager_end_to_end_and_checkpoint_reload(tiny):
     from recbole_genrec.quick_start import load_data_and_model
     from recbole_genrec.trainer import GenRecTrainer

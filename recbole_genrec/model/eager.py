@@ -6,9 +6,10 @@ hierarchical balanced k-means tree per stream (128 branches, leaves unique by co
 whose tokens name tree nodes (`tree_path_codes`); both ID sets sit side by side in `item_codes`, behaviour columns
 first. Backbone: one transformer encoder over the history's item-ID embeddings, run once, and one decoder per stream
 cross-attending to its output (the shared T5-style layers). Training: next-code cross-entropy per stream, summed;
-optionally the global contrastive task (`gct_weights`): a summary token after the code, whose decoder output is
-projected and compared by cosine / `gct_temperature` with the target's own behaviour or text vector, against every
-item. Inference: the shared constrained beam search in each stream, the union of both candidate lists, every
+optionally the two auxiliary tasks, both off in the official script: the global contrastive task (`gct_weights`: a
+summary token after the code, whose decoder output is projected and compared by cosine / `gct_temperature` with the
+target's own behaviour or text vector, against every item) and the semantic-guided transfer task (`stt_weight`:
+reconstruct a masked behaviour code token and recognise a corrupted code, guided by the semantic summary). Inference: the shared constrained beam search in each stream, the union of both candidate lists, every
 candidate re-scored by the sum over both streams of its code's log-likelihood; top-K.
 Defaults and deviations: recbole_genrec/properties/model/EAGER.yaml and the README.
 """
@@ -74,6 +75,16 @@ class EAGER(GenerativeRecommender):
             )
         self.gct_weights = dict(zip(STREAMS, map(float, config["gct_weights"] or (0.0, 0.0))))
         self.gct_temperature = float(config["gct_temperature"])
+        self.stt_weight = float(config["stt_weight"] or 0.0)
+        if self.stt_weight:
+            # semantic-guided transfer: a 1-layer bidirectional decoder (FFN 192, no dropout, as the official
+            # trans_d_rec) reads the behaviour code's token embeddings, one of them masked, with the semantic
+            # stream's summary as its memory; its own two tokens are the start and mask vectors
+            self.transfer = EncoderDecoder(vocab_size=2, d_model=d_model, num_heads=int(config["num_heads"]),
+                                           d_kv=int(config["d_kv"]), d_ff=192, num_encoder_layers=0,
+                                           num_decoder_layers=1, dropout=0.0)
+            self.guide_projection = nn.Linear(d_model, d_model)
+            self.estimation_head = nn.Linear(d_model, 1)
         if any(self.gct_weights.values()):
             # the contrastive targets: each stream's item vectors (cached artefacts, not stored in checkpoints)
             vectors = stream_vectors(config, dataset, dataset)
@@ -100,24 +111,62 @@ class EAGER(GenerativeRecommender):
     def calculate_loss(self, interaction):
         _, mask, memory = self.encode(interaction)
         target_items = interaction[self.POS_ITEM_ID]
-        loss = 0.0
+        loss, summaries = 0.0, {}
         for stream in STREAMS:
             decoder, vocab = self.decoders[stream], self.vocab[stream]
             target = self.stream_tokens(stream)[target_items]  # [B, L]
             start = torch.full_like(target[:, :1], vocab.pad_id)
             gct = self.gct_weights[stream] > 0
-            # [start, t_1 .. t_L-1] predicts the code; with the contrastive task [.., t_L, summary] also gives the
-            # summary token's output at the end (one decoder pass for both)
-            inputs = [start, target[:, :-1]] + ([target[:, -1:], torch.full_like(start, vocab.size)] if gct else [])
+            summary = gct or (stream == "semantic" and self.stt_weight > 0)
+            # [start, t_1 .. t_L-1] predicts the code; [.., t_L, summary token] also gives the summary token's
+            # output at the end (one decoder pass for both), read by the contrastive and transfer tasks
+            inputs = [start, target[:, :-1]] + ([target[:, -1:], torch.full_like(start, vocab.size)] if summary else [])
             hidden = decoder.decode(torch.cat(inputs, dim=1), memory, mask)
             logits = decoder.lm_logits(hidden[:, :target.shape[1]]).float()
             loss = loss + F.cross_entropy(logits.flatten(0, 1), target.flatten())
+            summaries[stream] = hidden[:, -1]
             if gct:
                 vectors = getattr(self, f"{stream}_vectors")
                 scores = cosine_logits(self.gct_projection[stream](hidden[:, -1]), vectors, self.gct_temperature)
                 scores[:, 0] = float("-inf")  # the padding item
                 loss = loss + self.gct_weights[stream] * F.cross_entropy(scores, target_items)
+        if self.stt_weight:
+            loss = loss + self.stt_weight * self.transfer_loss(target_items, summaries["semantic"])
         return loss
+
+    def transfer_loss(self, target_items, semantic_summary):
+        """Semantic-guided transfer on the behaviour code: reconstruct one masked code token (InfoNCE, temperature
+        1, over the token and its siblings, whose embeddings are detached) and tell the true code from one with a
+        random sibling at a random level (binary CE on the start position), both guided by the semantic stream's
+        summary (detached)."""
+        tokens = self.stream_tokens("behaviour")[target_items]  # [B, L]
+        slots = self.item_codes[target_items, :tokens.shape[1]]  # path codes: parent * k + slot
+        users, levels = tokens.shape
+        branches, rows = self.vocab_sizes[0], torch.arange(users, device=tokens.device)
+        embedding, own = self.decoders["behaviour"].embedding, self.transfer.embedding.weight  # own: start, mask
+        level_starts = torch.tensor([self.vocab["behaviour"].level_start(l) for l in range(levels)],
+                                    device=tokens.device)
+        parents = torch.cat([torch.zeros_like(slots[:, :1]), slots[:, :-1]], dim=1)  # [B, L]
+        siblings = level_starts + parents * branches  # first token of each level's sibling group
+
+        masked_level = torch.randint(levels, (users,), device=tokens.device)
+        wrong_level = torch.randint(levels, (users,), device=tokens.device)
+        wrong = tokens.clone()
+        wrong[rows, wrong_level] = siblings[rows, wrong_level] + torch.randint(branches, (users,), device=tokens.device)
+        inputs = embedding(torch.cat([tokens, tokens, wrong]))  # masked, true, corrupted: one pass
+        is_masked = torch.arange(levels, device=tokens.device) == masked_level.unsqueeze(1)
+        inputs[:users] = torch.where(is_masked.unsqueeze(-1), own[1].to(inputs.dtype), inputs[:users])
+        inputs = torch.cat([own[0].to(inputs.dtype).expand(len(inputs), 1, -1), inputs], dim=1)
+        guide = self.guide_projection(semantic_summary.detach()).unsqueeze(1).repeat(3, 1, 1)  # memory [3B, 1, d]
+        hidden = self.transfer.decode_embeddings(inputs, guide, causal=False)
+
+        masked = hidden[rows, masked_level + 1]  # [B, d]
+        group = siblings[rows, masked_level].unsqueeze(1) + torch.arange(branches, device=tokens.device)
+        logits = torch.einsum("bd,bkd->bk", masked.float(), embedding(group).detach().float())
+        reconstruction = F.cross_entropy(logits, (tokens[rows, masked_level] - group[:, 0]))
+        verdict = self.estimation_head(hidden[users:, 0]).squeeze(-1).float()
+        truth = torch.cat([torch.ones(users, device=tokens.device), torch.zeros(users, device=tokens.device)])
+        return reconstruction + F.binary_cross_entropy_with_logits(verdict, truth)
 
     # ---- inference ------------------------------------------------------------------------------------------
     def generate_topk(self, interaction, k):

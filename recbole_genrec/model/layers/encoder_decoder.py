@@ -288,15 +288,21 @@ class EncoderDecoder(nn.Module):
     def decode(self, decoder_input_ids: Tensor, memory: Tensor, memory_mask: Optional[Tensor] = None) -> Tensor:
         """Teacher forcing with a causal mask: decoder_input_ids [B, T] (starting with the start token), memory
         [B, S, d], memory_mask bool [B, S] -> hidden [B, T, d] (before the output projection)."""
+        return self.decode_embeddings(self.embedding(decoder_input_ids), memory, memory_mask)
+
+    def decode_embeddings(self, hidden: Tensor, memory: Tensor, memory_mask: Optional[Tensor] = None,
+                          causal: bool = True) -> Tensor:
+        """The decoder on input embeddings [B, T, d] -> hidden [B, T, d]; `causal=False` lets every position see
+        the whole input (EAGER's transfer task reconstructs a masked code from both sides)."""
         if memory_mask is None:
             memory_mask = torch.ones(memory.shape[:2], dtype=torch.bool, device=memory.device)
-        hidden = self.dropout(self.embedding(decoder_input_ids))
-        positions = torch.arange(decoder_input_ids.shape[1], device=decoder_input_ids.device)
+        hidden = self.dropout(hidden)
+        positions = torch.arange(hidden.shape[1], device=hidden.device)
         bias = self.decoder_position_bias(positions, positions)
-        causal = positions[None, :] <= positions[:, None]
+        allowed = positions[None, :] <= positions[:, None] if causal else None
         for layer in self.decoder_layers:
             memory_key, memory_value = layer.memory_key_values(memory)
-            hidden, _, _ = layer(hidden, bias, causal, None, None, memory_key, memory_value, memory_mask.bool(), 1)
+            hidden, _, _ = layer(hidden, bias, allowed, None, None, memory_key, memory_value, memory_mask.bool(), 1)
         return self.dropout(self.decoder_norm(hidden))
 
     def lm_logits(self, hidden: Tensor) -> Tensor:
