@@ -10,6 +10,7 @@ GENREC_MODELS = {
     "LETTER": "recbole_genrec.model.letter",
     "LIGER": "recbole_genrec.model.liger",
     "EAGER": "recbole_genrec.model.eager",
+    "MQL4GRec": "recbole_genrec.model.mql4grec",
 }
 
 # RecBole packages searched on a miss. RecBole's own lookup also walks `exlib_recommender`, which imports

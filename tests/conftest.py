@@ -45,9 +45,9 @@ def tiny(workdir):
     return make
 
 
-def trained_model(tiny, model_name, overrides):
+def trained_model(tiny, model_name, overrides, dataset="tiny-beauty"):
     """The model after one short epoch, so it is not at its input-insensitive initial state; and a test batch."""
-    config, _, model, train_data, _, test_data = _prepare(model_name, "tiny-beauty", None, tiny(**overrides))
+    config, _, model, train_data, _, test_data = _prepare(model_name, dataset, None, tiny(**overrides))
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
     for batch in train_data:
@@ -58,3 +58,16 @@ def trained_model(tiny, model_name, overrides):
     interaction, _, _, positive_i = next(iter(test_data))
     assert torch.equal(interaction[config["ITEM_ID_FIELD"]], positive_i)  # the batch really carries the target
     return model, interaction
+
+
+def check_run_and_reload(model_name, dataset, config_dict):
+    """A whole run gives RecBole's four metrics in [0, 1], and its checkpoint, reloaded, scores the same."""
+    from recbole_genrec.quick_start import load_data_and_model, run_recbole_genrec
+    from recbole_genrec.trainer import GenRecTrainer
+
+    result = run_recbole_genrec(model_name, dataset, config_dict=config_dict)
+    metrics = result["test_result"]
+    assert set(metrics) == {"recall@5", "recall@10", "ndcg@5", "ndcg@10"} and all(0 <= v <= 1 for v in metrics.values())
+    config, model, _, _, _, test_data = load_data_and_model(result["checkpoint"])
+    assert GenRecTrainer(config, model).evaluate(test_data, load_best_model=False) == metrics
+    return result

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from recbole_genrec.quick_start import _prepare, run_recbole_genrec
+from recbole_genrec.quick_start import _prepare
 from recbole_genrec.tokenization import SemanticIds, tree_path_codes
 
-from conftest import TINY_TIGER, trained_model
+from conftest import TINY_TIGER, check_run_and_reload, trained_model
 
 # 287 items, 8 branches: 3 levels (8^2 < 287 <= 8^3), path vocabularies 8, 64, 512
 TINY_EAGER = {
@@ -113,14 +113,7 @@ def test_transfer_task_reconstructs_within_siblings_with_gradients(tiny):
 
 
 def test_eager_end_to_end_and_checkpoint_reload(tiny):
-    from recbole_genrec.quick_start import load_data_and_model
-    from recbole_genrec.trainer import GenRecTrainer
-
-    result = run_recbole_genrec("EAGER", "tiny-beauty", config_dict=tiny(**TINY_EAGER))
-    metrics = result["test_result"]
-    assert set(metrics) == {"recall@5", "recall@10", "ndcg@5", "ndcg@10"} and all(0 <= v <= 1 for v in metrics.values())
-    config, model, _, _, _, test_data = load_data_and_model(result["checkpoint"])
-    assert GenRecTrainer(config, model).evaluate(test_data, load_best_model=False) == metrics
+    check_run_and_reload("EAGER", "tiny-beauty", tiny(**TINY_EAGER))
 
 
 def test_eager_needs_the_tree_tokenizer(tiny):
