@@ -100,7 +100,7 @@ class MQL4GRec(GenerativeRecommender):
         target = interaction[self.POS_ITEM_ID]
         users = len(items)
         losses, counts = [], []
-        for modality, task in (("text", "seqrec"), ("image", "seqimage")):
+        for modality in MODALITIES:  # seqrec, seqimage
             losses.append(self.task_loss(*self.sequence_input(items, modality), self.tokens(modality)[target]))
             counts.append(users)
         # fusionseqrec: each sample's history in one modality, its target in the other (50/50)
