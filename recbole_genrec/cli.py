@@ -61,8 +61,7 @@ def resolve_profile(name):
     return QUICKSTART_PROFILE if name == "quickstart" else (None if name in (None, "none") else name)
 
 
-def load_profile(model, path=QUICKSTART_PROFILE):
-    """The settings of a profile yaml for `model`: its shared keys, then the model's own `per_model` section."""
+def _profile_sections(model, path):
     import yaml
 
     if not os.path.isfile(path):
@@ -73,6 +72,24 @@ def load_profile(model, path=QUICKSTART_PROFILE):
     return {**profile, **per_model.get(model, {})}
 
 
+def load_profile(model, path=QUICKSTART_PROFILE):
+    """The settings of a profile yaml for `model`: its shared keys, then the model's own `per_model` section
+    (its `dataset`, the quick start's dataset, is not a setting: see `quickstart_dataset`)."""
+    settings = _profile_sections(model, path)
+    settings.pop("dataset", None)
+    return settings
+
+
+def quickstart_dataset(models, path=QUICKSTART_PROFILE):
+    """The dataset a run without --dataset uses: the profile's `dataset` for these models (ml-100k, or one a model
+    needs, e.g. MQL4GRec's published codes); models that need different ones must be given --dataset."""
+    wanted = {model: _profile_sections(model, path).get("dataset", "ml-100k") for model in models}
+    if len(set(wanted.values())) > 1:
+        raise ValueError(f"No --dataset given and the quick-start datasets differ ("
+                         f"{', '.join(f'{m}: {d}' for m, d in wanted.items())}): pass --dataset=NAME.")
+    return next(iter(wanted.values()))
+
+
 def main(argv=None):
     from recbole_genrec.quick_start import run_recbole_genrec
     from recbole_genrec.results import format_table, plot_results, result_row, write_csv
@@ -81,10 +98,10 @@ def main(argv=None):
     models = [m.strip() for m in options.get("model", "TIGER").split(",") if m.strip()]
     config_files = [f for f in options.get("config_files", "").replace(",", " ").split() if f]
     profile = resolve_profile(options.get("profile", "none" if "dataset" in options else "quickstart"))
+    dataset = options.get("dataset") or quickstart_dataset(models, profile or QUICKSTART_PROFILE)
     if "dataset" not in options:
-        print(f"No --dataset given: quick start on ml-100k with the profile {profile or 'none'}. "
-              f"Pass --dataset=ml-100k for the papers' model defaults.")
-    dataset = options.get("dataset", "ml-100k")
+        print(f"No --dataset given: quick start on {dataset} with the profile {profile or 'none'}. "
+              f"Pass --dataset={dataset} for the papers' model defaults.")
     config_files = config_files or None
 
     from recbole_genrec import registry

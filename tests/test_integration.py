@@ -210,6 +210,16 @@ def test_quick_start_profile_is_per_model():
     assert letter["cf_params"]["hidden_size"] == letter["tokenizer_params"]["latent_dim"]
 
 
+def test_quick_start_dataset_is_the_one_each_model_needs():
+    from recbole_genrec.cli import load_profile, quickstart_dataset
+
+    assert quickstart_dataset(["TIGER", "SASRec"]) == "ml-100k"
+    assert quickstart_dataset(["MQL4GRec"]) == "amazon-instruments-mm"  # its published codes ship with it
+    assert "dataset" not in load_profile("MQL4GRec")  # picks the dataset, is not a config setting
+    with pytest.raises(ValueError, match="TIGER: ml-100k, MQL4GRec: amazon-instruments-mm.*--dataset"):
+        quickstart_dataset(["TIGER", "MQL4GRec"])
+
+
 def test_missing_profile_file_is_a_clear_error(tmp_path):
     from recbole_genrec.cli import main
 
