@@ -116,6 +116,17 @@ def test_eager_end_to_end_and_checkpoint_reload(tiny):
     check_run_and_reload("EAGER", "tiny-beauty", tiny(**TINY_EAGER))
 
 
+def test_eager_refuses_trees_whose_node_vocabulary_is_not_a_clean_tree_or_too_large(tiny, monkeypatch):
+    import recbole_genrec.model.eager as eager_module
+
+    with pytest.raises(ValueError, match=r"levels of sizes \[8, 8, 8, 1\].*collision: none"):
+        _prepare("EAGER", "tiny-beauty", None,
+                 tiny(**{**TINY_EAGER, "tokenizer_params": {**TINY_EAGER["tokenizer_params"], "collision": "append_digit"}}))
+    monkeypatch.setattr(eager_module, "MAX_NODE_VOCABULARY", 100)  # 287 items, 8 branches: 8^3 = 512 last-level nodes
+    with pytest.raises(ValueError, match=r"287 items need 3 levels of 8 branches.*branches >= 17"):
+        _prepare("EAGER", "tiny-beauty", None, tiny(**TINY_EAGER))
+
+
 def test_eager_needs_the_tree_tokenizer(tiny):
     with pytest.raises(ValueError, match="tokenizer` must be HKMeans"):
         _prepare("EAGER", "tiny-beauty", None, tiny(**{**TINY_EAGER, "tokenizer": "RQKMeans",

@@ -278,8 +278,9 @@ def test_hkmeans_separates_identical_items_and_checks_fixed_levels():
     vectors = np.vstack([np.zeros((41, 4)), np.random.default_rng(1).normal(size=(20, 4))]).astype(np.float32)
     codes = build_tokenizer("HKMeans", {"branches": 8, "collision": "none"}).fit(vectors, seed=1).codes[1:]
     assert len(torch.unique(codes, dim=0)) == 60 and torch.bincount(codes[:, 0]).max() <= math.ceil(60 / 8)
-    with pytest.raises(ValueError, match="60 items do not fit in 1 level"):
-        build_tokenizer("HKMeans", {"branches": 8, "num_levels": 1, "collision": "none"}).fit(vectors, seed=1)
+    for levels in (1, 3):  # too few cannot hold 60 items; more only add single-child levels
+        with pytest.raises(ValueError, match=r"60 items with 8 branches need exactly 2 level\(s\)"):
+            build_tokenizer("HKMeans", {"branches": 8, "num_levels": levels}).fit(vectors, seed=1)
 
 
 def test_collapsed_codes_stop_the_run_and_stay_cached(tmp_path):

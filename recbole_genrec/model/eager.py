@@ -13,6 +13,8 @@ reconstruct a masked behaviour code token and recognise a corrupted code, guided
 candidate re-scored by the sum over both streams of its code's log-likelihood; top-K.
 Defaults and deviations: recbole_genrec/properties/model/EAGER.yaml and the README.
 """
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,6 +27,9 @@ from recbole_genrec.representation import item_cf_embeddings, item_text_embeddin
 from recbole_genrec.tokenization import SemanticIds, tree_path_codes
 
 STREAMS = ("behaviour", "semantic")
+# The largest node vocabulary of a tree level (128^2 = 16,384 covers amazon-beauty in two levels; a third level of
+# 128 branches would need 2.1M output tokens, whose logits alone fill tens of GB at evaluation)
+MAX_NODE_VOCABULARY = 2 ** 18
 
 
 def stream_vectors(config, dataset, train_dataset):
@@ -42,6 +47,17 @@ class EAGER(GenerativeRecommender):
         fit_mask = cls.tokenizer_fit_mask(config, train_dataset)
         trees = {stream: fit_semantic_ids(config, dataset, vectors, fit_mask=fit_mask, kind=f"sid-{stream}")
                  for stream, vectors in stream_vectors(config, dataset, train_dataset).items()}
+        for stream, tree in trees.items():
+            branches, levels = tree.vocab_sizes[0], len(tree.vocab_sizes)
+            if tree.vocab_sizes != [branches] * levels:
+                raise ValueError(f"EAGER's {stream} tree has levels of sizes {tree.vocab_sizes}, not {levels} x "
+                                 f"{branches}: use tokenizer_params.collision: none (no collision digit).")
+            if branches ** levels > MAX_NODE_VOCABULARY:
+                # tokens name tree nodes, so the last level needs branches^levels of them
+                needed = math.ceil(math.sqrt(dataset.item_num - 1))
+                raise ValueError(f"EAGER: {dataset.item_num - 1} items need {levels} levels of {branches} branches, "
+                                 f"whose last level would name {branches ** levels:,} tree nodes. Use two levels: "
+                                 f"tokenizer_params.branches >= {needed} (ceil of the square root of the catalogue).")
         semantic_ids = SemanticIds.concat({stream: tree_path_codes(tree, branches=tree.vocab_sizes[0])
                                            for stream, tree in trees.items()})
         semantic_ids.fit_seconds = sum(tree.fit_seconds for tree in trees.values())
@@ -152,7 +168,9 @@ class EAGER(GenerativeRecommender):
         masked_level = torch.randint(levels, (users,), device=tokens.device)
         wrong_level = torch.randint(levels, (users,), device=tokens.device)
         wrong = tokens.clone()
-        wrong[rows, wrong_level] = siblings[rows, wrong_level] + torch.randint(branches, (users,), device=tokens.device)
+        true_slot = tokens[rows, wrong_level] - siblings[rows, wrong_level]
+        other_slot = (true_slot + torch.randint(1, branches, (users,), device=tokens.device)) % branches  # never the true one
+        wrong[rows, wrong_level] = siblings[rows, wrong_level] + other_slot
         inputs = embedding(torch.cat([tokens, tokens, wrong]))  # masked, true, corrupted: one pass
         is_masked = torch.arange(levels, device=tokens.device) == masked_level.unsqueeze(1)
         inputs[:users] = torch.where(is_masked.unsqueeze(-1), own[1].to(inputs.dtype), inputs[:users])
@@ -194,5 +212,6 @@ class EAGER(GenerativeRecommender):
         for level in range(codes.shape[1]):
             logits, state = decoder.decode_step(token, state)
             token = codes[:, level]
-            total += logits.float().log_softmax(-1).gather(1, token.unsqueeze(1)).squeeze(1)
+            # the beam search's normalisation, without materialising a log-softmax over the node vocabulary
+            total += logits.gather(1, token.unsqueeze(1)).squeeze(1).float() - logits.float().logsumexp(-1)
         return total.view(users, per_user)

@@ -51,7 +51,11 @@ class MQL4GRec(GenerativeRecommender):
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
-        levels = self.semantic_ids.quality["parts"]["text"]["levels"]
+        parts = self.semantic_ids.quality["parts"]
+        levels = parts["text"]["levels"]
+        if parts["image"]["levels"] != levels:  # fusionseqrec swaps the modalities of one batch in place
+            raise ValueError(f"MQL4GRec needs text and image codes of the same length, got {levels} and "
+                             f"{parts['image']['levels']} levels in {self.semantic_ids.cache_path}.")
         columns = {"text": slice(0, levels), "image": slice(levels, None)}
         sizes = {m: self.vocab_sizes[columns[m]] for m in MODALITIES}
         self.vocab = {"text": SemanticIdVocab(sizes["text"])}

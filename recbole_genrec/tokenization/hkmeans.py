@@ -19,7 +19,8 @@ class HierarchicalKMeansTokenizer(Tokenizer):
     name = "HKMeans"
     # num_levels 0: the fewest levels whose tree holds the catalogue (EAGER: 128 branches, 2 levels on its data;
     # ColaRec: 32 branches, 3 levels)
-    default_params = {"branches": 128, "num_levels": 0, "niter": 50, "standardize": False}
+    # collision none: leaves are unique, and a collision digit would be a spurious tree level
+    default_params = {"branches": 128, "num_levels": 0, "niter": 50, "standardize": False, "collision": "none"}
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -29,11 +30,13 @@ class HierarchicalKMeansTokenizer(Tokenizer):
     def num_levels_for(self, n_items: int) -> int:
         branches, levels = int(self.params["branches"]), int(self.params["num_levels"])
         needed = max(1, math.ceil(math.log(max(n_items, 2)) / math.log(branches) - 1e-9))
-        if levels and levels < needed:
-            raise ValueError(f"HKMeans: {n_items} items do not fit in {levels} level(s) of {branches} branches "
-                             f"({branches ** levels} leaves); raise `num_levels` to {needed} or `branches`, or set "
-                             f"num_levels: 0 to derive it.")
-        return levels or needed
+        if levels and levels != needed:
+            # fewer levels cannot hold the catalogue; more would only add levels of single-child nodes
+            raise ValueError(f"HKMeans: {n_items} items with {branches} branches need exactly {needed} level(s) "
+                             f"({branches ** (needed - 1)} < {n_items} <= {branches ** needed} leaves), got "
+                             f"num_levels {levels}: set it to {needed}, change `branches`, or set num_levels: 0 to "
+                             f"derive it.")
+        return needed
 
     def raw_vocab_sizes(self, raw_codes):
         return [int(self.params["branches"])] * raw_codes.shape[1]

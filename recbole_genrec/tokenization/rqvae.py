@@ -120,7 +120,8 @@ class ResidualQuantizedVAE(nn.Module):
         cluster = balanced_kmeans if balanced else kmeans
         for level in range(self.num_levels):
             centroids, _ = cluster(residual.cpu().numpy(), codebook_size, niter=KMEANS_INIT_NITER, seed=seed + level)
-            codebook = torch.from_numpy(centroids).to(residual)
+            _, first = np.unique(centroids, axis=0, return_index=True)  # balanced k-means repeats centroids when
+            codebook = torch.from_numpy(centroids[np.sort(first)]).to(residual)  # points are fewer than codes
             if len(codebook) < codebook_size:  # fewer distinct residuals than codes: the rest start on random items
                 extra = torch.randint(len(residual), (codebook_size - len(codebook),), generator=generator)
                 codebook = torch.cat([codebook, residual[extra.to(residual.device)]])
