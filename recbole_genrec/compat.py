@@ -33,6 +33,19 @@ def apply():
         if name not in vars(np):  # hasattr would trigger numpy's FutureWarnings for the removed names
             setattr(np, name, value)
     disable_recbole_anomaly_detection()
+    restore_dok_update()
+
+
+def restore_dok_update():
+    """RecBole's graph models (LightGCN, NGCF, ...) fill their adjacency with `dok_matrix._update(dict)`, a private
+    method scipy >= 1.13 dropped; the public `update` refuses direct writes. The same effect, through `_dict`."""
+    import scipy.sparse as sp
+
+    if not hasattr(sp.dok_matrix, "_update"):
+        def _update(self, data):
+            self._dict.update(data)
+
+        sp.dok_matrix._update = _update
 
 
 def disable_recbole_anomaly_detection():

@@ -88,3 +88,23 @@ def test_shipped_embeddings_beside_the_dataset_are_used(tiny, tmp_path):
                           config_dict=tiny(cache_dir=str(second), data_path=str(data_path)))
     assert np.array_equal(item_text_embeddings(config, create_dataset(config)), vectors)
     assert not second.exists()
+
+
+def test_lightgcn_cf_embeddings_come_from_the_training_graph_only(tiny, tmp_path):
+    from recbole_genrec.data import data_preparation
+    from recbole_genrec.representation import item_cf_embeddings
+
+    config = GenRecConfig(model="SASRec", dataset="tiny-beauty", config_dict=tiny(
+        cache_dir=str(tmp_path), cf_params={"model": "LightGCN", "embedding_size": 16, "epochs": 2}))
+    dataset = create_dataset(config)
+    train_data, _, _ = data_preparation(config, dataset)
+    embeddings = item_cf_embeddings(config, dataset, train_data._dataset)
+    trained = np.zeros(dataset.item_num, dtype=bool)
+    trained[train_data._dataset.inter_feat["item_id"].numpy()] = True
+    trained[np.unique(train_data._dataset.inter_feat["item_id_list"].numpy())] = True
+    trained[0] = False
+    assert embeddings.shape == (dataset.item_num, 16)
+    assert np.all(embeddings[~trained] == 0) and np.all(np.linalg.norm(embeddings[trained], axis=1) > 0)
+    with pytest.raises(ValueError, match=r"Unknown key\(s\) \['hidden_size'\] in `cf_params` for LightGCN"):
+        item_cf_embeddings(GenRecConfig(model="SASRec", dataset="tiny-beauty", config_dict=tiny(
+            cf_params={"model": "LightGCN", "hidden_size": 16})), dataset, train_data._dataset)

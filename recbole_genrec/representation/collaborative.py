@@ -19,29 +19,31 @@ from recbole_genrec.cache import ArtifactCache, array_digest, fingerprint
 
 logger = logging.getLogger("recbole_genrec")
 
-# Defaults of `cf_params`: RecBole's SASRec with LETTER's 32-d item embeddings and the dropout/lr of the strong
-# CE SASRec baseline (methods.md). `epochs` is fixed: there is no validation-based early stopping here.
+# Defaults of `cf_params`, per CF model (`cf_params.model`). SASRec: LETTER's 32-d item embeddings with the dropout
+# and lr of the strong CE SASRec baseline (methods.md). LightGCN (ColaRec's GID source): RecBole's defaults, BPR with
+# one uniform negative. `epochs` is fixed: there is no validation-based early stopping here.
 CF_DEFAULTS = {
-    "model": "SASRec",
-    "hidden_size": 32,
-    "inner_size": 64,
-    "n_layers": 2,
-    "n_heads": 2,
-    "hidden_dropout_prob": 0.5,
-    "attn_dropout_prob": 0.5,
-    "learning_rate": 0.001,
-    "train_batch_size": 2048,
-    "epochs": 50,
+    "SASRec": {
+        "hidden_size": 32, "inner_size": 64, "n_layers": 2, "n_heads": 2, "hidden_dropout_prob": 0.5,
+        "attn_dropout_prob": 0.5, "learning_rate": 0.001, "train_batch_size": 2048, "epochs": 50,
+    },
+    "LightGCN": {
+        "embedding_size": 64, "n_layers": 2, "reg_weight": 1e-05, "learning_rate": 0.001, "train_batch_size": 2048,
+        "epochs": 50,
+    },
 }
+WIDTH_KEY = {"SASRec": "hidden_size", "LightGCN": "embedding_size"}
 
 
 def cf_settings(config) -> dict:
-    params = {**CF_DEFAULTS, **dict(config["cf_params"] or {})}
-    unknown = sorted(set(params) - set(CF_DEFAULTS))
+    given = dict(config["cf_params"] or {})
+    model = given.get("model", "SASRec")
+    if model not in CF_DEFAULTS:
+        raise ValueError(f"cf_params.model must be one of {', '.join(CF_DEFAULTS)}, got {model!r}.")
+    params = {"model": model, **CF_DEFAULTS[model], **given}
+    unknown = sorted(set(params) - set(CF_DEFAULTS[model]) - {"model"})
     if unknown:
-        raise ValueError(f"Unknown key(s) {unknown} in `cf_params`. Known: {', '.join(CF_DEFAULTS)}.")
-    if params["model"] != "SASRec":
-        raise ValueError(f"cf_params.model must be 'SASRec' (the model LETTER uses), got {params['model']!r}.")
+        raise ValueError(f"Unknown key(s) {unknown} in `cf_params` for {model}. Known: {', '.join(CF_DEFAULTS[model])}.")
     return params
 
 
@@ -61,37 +63,46 @@ def item_cf_embeddings(config, dataset, train_dataset) -> np.ndarray:
         start = time.time()
         embeddings = _train_cf_model(config, train_dataset, params)
         embeddings[~train_item_mask(train_dataset)] = 0.0  # padding and items never seen in training
-        logger.info(f"Collaborative embeddings ({params['model']}, d={params['hidden_size']}, "
+        logger.info(f"Collaborative embeddings ({params['model']}, d={params[WIDTH_KEY[params['model']]]}, "
                     f"{params['epochs']} epochs on the training split) in {time.time() - start:.1f}s")
         return embeddings
 
-    return cache.get_or_compute_array(f"cf-{params['model']}-d{params['hidden_size']}", key, compute)
+    return cache.get_or_compute_array(f"cf-{params['model']}-d{params[WIDTH_KEY[params['model']]]}", key, compute)
 
 
 def _train_cf_model(config, train_dataset, params) -> np.ndarray:
     import torch
     from recbole.data.dataloader import TrainDataLoader
+    from recbole.sampler import Sampler
     from recbole.utils import init_seed
 
     from recbole_genrec.config import GenRecConfig
     from recbole_genrec.registry import get_model
     from recbole_genrec.trainer import GenRecTrainer
 
-    # RecBole's own model, configured like a stand-alone run on the same data; the split object is
-    # reused, so the CF model sees exactly the plugin's training sequences (history length included).
+    # RecBole's own model, configured like a stand-alone run on the same data; the split object is reused, so the
+    # CF model sees exactly the plugin's training split: SASRec its sequences (history length included), LightGCN
+    # the graph of its (user, target item) pairs with one uniform negative per pair (BPR).
+    sequential = params["model"] == "SASRec"
     overrides = {key: value for key, value in params.items() if key != "model"}
+    negatives = None if sequential else {"distribution": "uniform", "sample_num": 1, "alpha": 1.0, "dynamic": False,
+                                         "candidate_num": 0}
     cf_config = GenRecConfig(model=params["model"], dataset=config["dataset"], config_dict={
         "data_path": os.path.dirname(config["data_path"]),
         "load_col": config["load_col"], "eval_args": config["eval_args"], "seed": config["seed"],
         "MAX_ITEM_LIST_LENGTH": config["MAX_ITEM_LIST_LENGTH"], "device": str(config["device"]),
         "checkpoint_dir": config["checkpoint_dir"], "show_progress": config["show_progress"],
-        "loss_type": "CE", "train_neg_sample_args": None, "state": config["state"], **overrides,
+        "loss_type": "CE", "train_neg_sample_args": negatives, "state": config["state"], **overrides,
     })
     init_seed(cf_config["seed"], cf_config["reproducibility"])
-    train_data = TrainDataLoader(cf_config, train_dataset, None, shuffle=True)
+    sampler = None if sequential else Sampler(["train"], [train_dataset], "uniform").set_phase("train")
+    train_data = TrainDataLoader(cf_config, train_dataset, sampler, shuffle=True)
     model = get_model(params["model"])(cf_config, train_dataset).to(cf_config["device"])
     trainer = GenRecTrainer(cf_config, model)  # RecBole's loop, with the plugin's clear error on a diverging loss
     logger.info(f"Training {params['model']} ({params['epochs']} epochs) for collaborative item embeddings")
     trainer.fit(train_data, valid_data=None, saved=False, show_progress=config["show_progress"])
+    model.eval()
     with torch.no_grad():
-        return model.item_embedding.weight.detach().float().cpu().numpy().copy()
+        # LightGCN's item representation is its propagated embedding (the mean over layers), SASRec's its table
+        embeddings = model.item_embedding.weight if sequential else model.forward()[1]
+        return embeddings.detach().float().cpu().numpy().copy()
