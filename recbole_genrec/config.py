@@ -120,6 +120,10 @@ class GenRecConfig(Config):
                 raise ValueError(f"Unknown {key} {value!r}: choose one of {', '.join(allowed)}.")
             cfg[key] = str(value).lower()
         if registry.is_genrec_model(self.model):
+            required = self.model_class.required_tokenizer
+            if required and cfg["tokenizer"] != required[0]:
+                raise ValueError(f"{required[1]}: `tokenizer` must be {required[0]} for {self.model}, got "
+                                 f"{cfg['tokenizer']!r}.")
             beam_key = self.model_class.beam_width_key(cfg)
             beam, max_k = cfg.get(beam_key) if beam_key else None, max(cfg["topk"])
             if beam is not None and beam < max_k:

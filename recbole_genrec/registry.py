@@ -11,6 +11,7 @@ GENREC_MODELS = {
     "LIGER": "recbole_genrec.model.liger",
     "EAGER": "recbole_genrec.model.eager",
     "MQL4GRec": "recbole_genrec.model.mql4grec",
+    "ColaRec": "recbole_genrec.model.colarec",
 }
 
 # RecBole packages searched on a miss. RecBole's own lookup also walks `exlib_recommender`, which imports

@@ -5,6 +5,7 @@ import torch
 from recbole.data.interaction import Interaction
 
 from conftest import TINY_TIGER, trained_model
+from test_colarec import TINY_COLAREC
 from test_eager import TINY_EAGER
 from test_letter_liger import TINY_LETTER, TINY_LIGER
 from test_rpg import TINY_RPG
@@ -25,6 +26,7 @@ def _blinded(model, interaction):
     ("LIGER", TINY_LIGER),
     ("LIGER", {**TINY_LIGER, "liger_inference": "dense"}),
     ("EAGER", TINY_EAGER),
+    ("ColaRec", TINY_COLAREC),
 ])
 def test_topk_ignores_target_item_and_its_features(tiny, model_name, overrides):
     model, interaction = trained_model(tiny, model_name, overrides)

@@ -20,6 +20,9 @@ class GenerativeRecommender(SequentialRecommender):
 
     input_type = InputType.POINTWISE
 
+    # (tokenizer name, why) for methods built on one tokenizer's structure; GenRecConfig checks it before any work
+    required_tokenizer = None
+
     @staticmethod
     def beam_width_key(config):
         """The config key of the number of candidates decoding keeps (checked >= the largest topk before a run),

@@ -39,11 +39,10 @@ def stream_vectors(config, dataset, train_dataset):
 
 
 class EAGER(GenerativeRecommender):
+    required_tokenizer = ("HKMeans", "EAGER's decoders name nodes of a k-means tree")
+
     @classmethod
     def build_semantic_ids(cls, config, dataset, train_dataset):
-        if config["tokenizer"] != "HKMeans":
-            raise ValueError(f"EAGER's decoders name nodes of a k-means tree: `tokenizer` must be HKMeans, got "
-                             f"{config['tokenizer']!r}.")
         fit_mask = cls.tokenizer_fit_mask(config, train_dataset)
         trees = {stream: fit_semantic_ids(config, dataset, vectors, fit_mask=fit_mask, kind=f"sid-{stream}")
                  for stream, vectors in stream_vectors(config, dataset, train_dataset).items()}
