@@ -228,11 +228,13 @@ class EncoderDecoder(nn.Module):
         self.tie_embeddings = tie_embeddings
         self.embedding = nn.Embedding(vocab_size, d_model)
         self.dropout = nn.Dropout(dropout)
-        # num_encoder_layers 0: a decoder that attends to another model's encoder (EAGER's second stream)
+        # num_encoder_layers 0: a decoder that attends to another model's encoder (EAGER's second stream). The
+        # registration order below is kept as it was: it fixes the initialisation's random stream (reproducibility).
+        if num_encoder_layers:
+            self.encoder_position_bias = RelativePositionBias(num_heads, bidirectional=True)
         self.encoder_layers = nn.ModuleList(
             EncoderLayer(d_model, num_heads, d_kv, d_ff, dropout) for _ in range(num_encoder_layers))
         if num_encoder_layers:
-            self.encoder_position_bias = RelativePositionBias(num_heads, bidirectional=True)
             self.encoder_norm = RMSNorm(d_model)
         self.decoder_position_bias = RelativePositionBias(num_heads, bidirectional=False)
         self.decoder_layers = nn.ModuleList(
