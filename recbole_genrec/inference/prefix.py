@@ -46,6 +46,13 @@ class SemanticIdVocab:
         starts = torch.tensor([self.level_start(level) for level in range(codes.shape[-1])], device=codes.device)
         return codes.long() + starts
 
+    def item_tokens(self, item_codes: Tensor) -> Tensor:
+        """The token table of a catalogue: item_codes [n_items + 1, L] (row 0 = padding item) -> tokens, with row 0
+        all PAD so padded history positions vanish."""
+        tokens = self.to_tokens(item_codes)
+        tokens[0] = self.pad_id
+        return tokens
+
     def to_codes(self, tokens: Tensor) -> Tensor:
         """tokens [..., l] -> codes [..., l]; a token outside its level's range gives -1."""
         levels = tokens.shape[-1]

@@ -35,3 +35,10 @@ def mask_duplicates(candidates: torch.Tensor, scores: torch.Tensor) -> torch.Ten
     repeat[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
     duplicate = torch.zeros_like(repeat).scatter_(1, order, repeat)
     return scores.masked_fill(duplicate, -float("inf"))
+
+
+def top_candidates(candidates: torch.Tensor, scores: torch.Tensor, k: int):
+    """The k best of each row's candidates [B, C] by `scores` [B, C] (-inf = not a candidate) -> (items [B, k'],
+    scores [B, k']) with k' = min(k, C), best first; -1 where a row has fewer candidates."""
+    top_scores, index = scores.topk(min(k, scores.shape[1]), dim=1)
+    return candidates.gather(1, index).masked_fill(torch.isinf(top_scores), -1), top_scores

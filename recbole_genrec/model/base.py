@@ -40,7 +40,7 @@ class GenerativeRecommender(SequentialRecommender):
     def tokenizer_fit_mask(config, train_dataset):
         """Items the quantiser is trained on: all items (content is known for every item) unless
         `tokenizer_fit_on: train` restricts it to items of the training sequences (RPG's choice)."""
-        return train_item_mask(train_dataset) if config["tokenizer_fit_on"] == "train" else None  # validated
+        return train_item_mask(train_dataset) if config["tokenizer_fit_on"] == "train" else None
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -61,10 +61,11 @@ class GenerativeRecommender(SequentialRecommender):
         # missing, other settings) would silently map generated IDs to other items.
         saved = state_dict.get("item_codes")
         if saved is not None and not torch.equal(saved.cpu(), self.item_codes.cpu()):
+            where = getattr(self.semantic_ids, "cache_path", None)
             raise ValueError(
-                f"The checkpoint's semantic IDs differ from the dataset's ({getattr(self.semantic_ids, 'cache_path', None)}): "
-                f"the tokenizer was refitted since training (cache missing or settings changed). Restore the "
-                f"semantic-ID cache file of the training run under `cache_dir`, or retrain."
+                f"The checkpoint's semantic IDs differ from the dataset's ({where}): the tokenizer was refitted since "
+                f"training (cache missing or settings changed). Restore the semantic-ID cache file of the training "
+                f"run under `cache_dir`, or retrain."
             )
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole_genrec.data.semantic_ids import fit_semantic_ids
-from recbole_genrec.inference import PrefixConstraints, SemanticIdVocab, generate_items
+from recbole_genrec.inference import PrefixConstraints, SemanticIdVocab, generate_items, top_candidates
 from recbole_genrec.model.base import GenerativeRecommender
 from recbole_genrec.model.layers import EncoderDecoder
 from recbole_genrec.representation import item_cf_embeddings, item_text_embeddings
@@ -37,9 +37,7 @@ class ColaRec(GenerativeRecommender):
         super().__init__(config, dataset)
         d_model = int(config["d_model"])
         self.vocab = SemanticIdVocab(self.vocab_sizes)
-        tokens = self.vocab.to_tokens(self.item_codes)
-        tokens[0] = self.vocab.pad_id
-        self.register_buffer("item_tokens", tokens, persistent=False)  # derived from item_codes
+        self.register_buffer("item_tokens", self.vocab.item_tokens(self.item_codes), persistent=False)
         self.catalogue = PrefixConstraints(self.item_codes, self.vocab_sizes)
         self.backbone = EncoderDecoder(
             vocab_size=self.vocab.size + 3, d_model=d_model, num_heads=int(config["num_heads"]),
@@ -106,8 +104,7 @@ class ColaRec(GenerativeRecommender):
     def gid_loss(self, memory, mask, items):
         """Next-GID cross-entropy of `items`' codes, decoded from `memory` (teacher forcing)."""
         target = self.item_tokens[items]
-        decoder_input = torch.cat([torch.full_like(target[:, :1], self.vocab.pad_id), target[:, :-1]], dim=1)
-        logits = self.backbone.lm_logits(self.backbone.decode(decoder_input, memory, mask)).float()
+        logits = self.backbone.teacher_forced_logits(target, memory, mask).float()
         return F.cross_entropy(logits.flatten(0, 1), target.flatten())
 
     def calculate_loss(self, interaction):
@@ -137,5 +134,4 @@ class ColaRec(GenerativeRecommender):
         history, _ = self.history(interaction)
         seen = (output.items.unsqueeze(2) == history.unsqueeze(1)).any(2) & (output.items > 0)
         scores = output.scores.masked_fill(seen, float("-inf"))  # the official code drops interacted items
-        top_scores, index = scores.topk(k, dim=1)
-        return output.items.gather(1, index).masked_fill(torch.isinf(top_scores), -1), top_scores
+        return top_candidates(output.items, scores, k)

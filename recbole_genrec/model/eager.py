@@ -9,8 +9,9 @@ cross-attending to its output (the shared T5-style layers). Training: next-code 
 optionally the two auxiliary tasks, both off in the official script: the global contrastive task (`gct_weights`: a
 summary token after the code, whose decoder output is projected and compared by cosine / `gct_temperature` with the
 target's own behaviour or text vector, against every item) and the semantic-guided transfer task (`stt_weight`:
-reconstruct a masked behaviour code token and recognise a corrupted code, guided by the semantic summary). Inference: the shared constrained beam search in each stream, the union of both candidate lists, every
-candidate re-scored by the sum over both streams of its code's log-likelihood; top-K.
+reconstruct a masked behaviour code token and recognise a corrupted code, guided by the semantic summary).
+Inference: the shared constrained beam search in each stream, the union of both candidate lists, every candidate
+re-scored by the sum over both streams of its code's log-likelihood; top-K.
 Defaults and deviations: recbole_genrec/properties/model/EAGER.yaml and the README.
 """
 import math
@@ -20,7 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole_genrec.data.semantic_ids import fit_semantic_ids
-from recbole_genrec.inference import PrefixConstraints, SemanticIdVocab, generate_items, mask_duplicates
+from recbole_genrec.inference import (PrefixConstraints, SemanticIdVocab, generate_items, mask_duplicates,
+                                      top_candidates)
 from recbole_genrec.model.base import GenerativeRecommender
 from recbole_genrec.model.layers import EncoderDecoder, cosine_logits
 from recbole_genrec.representation import item_cf_embeddings, item_text_embeddings
@@ -77,9 +79,7 @@ class EAGER(GenerativeRecommender):
             first += levels
             vocab = SemanticIdVocab(sizes)
             self.vocab[stream] = vocab
-            tokens = vocab.to_tokens(codes)
-            tokens[0] = vocab.pad_id
-            self.register_buffer(f"{stream}_tokens", tokens, persistent=False)  # derived from item_codes
+            self.register_buffer(f"{stream}_tokens", vocab.item_tokens(codes), persistent=False)  # from item_codes
             self.catalogues[stream] = PrefixConstraints(codes, sizes)
             # the behaviour stream's model also holds the one shared encoder; +1 token: the summary token
             self.decoders[stream] = EncoderDecoder(
@@ -168,7 +168,8 @@ class EAGER(GenerativeRecommender):
         wrong_level = torch.randint(levels, (users,), device=tokens.device)
         wrong = tokens.clone()
         true_slot = tokens[rows, wrong_level] - siblings[rows, wrong_level]
-        other_slot = (true_slot + torch.randint(1, branches, (users,), device=tokens.device)) % branches  # never the true one
+        shift = torch.randint(1, branches, (users,), device=tokens.device)
+        other_slot = (true_slot + shift) % branches  # never the true one
         wrong[rows, wrong_level] = siblings[rows, wrong_level] + other_slot
         inputs = embedding(torch.cat([tokens, tokens, wrong]))  # masked, true, corrupted: one pass
         is_masked = torch.arange(levels, device=tokens.device) == masked_level.unsqueeze(1)
@@ -194,8 +195,7 @@ class EAGER(GenerativeRecommender):
             for stream in STREAMS], dim=1)  # [B, 2 * beam], -1 = no item
         scores = sum(self.code_log_likelihood(stream, memory, mask, candidates) for stream in STREAMS)
         scores = mask_duplicates(candidates, scores.masked_fill(candidates < 0, float("-inf")))
-        top_scores, index = scores.topk(k, dim=1)
-        return candidates.gather(1, index).masked_fill(torch.isinf(top_scores), -1), top_scores
+        return top_candidates(candidates, scores, k)
 
     @torch.no_grad()
     def code_log_likelihood(self, stream, memory, mask, candidates):

@@ -26,7 +26,6 @@ from recbole_genrec.model.seq2seq import SemanticIdSeq2Seq
 from recbole_genrec.representation import item_text_embeddings
 
 
-
 class LIGER(SemanticIdSeq2Seq):
     @staticmethod
     def beam_width_key(config):

@@ -21,7 +21,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from recbole_genrec.inference import PrefixConstraints, SemanticIdVocab, generate_items, mask_duplicates
+from recbole_genrec.inference import PrefixConstraints, SemanticIdVocab, generate_items, mask_duplicates, top_candidates
 from recbole_genrec.model.base import GenerativeRecommender
 from recbole_genrec.model.layers import EncoderDecoder
 from recbole_genrec.tokenization import SemanticIds
@@ -64,8 +64,7 @@ class MQL4GRec(GenerativeRecommender):
         self.prompt_start = self.vocab["image"].size  # then prompt_length tokens per prompted task
         self.catalogues = torch.nn.ModuleDict()
         for modality in MODALITIES:
-            tokens = self.vocab[modality].to_tokens(self.item_codes[:, columns[modality]])
-            tokens[0] = self.vocab[modality].pad_id
+            tokens = self.vocab[modality].item_tokens(self.item_codes[:, columns[modality]])
             self.register_buffer(f"{modality}_tokens", tokens, persistent=False)  # derived from item_codes
             self.catalogues[modality] = PrefixConstraints(self.item_codes[:, columns[modality]], sizes[modality])
         self.backbone = EncoderDecoder(
@@ -95,8 +94,7 @@ class MQL4GRec(GenerativeRecommender):
     # ---- training -------------------------------------------------------------------------------------------
     def task_loss(self, input_ids, mask, target):
         """Mean next-code cross-entropy of target tokens [N, L] given encoder tokens (teacher forcing)."""
-        decoder_input = torch.cat([torch.full_like(target[:, :1], self.vocab["text"].pad_id), target[:, :-1]], dim=1)
-        logits = self.backbone(input_ids, mask, decoder_input).float()
+        logits = self.backbone.teacher_forced_logits(target, self.backbone.encode(input_ids, mask), mask).float()
         return F.cross_entropy(logits.flatten(0, 1), target.flatten())
 
     def calculate_loss(self, interaction):
@@ -150,6 +148,4 @@ def fuse_two_lists(text_items, text_scores, image_items, image_scores, k):
     image_scores = torch.where(same.any(1), (image_scores + text_for_image) / 2 + 1, image_scores)
     candidates = torch.stack([text_items, image_items], dim=2).flatten(1)
     scores = torch.stack([text_scores, image_scores], dim=2).flatten(1).masked_fill(candidates < 0, float("-inf"))
-    scores = mask_duplicates(candidates, scores)
-    top_scores, index = scores.topk(min(k, scores.shape[1]), dim=1)
-    return candidates.gather(1, index).masked_fill(torch.isinf(top_scores), -1), top_scores
+    return top_candidates(candidates, mask_duplicates(candidates, scores), k)

@@ -34,7 +34,8 @@ class ResidualHeads(nn.Module):
         super().__init__()
         # As the official ResBlock: zero weight (every head starts near the identity), nn.Linear's default bias.
         self.weight = nn.Parameter(torch.zeros(num_layers, num_heads, d_model, d_model))
-        self.bias = nn.Parameter(torch.empty(num_layers, num_heads, d_model).uniform_(-d_model ** -0.5, d_model ** -0.5))
+        bound = d_model ** -0.5
+        self.bias = nn.Parameter(torch.empty(num_layers, num_heads, d_model).uniform_(-bound, bound))
 
     def forward(self, x):
         """x [B, D] -> [B, m, D]."""
@@ -151,7 +152,8 @@ class RPG(GenerativeRecommender):
     def _graph_topk(self, interaction, k):
         log_probs = self.digit_log_probs(interaction)
         n_items = self.item_codes.shape[0] - 1
-        if self._start_items is None or len(self._start_items) < len(log_probs) or self._start_items.device != log_probs.device:
+        cached = self._start_items
+        if cached is None or len(cached) < len(log_probs) or cached.device != log_probs.device:
             # drawn once per evaluation size and device: row i is the same for any batch size (one seeded stream)
             self._start_items = random_start_items(len(log_probs), n_items, self.num_beams, self.graph_seed,
                                                    log_probs.device)

@@ -29,10 +29,7 @@ class SemanticIdSeq2Seq(GenerativeRecommender):
             num_decoder_layers=config["num_decoder_layers"],
             dropout=config["dropout"],
         )
-        # Token id of every item's codes; row 0 (padding item) is all PAD so padded history positions vanish.
-        item_tokens = self.vocab.to_tokens(self.item_codes)
-        item_tokens[0] = self.vocab.pad_id
-        self.register_buffer("item_tokens", item_tokens)
+        self.register_buffer("item_tokens", self.vocab.item_tokens(self.item_codes))  # token id of every item's codes
         self.ce_temperature = float(config["ce_temperature"] or 1.0)
         # Code -> item table; with `constrained_beam` it also restricts every decoding step to valid prefixes.
         self.catalogue = PrefixConstraints(self.item_codes, self.vocab_sizes)
@@ -59,8 +56,7 @@ class SemanticIdSeq2Seq(GenerativeRecommender):
     def sequence_logits(self, interaction, target, encoded=None):
         """Teacher-forced logits [B, L, V] for `target` tokens [B, L]; `encoded` = self.encode(interaction)."""
         _, mask, memory = self.encode(interaction) if encoded is None else encoded
-        decoder_input = torch.cat([torch.full_like(target[:, :1], self.vocab.pad_id), target[:, :-1]], dim=1)
-        return self.backbone.lm_logits(self.backbone.decode(decoder_input, memory, mask))
+        return self.backbone.teacher_forced_logits(target, memory, mask)
 
     def calculate_loss(self, interaction):
         return self.next_sid_loss(interaction, self.encode(interaction))

@@ -43,7 +43,8 @@ def cf_settings(config) -> dict:
     params = {"model": model, **CF_DEFAULTS[model], **given}
     unknown = sorted(set(params) - set(CF_DEFAULTS[model]) - {"model"})
     if unknown:
-        raise ValueError(f"Unknown key(s) {unknown} in `cf_params` for {model}. Known: {', '.join(CF_DEFAULTS[model])}.")
+        raise ValueError(f"Unknown key(s) {unknown} in `cf_params` for {model}. "
+                         f"Known: {', '.join(CF_DEFAULTS[model])}.")
     return params
 
 

@@ -36,8 +36,8 @@ def load_published_codes(path: str, item_tokens) -> SemanticIds:
     item_tokens = list(item_tokens)
     missing = [token for token in item_tokens[1:] if token not in mapping]
     if missing:
-        raise ValueError(f"{path} has no codes for {len(missing)} of {len(item_tokens) - 1} items (e.g. {missing[:5]}): "
-                         f"it must cover every item of the dataset.")
+        raise ValueError(f"{path} has no codes for {len(missing)} of {len(item_tokens) - 1} items "
+                         f"(e.g. {missing[:5]}): it must cover every item of the dataset.")
     rows = []
     for token in item_tokens[1:]:
         parsed = [TOKEN.fullmatch(str(code)) for code in mapping[token]]

@@ -1,7 +1,8 @@
 """How good a set of semantic IDs is: collisions, per-level codebook usage and perplexity, prefix concentration.
 
 Codebook collapse (most items on a few codes) is the classic silent failure of RQ-VAE tokenizers; these figures
-are logged with every fit and stored with the IDs, and `collapse_warning` names the bad cases (a run stops on them unless `sid_collapse: warn`)."""
+are logged with every fit and stored with the IDs, and `collapse_warning` names the bad cases (a run stops on them
+unless `sid_collapse: warn`)."""
 import math
 
 import numpy as np

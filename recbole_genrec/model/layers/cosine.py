@@ -1,4 +1,4 @@
-"""Cosine-similarity logits with a temperature (RPG's digit heads, LIGER's dense head)."""
+"""Cosine-similarity logits with a temperature (RPG's digit heads, LIGER's dense head, EAGER's contrastive task)."""
 import torch
 import torch.nn.functional as F
 

@@ -307,6 +307,11 @@ class EncoderDecoder(nn.Module):
             hidden, _, _ = layer(hidden, bias, allowed, None, None, memory_key, memory_value, memory_mask.bool(), 1)
         return self.dropout(self.decoder_norm(hidden))
 
+    def teacher_forced_logits(self, target: Tensor, memory: Tensor, memory_mask: Optional[Tensor] = None) -> Tensor:
+        """Logits [B, T, vocab] predicting target tokens [B, T] from the start token and target[:, :-1]."""
+        decoder_input = torch.cat([torch.zeros_like(target[:, :1]), target[:, :-1]], dim=1)  # 0 = start (PAD)
+        return self.lm_logits(self.decode(decoder_input, memory, memory_mask))
+
     def lm_logits(self, hidden: Tensor) -> Tensor:
         """hidden [..., d] -> logits [..., vocab]."""
         if self.tie_embeddings:
