@@ -8,9 +8,6 @@ import sys
 from recbole_genrec.cli import main
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (ValueError, FileNotFoundError, KeyError) as error:
-        # Bad input (unknown model or dataset, missing fields, inconsistent config): the message says what to
-        # change; a traceback would only bury it.
-        sys.exit(f"recbole_genrec: error: {error}")
+    # The same entry as the installed `recbole-genrec` command: exit 0 after a finished run, 1 with a one-line
+    # message for bad input (unknown model, dataset or setting, wrong type, inconsistent config).
+    sys.exit(main())

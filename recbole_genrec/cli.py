@@ -1,10 +1,16 @@
 """Command line: `python run_recbole_genrec.py --model=TIGER,SASRec --dataset=ml-100k --epochs=1`.
 
 Every `--key=value` becomes a config override (values parsed as Python literals when possible, as RecBole does).
-Options of the CLI itself: --model (comma-separated for a side-by-side run), --dataset, --config_files (comma- or
-space-separated), --results_file (CSV; a PNG bar chart is written beside it), --profile (a yaml of shared keys plus
-`per_model:` sections applied under the overrides; `quickstart` = the CPU profile, the default when no --dataset
-is given; `none` = the papers' defaults, the default otherwise).
+A key that no config layer knows is refused with the closest known names (a misspelling would be ignored); a
+deliberately new key passes with `--allow_unknown_keys=[key]`. Values are checked against the defaults' types.
+Options of the CLI itself: --model (comma-separated for a side-by-side run; every model's configuration is
+checked before the first trains), --dataset, --config_files (comma- or space-separated), --results_file (CSV,
+rewritten as each model finishes; a PNG bar chart is written beside it at the end), --profile (a yaml of shared
+keys plus `per_model:` sections applied under the overrides; `quickstart` = the CPU profile, the default when no
+--dataset is given; `none` = the papers' defaults, the default otherwise), --threads=N (torch's CPU threads and
+faiss's OpenMP threads in this process, set before any work; default: the libraries' own).
+`main` (run_recbole_genrec.py and the installed `recbole-genrec`) exits 0 after a finished run and 1 with a
+one-line message for bad input; `run` returns the rows and raises.
 
 Tuning mode (Ray Tune, see recbole_genrec/tuning.py and hyper/README.md):
 `python run_recbole_genrec.py --model=TIGER --tune=hyper/TIGER.hyper --trials=20` with --trials (random search:
@@ -19,10 +25,11 @@ import sys
 
 QUICKSTART_PROFILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties", "quickstart.yaml")
 
-CLI_OPTIONS = ("model", "dataset", "config_files", "results_file", "profile")
+CLI_OPTIONS = ("model", "dataset", "config_files", "results_file", "profile", "threads")
 TUNE_OPTIONS = ("tune", "trials", "search", "ray_address", "ray_num_cpus", "cpus_per_trial", "gpus_per_trial",
                 "max_concurrent", "tune_dir", "scheduler", "grace_period")
 CLI_OPTIONS += TUNE_OPTIONS
+ALLOW_UNKNOWN_KEYS = "allow_unknown_keys"  # as recbole_genrec.config (not imported here: it imports RecBole)
 
 
 def parse_value(text):
@@ -61,13 +68,19 @@ def resolve_profile(name):
     return QUICKSTART_PROFILE if name == "quickstart" else (None if name in (None, "none") else name)
 
 
-def _profile_sections(model, path):
+def _load_yaml(path):
+    """A yaml file read as RecBole reads its config files (`1e-3` is a float)."""
     import yaml
+    from recbole.config import Config
 
+    with open(path, encoding="utf-8") as handle:
+        return yaml.load(handle.read(), Loader=Config._build_yaml_loader(None))
+
+
+def _profile_sections(model, path):
     if not os.path.isfile(path):
         raise ValueError(f"Profile file not found: {path}. Use --profile=quickstart, --profile=none or a yaml path.")
-    with open(path) as handle:
-        profile = yaml.safe_load(handle) or {}
+    profile = _load_yaml(path) or {}
     per_model = profile.pop("per_model", {})
     return {**profile, **per_model.get(model, {})}
 
@@ -90,14 +103,15 @@ def quickstart_dataset(models, path=QUICKSTART_PROFILE):
     return next(iter(wanted.values()))
 
 
-def main(argv=None):
-    from recbole_genrec.quick_start import run_recbole_genrec
-    from recbole_genrec.results import format_table, plot_results, result_row, write_csv
-
+def run(argv=None):
+    """The command line's work: parse, check every model's configuration, train and evaluate (or tune). Returns
+    the result rows (or the TuningResult); raises on bad input. `main` is the entry point that exits."""
     options, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    set_threads(options.get("threads"))
     models = [m.strip() for m in options.get("model", "TIGER").split(",") if m.strip()]
     config_files = [f for f in options.get("config_files", "").replace(",", " ").split() if f]
     profile = resolve_profile(options.get("profile", "none" if "dataset" in options else "quickstart"))
+    allowed = check_overrides(overrides, models, config_files, profile)
     dataset = options.get("dataset") or quickstart_dataset(models, profile or QUICKSTART_PROFILE)
     if "dataset" not in options:
         print(f"No --dataset given: quick start on {dataset} with the profile {profile or 'none'}. "
@@ -110,30 +124,106 @@ def main(argv=None):
         registry.get_model(model)
     if "tune" in options:  # the profile is the search's base config too; sampled values override it
         base = {**load_profile(models[0], profile), **overrides} if profile and len(models) == 1 else overrides
-        return tune_main(options, models, dataset, config_files, base)
+        return tune_main(options, models, dataset, config_files, base, allowed)
+
+    from recbole_genrec.config import GenRecConfig
+    from recbole_genrec.quick_start import run_recbole_genrec
+    from recbole_genrec.results import format_table, plot_results, result_row, write_csv
+
+    config_dicts = {model: ({**load_profile(model, profile), **overrides} if profile else dict(overrides))
+                    for model in models}
+    for model in models:  # every model's configuration is checked before the first one trains
+        GenRecConfig(model=model, dataset=dataset, config_file_list=config_files,
+                     config_dict=dict(config_dicts[model]))
+    results_file = options.get("results_file")
     rows = []
     for model in models:
-        config_dict = {**load_profile(model, profile), **overrides} if profile else dict(overrides)
         result = run_recbole_genrec(model=model, dataset=dataset, config_file_list=config_files,
-                                    config_dict=config_dict)
+                                    config_dict=dict(config_dicts[model]))
         rows.append(result_row(result))
+        if results_file:  # each finished row at once: a later model's failure keeps the earlier rows
+            write_csv(rows, results_file)
     table = format_table(rows)
     print(f"\nTest results on {dataset} (leave-one-out, full ranking; scored by RecBole's metrics)\n{table}\n")
-    results_file = options.get("results_file")
     if results_file:
-        write_csv(rows, results_file)
         png = results_file.rsplit(".", 1)[0] + ".png"
         plot_results(rows, png)
         print(f"Results written to {results_file} and {png}")
     return rows
 
 
-def tune_main(options, models, dataset, config_files, overrides):
+# Bad input, raised by the checks (unknown model, dataset, setting or file, wrong type, inconsistent settings): a
+# message that says what to change, without a traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, KeyError)
+
+
+def main(argv=None):
+    """Entry point of `run_recbole_genrec.py` and of the installed `recbole-genrec` command: 0 when the run
+    finished, 1 with a one-line message on stderr for bad input or a search in which every trial failed."""
+    try:
+        result = run(argv)
+    except USER_ERRORS as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"recbole_genrec: error: {message}", file=sys.stderr)
+        return 1
+    if getattr(result, "best", True) is None:  # a TuningResult without any finished trial
+        print(f"recbole_genrec: error: every trial of the search failed (errors in {result.results_csv}).",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+def set_threads(value):
+    """--threads=N: torch's CPU threads (intra-op) and faiss's OpenMP threads, set before any work."""
+    if value is None:
+        return
+    threads = parse_value(value)
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"--threads takes a positive integer, got {value!r}.")
+    import torch  # torch first, faiss second, as the package imports them
+    import faiss
+
+    torch.set_num_threads(threads)
+    faiss.omp_set_num_threads(threads)
+
+
+def _allow_unknown_values(overrides, config_files, profile, models):
+    """Every `allow_unknown_keys` the run's layers set (command line, config files, profile)."""
+    from recbole_genrec.config import allowed_unknown_keys
+
+    values = [overrides.get(ALLOW_UNKNOWN_KEYS)]
+    for path in config_files:
+        loaded = _load_yaml(path) if os.path.isfile(path) else None
+        if isinstance(loaded, dict):
+            values.append(loaded.get(ALLOW_UNKNOWN_KEYS))
+    if profile:
+        values += [load_profile(model, profile).get(ALLOW_UNKNOWN_KEYS) for model in models]
+    allowed = [allowed_unknown_keys(value) for value in values]
+    return True if any(a is True for a in allowed) else sorted(set().union(*allowed))
+
+
+def check_overrides(overrides, models, config_files, profile):
+    """Misspelt `--key=value`s, refused before anything is read, with the closest config keys or command-line
+    options (`--result_file` -> `--results_file`). The configurations (`GenRecConfig`) check types and files."""
+    from recbole_genrec.config import check_known_keys
+
+    allowed = _allow_unknown_values(overrides, config_files, profile, models)
+    check_known_keys(overrides, allowed=allowed, extra_known=CLI_OPTIONS, flag="--")
+    return allowed
+
+
+def tune_main(options, models, dataset, config_files, overrides, allowed=None):
     """The tuning mode: one model, its hyper file, Ray Tune; returns the TuningResult."""
-    from recbole_genrec.tuning import run_tuning
+    from recbole_genrec.config import check_known_keys
+    from recbole_genrec.tuning import parse_hyper_file, run_tuning
 
     if len(models) != 1:
         raise ValueError(f"--tune searches one model at a time, got --model={','.join(models)}.")
+    if os.path.isfile(options["tune"]):  # a misspelt searched key would fail every trial (or be ignored)
+        try:
+            check_known_keys([name.split(".")[0] for name in parse_hyper_file(options["tune"])], allowed=allowed)
+        except ValueError as error:
+            raise ValueError(f"{options['tune']}: {error}") from None
 
     def number(name, default, kind=float):
         return kind(parse_value(options[name])) if name in options else default
@@ -149,4 +239,4 @@ def tune_main(options, models, dataset, config_files, overrides):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,7 +1,13 @@
 """Config: RecBole's configuration with this plugin's property files overlaid, plus validation."""
+import difflib
+import functools
+import glob
+import numbers
 import os
+import re
 
 import recbole
+import yaml
 from recbole.config import Config
 from recbole.utils import ModelType
 
@@ -22,6 +28,157 @@ CHOICES = {
     "rpg_inference": ("exact", "graph"),
     "sid_collapse": ("error", "warn"),
 }
+RECBOLE_PROPERTIES_DIR = os.path.join(os.path.dirname(recbole.__file__), "properties")
+# A deliberately new key (read by your own model or code) passes the unknown-key check when named here
+# (`allow_unknown_keys: [my_key]`, or `True` for every key).
+ALLOW_UNKNOWN_KEYS = "allow_unknown_keys"
+# Keys read or set in code that no default yaml file names: RecBole's Config (model, dataset, derived values,
+# distributed runs, deprecated names it still warns about), RecBole's own code (transforms, a few models and
+# metrics), and this plugin's trainer. Everything else comes from the yaml files (see `known_config_keys`).
+CODE_KEYS = (
+    "model", "dataset", "config_file", "MODEL_TYPE", "MODEL_INPUT_TYPE", "eval_type", "device", "single_spec",
+    "valid_neg_sample_args", "test_neg_sample_args", "local_rank", "nproc", "world_size", "offset", "ip", "port",
+    "verbose", "neg_sampling", "training_neg_sample_num",
+    "CROP_ITEM_SEQ", "CROP_ITEM_SEQ_LEN", "INVERSE_ITEM_SEQ", "MASK_INDEX", "MASK_ITEM_SEQ", "NEG_ITEMS",
+    "POS_ITEMS", "REORDER_ITEM_SEQ", "eta", "encoding", "tail_ratio", "token_num_threshold",
+    "xgb_early_stopping_rounds", "cin", "contrast", "feature_num", "has_residual", "norm", "sim", "use_filter",
+    "device_batches", "mixed_precision", "train_time_budget", ALLOW_UNKNOWN_KEYS,
+)
+# RecBole keys whose values may take several forms (its Config normalises them).
+MULTI_TYPE_KEYS = {
+    "topk": ("int", "list"), "metrics": ("str", "list"), "gpu_id": ("str", "int", "list"),
+    "additional_feat_suffix": ("str", "list"), ALLOW_UNKNOWN_KEYS: ("bool", "list", "str"),
+}
+TYPE_NAMES = {"bool": "a bool", "int": "an int", "float": "a number", "str": "a string", "list": "a list",
+              "dict": "a dict"}
+# Metrics whose results are keyed by `name@k` (so `valid_metric` names a K of `topk`); the rest (AUC, ...) not.
+TOPK_KEYED_NEEDS = ("rec.topk", "rec.items")
+
+
+def _yaml_loader():
+    # RecBole's yaml loader (it also reads 1e-3 as a float, as RecBole reads its own files)
+    return Config._build_yaml_loader(None)
+
+
+def _kind(value):
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, numbers.Integral):
+        return "int"
+    if isinstance(value, numbers.Real):
+        return "float"
+    for kind, types in (("str", str), ("list", (list, tuple)), ("dict", dict)):
+        if isinstance(value, types):
+            return kind
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def default_layers():
+    """{key: {kind: an example default}} over every default yaml file: RecBole's overall, model, dataset and
+    quick-start files, this plugin's overall, model and dataset files and its quick-start profile (shared keys and
+    every `per_model` section). Defaults of every model count, so overrides shared by a multi-model run pass."""
+    paths = [path for path in glob.glob(os.path.join(RECBOLE_PROPERTIES_DIR, "**", "*.yaml"), recursive=True)
+             if os.path.basename(path) not in ("url.yaml", "kg_url.yaml")]  # dataset name -> download URL
+    paths += glob.glob(os.path.join(PROPERTIES_DIR, "**", "*.yaml"), recursive=True)
+    loader, layers = _yaml_loader(), {}
+    for path in sorted(paths):
+        with open(path, encoding="utf-8") as handle:
+            values = yaml.load(handle.read(), Loader=loader) or {}
+        sections = [values] + list((values.pop("per_model", None) or {}).values())
+        for section in sections:
+            for key, value in (section or {}).items():
+                kinds = layers.setdefault(key, {})
+                if value is not None and _kind(value):
+                    kinds.setdefault(_kind(value), value)
+    return layers
+
+
+@functools.lru_cache(maxsize=None)
+def known_config_keys():
+    """Every key some config layer knows: the default yaml files (`default_layers`), RecBole's argument lists,
+    the keys RecBole and this plugin read or set in code (`CODE_KEYS`) and the plugin's choice settings."""
+    from recbole.utils import dataset_arguments, evaluation_arguments, general_arguments, training_arguments
+
+    return frozenset(default_layers()) | set(general_arguments + training_arguments + evaluation_arguments
+                                             + dataset_arguments) | set(CODE_KEYS) | set(CHOICES)
+
+
+def allowed_unknown_keys(value):
+    """`allow_unknown_keys`'s value -> True (every key) or a set of names; accepts a list or a string
+    (`my_key`, `a,b`, `[a, b]`: the command line passes names it cannot parse as Python literals as a string)."""
+    if value is None or value is False:
+        return set()
+    if value is True:
+        return True
+    if isinstance(value, str):
+        if value.strip().lower() == "true":
+            return True
+        return set(re.findall(r"[^\s,\[\]'\"]+", value))
+    if isinstance(value, (list, tuple, set)):
+        return {str(name) for name in value}
+    raise ValueError(f"{ALLOW_UNKNOWN_KEYS} takes True or a list of key names, got {value!r}.")
+
+
+def closest_keys(key, known, n=3):
+    """The known names closest to `key` (difflib, case-insensitive)."""
+    by_lower = {}
+    for name in sorted(known):
+        by_lower.setdefault(name.lower(), name)
+    return [by_lower[m] for m in difflib.get_close_matches(key.lower(), list(by_lower), n=n, cutoff=0.7)]
+
+
+def check_known_keys(keys, allowed=None, extra_known=(), flag=None):
+    """Refuse keys no config layer knows (a misspelt key would be silently ignored), with the closest known names.
+    `allowed`: `allow_unknown_keys`'s value. `extra_known`: more names (the command line's own options).
+    `flag`: the name's prefix in the message ('--' on the command line)."""
+    allow = allowed_unknown_keys(allowed)
+    if allow is True:
+        return
+    known = known_config_keys() | set(extra_known)
+    unknown = [key for key in keys if key not in known and key not in allow]
+    if not unknown:
+        return
+    prefix = flag or ""
+    parts = []
+    for key in unknown:
+        close = closest_keys(key, known)
+        hint = f"did you mean {' or '.join(prefix + name for name in close)}?" if close else "no similar key"
+        parts.append(f"{prefix}{key} ({hint})")
+    names = ", ".join(unknown)
+    how = (f"--{ALLOW_UNKNOWN_KEYS}=[{names}]" if flag == "--" else f"{ALLOW_UNKNOWN_KEYS}: [{names}]")
+    raise ValueError(
+        f"Unknown setting{'s' if len(unknown) > 1 else ''} {'; '.join(parts)}: no default of RecBole or recbole_genrec "
+        f"(overall, model, dataset or profile yaml) knows {'them' if len(unknown) > 1 else 'it'}, so it would be "
+        f"ignored. A deliberately new key (read by your own code) passes with {how}."
+    )
+
+
+def check_value_types(values, defaults=None):
+    """Refuse values of another type than the key's defaults in the yaml files (int passes for a float, None for
+    anything); keys without a non-None default are not checked. `defaults`: this run's defaults, quoted in the
+    message. All wrong keys in one message."""
+    layers, wrong, defaults = default_layers(), [], defaults or {}
+    for key, value in values.items():
+        if value is None:
+            continue
+        if key in MULTI_TYPE_KEYS:
+            kinds, example = MULTI_TYPE_KEYS[key], None
+        else:
+            layer_defaults = layers.get(key) or {}
+            kinds, example = tuple(layer_defaults), next(iter(layer_defaults.values()), None)
+        if not kinds:
+            continue
+        kind = _kind(value)
+        if kind == "int" and "float" in kinds:
+            kind = "float"
+        if kind not in kinds:
+            expected = " or ".join(TYPE_NAMES[k] for k in kinds)
+            example = defaults.get(key) if defaults.get(key) is not None else example
+            default = f" (default {example!r})" if example is not None else ""
+            wrong.append(f"{key} must be {expected}{default}, got {value!r} ({type(value).__name__})")
+    if wrong:
+        raise ValueError(f"Wrong type: {'; '.join(wrong)}.")
 
 
 def plugin_property_files(model, dataset):
@@ -38,6 +195,10 @@ class GenRecConfig(Config):
     the plugin's `properties/overall.yaml` -> `properties/dataset/<dataset>.yaml` -> `properties/model/<model>.yaml`
     -> config files -> config_dict. Unlike RecBole, the command line is not read here: `run_recbole_genrec.py`
     parses it and passes a config_dict, so importing the library never depends on `sys.argv`.
+
+    Before anything else (and before any data is read), the keys set by config files and config_dict must be known
+    (`known_config_keys`; others pass when listed in `allow_unknown_keys`), their values of their defaults' types
+    (`check_value_types`), the metrics RecBole's and `valid_metric` one the evaluation computes.
     """
 
     def _load_cmd_line(self):
@@ -69,6 +230,11 @@ class GenRecConfig(Config):
             self.internal_config_dict["train_neg_sample_args"] = None
 
     def _set_default_parameters(self):
+        # Names and types of what the caller set, before anything else reads them (or any data is read).
+        external = self.external_config_dict
+        check_known_keys(external, allowed=external.get(ALLOW_UNKNOWN_KEYS))
+        check_value_types(external, defaults=self.internal_config_dict)
+        self._check_metric_names()
         self._resolve_data_path()
         super()._set_default_parameters()
         # RecBole forces ml-100k onto its bundled copy; honour an explicit data_path for it too.
@@ -112,6 +278,7 @@ class GenRecConfig(Config):
                 f"load_col.inter {list(inter_columns)} does not load the time field '{cfg['TIME_FIELD']}'. Add it, "
                 f"e.g. load_col: {{inter: [user_id, item_id, {cfg['TIME_FIELD']}]}} in a --config_files yaml."
             )
+        self._validate_valid_metric()
         for key, allowed in CHOICES.items():
             value = cfg.get(key)
             if value is None:
@@ -136,3 +303,36 @@ class GenRecConfig(Config):
                 raise ValueError(
                     f"Generative models rank the whole catalogue: eval_args.mode must be 'full', got {mode!r}."
                 )
+
+    def _check_metric_names(self):
+        """Unknown metric names, with the closest ones (RecBole raises NotImplementedError for them)."""
+        from recbole.evaluator.register import metrics_dict
+
+        metrics = self.final_config_dict["metrics"]
+        for metric in [metrics] if isinstance(metrics, str) else metrics:
+            if str(metric).lower() not in metrics_dict:
+                close = difflib.get_close_matches(str(metric).lower(), list(metrics_dict), n=3, cutoff=0.5)
+                raise ValueError(f"Unknown metric {metric!r} in metrics"
+                                 f"{' (did you mean ' + ' or '.join(close) + '?)' if close else ''}: RecBole's "
+                                 f"metrics are {', '.join(sorted(metrics_dict))}.")
+
+    def _validate_valid_metric(self):
+        """`valid_metric` must be a result the evaluation computes: a metric of `metrics`, at a K of `topk` for the
+        metrics keyed by K (RecBole would only fail when it looks the score up after the first epoch)."""
+        from recbole.evaluator.register import metrics_dict
+
+        cfg = self.final_config_dict
+        metrics = [m.lower() for m in cfg["metrics"]]
+        topk = cfg["topk"] or []
+        computed = []
+        for metric in metrics:
+            keyed = any(need in metrics_dict[metric].metric_need for need in TOPK_KEYED_NEEDS)
+            computed += [f"{metric}@{k}" for k in topk] if keyed else [metric]
+        valid = str(cfg["valid_metric"]).lower()
+        if valid not in computed:
+            name = valid.split("@")[0]
+            why = (f"{name} is not in metrics {cfg['metrics']}" if name not in metrics
+                   else f"topk {topk} has no K={valid.split('@')[1]}" if "@" in valid
+                   else f"{name} is scored at a K (e.g. {name}@{max(topk, default=10)})")
+            raise ValueError(f"valid_metric {cfg['valid_metric']!r} is not computed: {why}. Choose one of "
+                             f"{', '.join(computed)}, or change metrics/topk.")

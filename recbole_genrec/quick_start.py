@@ -26,6 +26,7 @@ def _prepare(model, dataset, config_file_list, config_dict, on_prepared=None):
     logger.info(config)
     dataset_obj = create_dataset(config)
     logger.info(dataset_obj)
+    check_topk_fits_catalogue(config, dataset_obj)
     train_data, valid_data, test_data = data_preparation(config, dataset_obj)
     mark_training_items(train_data, valid_data, test_data)
     if on_prepared is not None:
@@ -34,6 +35,15 @@ def _prepare(model, dataset, config_file_list, config_dict, on_prepared=None):
     model_obj = registry.get_model(config["model"])(config, train_data._dataset).to(config["device"])
     logger.info(model_obj)
     return config, dataset_obj, model_obj, train_data, valid_data, test_data
+
+
+def check_topk_fits_catalogue(config, dataset):
+    """A top-K list longer than the catalogue cannot be ranked (RecBole's torch.topk would fail at the first
+    evaluation, after a whole epoch): refused once the dataset is loaded, before the split and any training."""
+    n_items, max_k = dataset.item_num - 1, max(config["topk"])  # item 0 is RecBole's padding
+    if max_k > n_items:
+        raise ValueError(f"topk {config['topk']} asks for {max_k} items, but {config['dataset']} has {n_items} "
+                         f"items: lower topk (and valid_metric) to at most {n_items}.")
 
 
 def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_dict=None, saved=True,

@@ -11,7 +11,7 @@ from recbole.trainer import Trainer
 from recbole.utils import init_seed
 
 from recbole_genrec import registry
-from recbole_genrec.cli import main as cli_main
+from recbole_genrec.cli import run as cli_main
 from recbole_genrec.cli import parse_args
 from recbole_genrec.config import GenRecConfig
 from recbole_genrec.quick_start import run_recbole_genrec
@@ -52,11 +52,11 @@ def test_misspelt_choice_is_rejected_before_any_data_is_read(tiny, key, value):
 
 def test_beam_check_follows_the_decoding_that_runs(tiny):
     # RPG's exact scoring ranks the whole catalogue (no beam); its graph decoding keeps num_beams candidates
-    assert GenRecConfig(model="RPG", dataset="tiny-beauty", config_dict=tiny(topk=[5, 50]))["rpg_inference"] == "exact"
+    assert GenRecConfig(model="RPG", dataset="tiny-beauty", config_dict=tiny(topk=[10, 50]))["rpg_inference"] == "exact"
     with pytest.raises(ValueError, match=r"num_beams \(20\) must be >= the largest topk \(50\)"):
-        GenRecConfig(model="RPG", dataset="tiny-beauty", config_dict=tiny(topk=[5, 50], rpg_inference="Graph"))
+        GenRecConfig(model="RPG", dataset="tiny-beauty", config_dict=tiny(topk=[10, 50], rpg_inference="Graph"))
     assert GenRecConfig(model="LIGER", dataset="tiny-beauty",
-                        config_dict=tiny(topk=[5, 50], liger_inference="dense"))["liger_inference"] == "dense"
+                        config_dict=tiny(topk=[10, 50], liger_inference="dense"))["liger_inference"] == "dense"
 
 
 def _copy_inter(tmp_path, edit):
@@ -221,7 +221,7 @@ def test_quick_start_dataset_is_the_one_each_model_needs():
 
 
 def test_missing_profile_file_is_a_clear_error(tmp_path):
-    from recbole_genrec.cli import main
+    from recbole_genrec.cli import run
 
     with pytest.raises(ValueError, match="Profile file not found"):
-        main(["--model=SASRec", "--dataset=ml-100k", f"--profile={tmp_path / 'nope.yaml'}"])
+        run(["--model=SASRec", "--dataset=ml-100k", f"--profile={tmp_path / 'nope.yaml'}"])

@@ -7,7 +7,7 @@ import os
 import pytest
 import yaml
 
-from recbole_genrec.cli import main as cli_main
+from recbole_genrec.cli import run as cli_main
 from recbole_genrec.config import GenRecConfig
 from recbole_genrec.tuning import merge_params, parse_hyper_file
 
