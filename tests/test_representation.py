@@ -59,7 +59,7 @@ def test_text_embeddings_shape_padding_and_cache(tiny, tmp_path):
     vectors = item_text_embeddings(config, dataset)
     assert vectors.shape == (dataset.item_num, 384) and vectors.dtype == np.float32
     assert np.all(vectors[0] == 0) and np.all(np.linalg.norm(vectors[1:], axis=1) > 0.1)
-    (cache_file,) = [os.path.join(root, f) for root, _, files in os.walk(tmp_path) for f in files]
+    (cache_file,) = [os.path.join(root, f) for root, _, files in os.walk(tmp_path) for f in files if f.endswith(".npy")]
     stamp = os.stat(cache_file).st_mtime_ns
     again = item_text_embeddings(config, dataset)
     assert np.array_equal(vectors, again) and os.stat(cache_file).st_mtime_ns == stamp  # read, not recomputed
@@ -78,7 +78,7 @@ def test_shipped_embeddings_beside_the_dataset_are_used(tiny, tmp_path):
     config = GenRecConfig(model="SASRec", dataset="tiny-beauty", config_dict=tiny(cache_dir=str(first)))
     dataset = create_dataset(config)
     vectors = item_text_embeddings(config, dataset)
-    (computed,) = [os.path.join(root, f) for root, _, files in os.walk(first) for f in files]
+    (computed,) = [os.path.join(root, f) for root, _, files in os.walk(first) for f in files if f.endswith(".npy")]
     data_path = tmp_path / "data"
     shutil.copytree(os.path.join(FIXTURES, "tiny-beauty"), data_path / "tiny-beauty")
     os.makedirs(data_path / "tiny-beauty" / "cache")

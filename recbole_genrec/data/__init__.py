@@ -3,7 +3,7 @@ from recbole.data import create_dataset as recbole_create_dataset
 from recbole.data import data_preparation
 
 from recbole_genrec.data.atomic import check_interactions
-from recbole_genrec.data.dataset import GenRecDataset
+from recbole_genrec.data.dataset import GenRecDataset, atomic_reading
 from recbole_genrec.data.semantic_ids import fit_semantic_ids, train_item_mask
 
 
@@ -14,7 +14,8 @@ def create_dataset(config):
     check_interactions(config)
     if registry.is_genrec_model(config["model"]):
         return GenRecDataset(config)
-    return recbole_create_dataset(config)
+    with atomic_reading():  # RecBole's class, reading the atomic files as GenRecDataset does (quoting off)
+        return recbole_create_dataset(config)
 
 
 def mark_training_items(train_data, *eval_data):

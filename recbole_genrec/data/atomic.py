@@ -3,22 +3,40 @@
 RecBole itself reads them with pandas, which fills a short row or an empty value with NaN (a missing timestamp
 becomes the column mean and silently reorders the leave-one-out split) and reports an empty file as "Some feat is
 empty, please check the filtering settings". The plugin checks the files first.
+
+The atomic format has no quoting: a value is everything between two tabs, quotes included. Every reader here and
+the plugin's `Dataset._load_feat` (data/dataset.py) read with quoting off, so they see the same values (pandas'
+default quoting stops at an Amazon title such as `"Wally" the Flying Pig` and strips the quotes of a wholly quoted
+one).
 """
 import csv
+import math
 import os
 
+# The strings pandas reads as a missing value (RecBole then fills a float field with its column mean).
+PANDAS_MISSING = {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
+                  "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"}
+FLOAT_TYPES = ("float", "float_seq")
 
-def read_atomic(path):
+
+def read_atomic(path, delimiter="\t"):
     """-> (field names, iterator of (line number, row)). The header must be present; every non-blank row must
     have the header's number of columns."""
+    names, _, rows = read_atomic_typed(path, delimiter)
+    return names, rows
+
+
+def read_atomic_typed(path, delimiter="\t"):
+    """-> (field names, field types, iterator of (line number, row)); see `read_atomic`."""
     handle = open(path, encoding="utf-8", newline="")
-    reader = csv.reader(handle, delimiter="\t", quoting=csv.QUOTE_NONE)
+    reader = csv.reader(handle, delimiter=delimiter, quoting=csv.QUOTE_NONE)
     header = next(reader, None)
     if not header or not any(column.strip() for column in header):
         handle.close()
         raise ValueError(f"{path} is empty: expected a header of tab-separated `name:type` fields, e.g. "
                          f"'user_id:token\\titem_id:token\\ttimestamp:float', then one row per line.")
     names = [column.split(":")[0] for column in header]
+    types = [column.split(":")[1].strip() if ":" in column else "" for column in header]
 
     def rows():
         with handle:
@@ -32,21 +50,72 @@ def read_atomic(path):
                     )
                 yield line_number, row
 
-    return names, rows()
+    return names, types, rows()
+
+
+def number_problem(value, field_type, seq_separator=" ", missing_ok=True):
+    """None if `value` of a float / float_seq field is what RecBole reads as numbers, else why not. `missing_ok`:
+    an empty or NA value (NaN once read) is accepted."""
+    stripped = value.strip()
+    if field_type == "float_seq":
+        for part in filter(None, value.split(seq_separator)):
+            if _float(part) is None:
+                return f"the element {part!r} is not a number"
+        return None
+    if missing_ok and stripped in PANDAS_MISSING:
+        return None
+    number = _float(stripped)
+    if number is None or (not missing_ok and math.isnan(number)):
+        return "not a number"
+    return None
+
+
+def _float(text):
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def first_bad_number(path, fields=None, delimiter="\t", seq_separator=" ", missing_ok=True):
+    """The first value of a float / float_seq field (of `fields`, default all) that is not a number, as
+    `ValueError` naming the file, the line and the field; None when every value reads."""
+    names, types, rows = read_atomic_typed(path, delimiter)
+    columns = [(column, name, types[column]) for column, name in enumerate(names)
+               if types[column] in FLOAT_TYPES and (fields is None or name in fields)]
+    if columns:
+        for line_number, row in rows:
+            for column, name, field_type in columns:
+                problem = number_problem(row[column], field_type, seq_separator, missing_ok)
+                if problem:
+                    return number_error(path, line_number, name, field_type, row[column], problem)
+    return None
+
+
+def number_error(path, line_number, field, field_type, value, problem):
+    return ValueError(f"Line {line_number} of {path}: field '{field}' ({field_type}) has the value {value!r}, "
+                      f"{problem}. Fix or delete the line.")
 
 
 def check_interactions(config):
-    """Every interaction row has a value for each loaded field of `<dataset>.inter`, and there is at least one."""
+    """Every interaction row has a value for each loaded field of `<dataset>.inter` (a number for float fields),
+    and there is at least one."""
     path = os.path.join(config["data_path"], f"{config['dataset']}.inter")
-    names, rows = read_atomic(path)
+    names, types, rows = read_atomic_typed(path, config["field_separator"] or "\t")
     loaded = (config["load_col"] or {}).get("inter") or names
-    columns = [(names.index(field), field) for field in loaded if field in names]
+    columns = [(names.index(field), field, types[names.index(field)]) for field in loaded if field in names]
+    numbers = [(column, field, field_type) for column, field, field_type in columns if field_type in FLOAT_TYPES]
+    seq_separator = config["seq_separator"] or " "
     count = 0
     for line_number, row in rows:
-        for column, field in columns:
+        for column, field, _ in columns:
             if not row[column].strip():
                 raise ValueError(f"Line {line_number} of {path} has no value for field '{field}': every interaction "
                                  f"needs one. Fix or delete the line.")
+        for column, field, field_type in numbers:
+            problem = number_problem(row[column], field_type, seq_separator, missing_ok=False)
+            if problem:
+                raise number_error(path, line_number, field, field_type, row[column], problem)
         count += 1
     if not count:
         raise ValueError(f"{path} has a header but no interactions: add rows below it.")

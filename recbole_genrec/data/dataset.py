@@ -1,5 +1,112 @@
-"""Dataset whose build() runs the model's tokenizer hook on the training split."""
-from recbole.data.dataset import SequentialDataset
+"""Dataset whose build() runs the model's tokenizer hook on the training split; atomic files read with quoting off."""
+import contextlib
+import csv
+
+import numpy as np
+import pandas as pd
+from recbole.data.dataset import Dataset, SequentialDataset
+from recbole.utils import FeatureSource, FeatureType, set_color
+
+from recbole_genrec.data.atomic import FLOAT_TYPES, first_bad_number
+
+
+def load_atomic_feat(self, filepath, source):
+    """RecBole 1.2.1's `Dataset._load_feat` with two changes: the file is read with quoting off (the atomic format
+    has none: a title such as `"Wally" the Flying Pig` is read verbatim, as the plugin's own readers in atomic.py
+    read it, instead of stopping pandas with "'\\t' expected after '\"'" or losing the quotes of a wholly quoted
+    value), and a value that does not read (a non-numeric timestamp, ...) is reported with the file, line and field."""
+    self.logger.debug(set_color(f"Loading feature from [{filepath}] (source: [{source}]).", "green"))
+    load_col, unload_col = self._get_load_and_unload_col(source)
+    if load_col == set():
+        return None
+
+    field_separator = self.config["field_separator"]
+    columns, usecols, dtype = [], [], {}
+    encoding = self.config["encoding"]
+    with open(filepath, "r", encoding=encoding) as f:
+        head = f.readline()[:-1]
+    for field_type in head.split(field_separator):
+        field, ftype = field_type.split(":")
+        try:
+            ftype = FeatureType(ftype)
+        except ValueError:
+            raise ValueError(f"Type {ftype} from field {field} is not supported (in the header of {filepath}).")
+        if load_col is not None and field not in load_col:
+            continue
+        if unload_col is not None and field in unload_col:
+            continue
+        if isinstance(source, FeatureSource) or source != "link":
+            self.field2source[field] = source
+            self.field2type[field] = ftype
+            if not ftype.value.endswith("seq"):
+                self.field2seqlen[field] = 1
+            if "float" in ftype.value:
+                self.field2bucketnum[field] = 2
+        columns.append(field)
+        usecols.append(field_type)
+        dtype[field_type] = np.float64 if ftype == FeatureType.FLOAT else str
+
+    if len(columns) == 0:
+        self.logger.warning(f"No columns has been loaded from [{source}]")
+        return None
+
+    seq_separator = self.config["seq_separator"]
+    try:
+        df = pd.read_csv(filepath, delimiter=field_separator, usecols=usecols, dtype=dtype, encoding=encoding,
+                         engine="python", quoting=csv.QUOTE_NONE)
+    except ValueError as error:
+        raise _read_error(filepath, columns, field_separator, seq_separator, error) from error
+    df.columns = columns
+
+    for field in columns:
+        ftype = self.field2type[field]
+        if not ftype.value.endswith("seq"):
+            continue
+        df[field] = df[field].fillna(value="")
+        if ftype == FeatureType.TOKEN_SEQ:
+            df[field] = [np.array(list(filter(None, _.split(seq_separator)))) for _ in df[field].values]
+        elif ftype == FeatureType.FLOAT_SEQ:
+            try:
+                df[field] = [np.array(list(map(float, filter(None, _.split(seq_separator)))))
+                             for _ in df[field].values]
+            except ValueError as error:
+                raise _read_error(filepath, [field], field_separator, seq_separator, error) from error
+        max_seq_len = max(map(len, df[field].values))
+        if self.config["seq_len"] and field in self.config["seq_len"]:
+            seq_len = self.config["seq_len"][field]
+            df[field] = [seq[:seq_len] if len(seq) > seq_len else seq for seq in df[field].values]
+            self.field2seqlen[field] = min(seq_len, max_seq_len)
+        else:
+            self.field2seqlen[field] = max_seq_len
+
+    return df
+
+
+def _read_error(filepath, fields, field_separator, seq_separator, error):
+    """The line and field of the value pandas could not read, when a float field holds it; else the file."""
+    if not isinstance(error, UnicodeDecodeError):
+        try:
+            located = first_bad_number(filepath, fields, field_separator, seq_separator, missing_ok=True)
+        except ValueError as malformed:  # the plugin's reader names the line (e.g. a row with too many columns)
+            located = malformed
+        except OSError:
+            located = None
+        if located is not None:
+            return located
+    return ValueError(f"RecBole could not read {filepath}: {error}. The atomic format is one row per line, "
+                      f"values separated by tabs, no quoting; float fields ({', '.join(FLOAT_TYPES)}) hold numbers.")
+
+
+@contextlib.contextmanager
+def atomic_reading():
+    """RecBole's own dataset classes (RecBole models run through the plugin) read their atomic files as the plugin's
+    dataset does, for the duration of the block."""
+    original = Dataset._load_feat
+    Dataset._load_feat = load_atomic_feat
+    try:
+        yield
+    finally:
+        Dataset._load_feat = original
 
 
 class GenRecDataset(SequentialDataset):
@@ -9,6 +116,8 @@ class GenRecDataset(SequentialDataset):
     train_dataset)` hook then turns item content (and, for some methods, collaborative signals learned on the
     training split only) into semantic IDs. The splits are shallow copies, so the one table is shared by all.
     The IDs never enter the item features RecBole joins onto batches."""
+
+    _load_feat = load_atomic_feat
 
     def build(self):
         from recbole_genrec import registry

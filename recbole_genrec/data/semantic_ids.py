@@ -1,11 +1,11 @@
-"""The tokenizer preprocessing hook: item vectors + training split -> semantic IDs, cached by fingerprint."""
+"""The tokenizer preprocessing hook: item vectors + training split -> semantic IDs, cached by fingerprint (cache.py)."""
 import logging
 import os
 import time
 
 import numpy as np
 
-from recbole_genrec.cache import ArtifactCache, array_digest, fingerprint
+from recbole_genrec.cache import ArtifactCache, array_digest, atomic_path, fingerprint
 
 logger = logging.getLogger("recbole_genrec")
 
@@ -22,39 +22,103 @@ def train_item_mask(train_dataset) -> np.ndarray:
     return mask
 
 
+class SemanticIdsFormat:
+    """Cache format of semantic IDs (`SemanticIds.save`, a `.pt` of plain tensors and lists): codes long
+    [n_items + 1, L], row 0 (padding) zeros, one vocabulary size per level, every code inside its level's vocabulary
+    (a code outside it would index past the model's embedding table)."""
+
+    ext = "pt"
+
+    def write(self, value, path):
+        value.save(path)
+
+    def read(self, path):
+        from recbole_genrec.tokenization import SemanticIds
+
+        return SemanticIds.load(path)
+
+    def shape(self, value):
+        return [int(size) for size in value.codes.shape]
+
+    def dtype(self, value):
+        return str(value.codes.dtype).replace("torch.", "")
+
+    def problems(self, value):
+        import torch
+
+        codes, vocab_sizes = value.codes, list(value.vocab_sizes)
+        if codes.dtype != torch.long:
+            return f"codes of dtype {self.dtype(value)}, expected int64"
+        if len(vocab_sizes) != codes.shape[1]:
+            return f"{len(vocab_sizes)} vocabulary sizes for {codes.shape[1]} code levels"
+        if torch.any(codes[0] != 0):
+            return "a non-zero row 0 (the padding row must be zeros: the rows are not aligned with the item ids)"
+        limits = torch.tensor(vocab_sizes, dtype=torch.long)
+        outside = ((codes[1:] < 0) | (codes[1:] >= limits)).any(1).nonzero().flatten()
+        if len(outside):
+            return (f"codes outside their level's vocabulary {vocab_sizes} for {len(outside)} items (e.g. internal ids "
+                    f"{(outside[:5] + 1).tolist()})")
+        return None
+
+
+SEMANTIC_IDS = SemanticIdsFormat()
+
+
+def check_tokenizer_inputs(n_items, vectors, fit_mask=None, collaborative=None):
+    """The tokenizer's inputs have one row per item of the dataset (+ padding), before anything is fitted or cached:
+    vectors of other items (a stale or foreign representation) would fit codes on the wrong rows."""
+    for name, array in (("item vectors", vectors), ("fit_mask", fit_mask), ("collaborative vectors", collaborative)):
+        if array is None:
+            continue
+        shape = tuple(np.shape(array))
+        if not shape or shape[0] != n_items + 1 or (name != "fit_mask" and len(shape) != 2):
+            expected = f"[{n_items + 1}]" if name == "fit_mask" else f"[{n_items + 1}, d]"
+            raise ValueError(f"The tokenizer's {name} have shape {list(shape)}, expected {expected} (the dataset's "
+                             f"{n_items} items + the padding row): they do not belong to this dataset's items. "
+                             f"Nothing was fitted or cached.")
+
+
 def fit_semantic_ids(config, dataset, vectors, fit_mask=None, tokenizer=None, tokenizer_params=None, kind="sid",
                      collaborative=None):
     """Fit `tokenizer` (default: config['tokenizer'] with config['tokenizer_params']) on `vectors` (and, for
     tokenizers that use them, the `collaborative` item vectors) and return its SemanticIds. Repeated runs and
-    tuning trials with the same inputs load the cached result instead of refitting.
+    tuning trials with the same inputs load the cached result instead of refitting (checked on load: cache.py).
     The IDs are also exported as JSON (item token -> codes) beside the cache file."""
-    from recbole_genrec.tokenization import SemanticIds, build_tokenizer
+    from recbole_genrec.tokenization import build_tokenizer
 
     name = tokenizer or config["tokenizer"]
     params = dict(config["tokenizer_params"] or {}) if tokenizer_params is None else dict(tokenizer_params)
     params.setdefault("device", str(config["device"]))
     key_params = {k: v for k, v in params.items() if k != "device"}  # same codes wherever they were fitted
+    item_tokens = list(dataset.field2id_token[dataset.iid_field])
+    n_items = len(item_tokens) - 1
+    check_tokenizer_inputs(n_items, vectors, fit_mask, collaborative)
     seed = config["seed"]
-    key = fingerprint(kind, name, key_params, seed, array_digest(vectors),
-                      array_digest(fit_mask) if fit_mask is not None else None,
-                      array_digest(collaborative) if collaborative is not None else None)
+    digests = {"vectors": array_digest(vectors), "fit_mask": array_digest(fit_mask) if fit_mask is not None else None,
+               "collaborative": array_digest(collaborative) if collaborative is not None else None}
+    key = fingerprint(kind, name, key_params, seed, digests["vectors"], digests["fit_mask"], digests["collaborative"])
     cache = ArtifactCache(config["cache_dir"], config["dataset"])
-    path = cache.path(f"{kind}-{name}", key, "pt")
-    if os.path.isfile(path):
-        semantic_ids = SemanticIds.load(path)
-        logger.info(f"Cache hit: semantic IDs ({name}) from [{path}]; tokenizer not refitted")
-        semantic_ids.cache_path, semantic_ids.fit_seconds = path, 0.0
-        return check_collapse(config, semantic_ids)
-    start = time.time()
-    logger.info(f"Fitting tokenizer {name} {key_params} on {int(fit_mask.sum()) if fit_mask is not None else len(vectors) - 1} items")
-    semantic_ids = build_tokenizer(name, params).fit(vectors, fit_mask=fit_mask, seed=seed, collaborative=collaborative)
-    fit_seconds = time.time() - start
-    os.makedirs(cache.root, exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    semantic_ids.save(tmp)
-    os.replace(tmp, path)
-    semantic_ids.export(list(dataset.field2id_token[dataset.iid_field]), path[:-3] + ".json")
-    logger.info(f"Semantic IDs fitted in {fit_seconds:.1f}s, saved to [{path}] and exported to [{path[:-3]}.json]")
+    cache_kind = f"{kind}-{name}"
+    path = cache.path(cache_kind, key, SEMANTIC_IDS.ext)
+    export_path = path[:-3] + ".json"
+    semantic_ids = cache.load(cache_kind, key, SEMANTIC_IDS, n_items=n_items)
+    if semantic_ids is not None:
+        fit_seconds = 0.0
+        if not os.path.isfile(export_path):  # the run that fitted them stopped before exporting
+            with atomic_path(export_path) as tmp:
+                semantic_ids.export(item_tokens, tmp)
+    else:
+        start = time.time()
+        logger.info(f"Fitting tokenizer {name} {key_params} on "
+                    f"{int(fit_mask.sum()) if fit_mask is not None else n_items} items")
+        semantic_ids = build_tokenizer(name, params).fit(vectors, fit_mask=fit_mask, seed=seed,
+                                                         collaborative=collaborative)
+        fit_seconds = time.time() - start
+        cache.save(cache_kind, key, SEMANTIC_IDS, semantic_ids, n_items=n_items,
+                   inputs={"tokenizer": name, "tokenizer_params": key_params, "seed": seed, **digests})
+        with atomic_path(export_path) as tmp:
+            semantic_ids.export(item_tokens, tmp)
+        logger.info(f"Semantic IDs fitted in {fit_seconds:.1f}s, saved to [{path}] and exported to [{export_path}]")
     semantic_ids.cache_path, semantic_ids.fit_seconds = path, fit_seconds
     return check_collapse(config, semantic_ids)
 

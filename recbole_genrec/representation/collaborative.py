@@ -56,8 +56,8 @@ def item_cf_embeddings(config, dataset, train_dataset) -> np.ndarray:
     inter = train_dataset.inter_feat
     list_field = train_dataset.iid_field + config["LIST_SUFFIX"]
     training_arrays = [inter[field].numpy() for field in (train_dataset.iid_field, list_field)]
-    key = fingerprint("cf", params, config["seed"], dataset.item_num,
-                      [array_digest(array) for array in training_arrays])
+    training_arrays_digests = [array_digest(array) for array in training_arrays]
+    key = fingerprint("cf", params, config["seed"], dataset.item_num, training_arrays_digests)
     cache = ArtifactCache(config["cache_dir"], config["dataset"])
 
     def compute():
@@ -68,7 +68,10 @@ def item_cf_embeddings(config, dataset, train_dataset) -> np.ndarray:
                     f"{params['epochs']} epochs on the training split) in {time.time() - start:.1f}s")
         return embeddings
 
-    return cache.get_or_compute_array(f"cf-{params['model']}-d{params[WIDTH_KEY[params['model']]]}", key, compute)
+    width = params[WIDTH_KEY[params["model"]]]
+    inputs = {"cf_params": params, "seed": config["seed"], "training_split": fingerprint(training_arrays_digests)}
+    return cache.get_or_compute_array(f"cf-{params['model']}-d{width}", key, compute, n_items=dataset.item_num - 1,
+                                      width=int(width), inputs=inputs)
 
 
 def _train_cf_model(config, train_dataset, params) -> np.ndarray:

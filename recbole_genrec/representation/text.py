@@ -72,9 +72,9 @@ def read_item_text(item_file: str, fields, item_tokens):
 
 
 def item_text_embeddings(config, dataset) -> np.ndarray:
-    """Embeddings of every item's text, float32 [n_items + 1, d], cached under a fingerprint of the item file's
-    contents, the fields, the item order and the encoder name. The seconds it took (cache hit or not) are recorded
-    as `dataset.text_seconds`."""
+    """Embeddings of every item's text, float32 [n_items + 1, d], cached (cache.py) under a fingerprint of the item
+    file's contents, the fields, the item order and the encoder name. The seconds it took (cache hit or not) are
+    recorded as `dataset.text_seconds`."""
     start = time.perf_counter()
     fields = list(config["text_fields"] or [])
     item_file = os.path.join(config["data_path"], f"{config['dataset']}.item")
@@ -86,9 +86,10 @@ def item_text_embeddings(config, dataset) -> np.ndarray:
                          f"'{config['dataset']}': {fix}.")
     item_tokens = list(dataset.field2id_token[dataset.iid_field])
     encoder = config["text_encoder"]
-    key = fingerprint(
-        "text", file_digest(item_file) if os.path.isfile(item_file) else None, fields, item_tokens, encoder_name(encoder)
-    )
+    item_file_sha1 = file_digest(item_file) if os.path.isfile(item_file) else None
+    key = fingerprint("text", item_file_sha1, fields, item_tokens, encoder_name(encoder))
+    inputs = {"item_file": os.path.basename(item_file), "item_file_sha1": item_file_sha1, "text_fields": fields,
+              "item_tokens": fingerprint(item_tokens), "encoder": encoder_name(encoder)}
     cache = ArtifactCache(config["cache_dir"], config["dataset"], shipped_dir=os.path.join(config["data_path"], "cache"))
 
     def compute():
@@ -107,7 +108,10 @@ def item_text_embeddings(config, dataset) -> np.ndarray:
                            f"{empty[:5]}); they are embedded as empty text.")
         return encode_texts(texts, encoder, config["text_encoder_batch_size"], str(config["device"]))
 
-    vectors = cache.get_or_compute_array(f"text-{encoder_name(encoder)}", key, compute)
+    # checked on load (one row per item + padding, finite, zero padding row): a bad file in cache_dir is rebuilt,
+    # a bad shipped one refused, so a tokenizer is never fitted on misaligned rows
+    vectors = cache.get_or_compute_array(f"text-{encoder_name(encoder)}", key, compute, n_items=len(item_tokens) - 1,
+                                         inputs=inputs)
     dataset.text_seconds = time.perf_counter() - start
     return vectors
 

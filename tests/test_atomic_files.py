@@ -1,0 +1,85 @@
+"""Atomic files are read with quoting off (the format has none), by the plugin's readers and by RecBole's
+`_load_feat` alike; a value of a float field that is not a number is reported with the file, line and field."""
+import os
+import re
+
+import pytest
+from recbole.data.dataset import Dataset
+
+from recbole_genrec.config import GenRecConfig
+from recbole_genrec.data import create_dataset
+from recbole_genrec.representation import read_item_text
+
+# Amazon titles and brands as they come: a leading quoted word, a wholly quoted value, quotes inside and at the end
+ITEMS = {
+    "A": ('"Wally" the Flying Pig', '"Quoted Brand"', "1.5"),
+    "B": ('"A wholly quoted title"', "Plain", "2"),
+    "C": ('a "mid" quote and a trailing one"', 'O"Neil', "3"),
+    "D": ("plain title", "Other", "4"),
+}
+# one model read by RecBole's own dataset class (through the plugin's create_dataset), one by GenRecDataset
+MODELS = ["SASRec", "TIGER"]
+
+
+def _write_dataset(folder, name="quoted", inter_rows=None, item_header=None, item_rows=None):
+    (folder / name).mkdir(parents=True, exist_ok=True)
+    inter_rows = inter_rows or [f"u{user}\t{item}\t{step}" for user in range(4) for step, item in enumerate("ABCD")]
+    (folder / name / f"{name}.inter").write_text(
+        "user_id:token\titem_id:token\ttimestamp:float\n" + "\n".join(inter_rows) + "\n")
+    item_header = item_header or "item_id:token\ttitle:token_seq\tbrand:token\tprice:float"
+    item_rows = item_rows or ["\t".join((item, *values)) for item, values in ITEMS.items()]
+    (folder / name / f"{name}.item").write_text(item_header + "\n" + "\n".join(item_rows) + "\n")
+    return str(folder / name)
+
+
+def _config(tiny, folder, model, name="quoted", item_fields=("item_id", "title", "brand", "price")):
+    return GenRecConfig(model=model, dataset=name, config_dict=tiny(
+        data_path=str(folder), dataset=name, text_fields=["title", "brand"],
+        load_col={"inter": ["user_id", "item_id", "timestamp"], "item": list(item_fields)}))
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_quoted_titles_load_verbatim_in_recbole_and_in_the_plugin(tiny, tmp_path, model):
+    original = Dataset._load_feat
+    folder = _write_dataset(tmp_path)
+    dataset = create_dataset(_config(tiny, tmp_path, model))  # was: "'\t' expected after '"'", naming no file
+    assert Dataset._load_feat is original  # RecBole's class is left as it was
+    tokens = dataset.field2id_token
+    texts = read_item_text(os.path.join(folder, "quoted.item"), ["title", "brand"], tokens["item_id"])
+    for item, (title, brand, price) in ITEMS.items():
+        row = dataset.field2token_id["item_id"][item]
+        words = [tokens["title"][word] for word in dataset.item_feat["title"][row].tolist() if word]
+        assert " ".join(words) == title and tokens["brand"][int(dataset.item_feat["brand"][row])] == brand
+        assert float(dataset.item_feat["price"][row]) == float(price)
+        assert texts[row] == f"title: {title}; brand: {brand}"  # the text encoder reads the same values
+
+
+@pytest.mark.parametrize("model", MODELS)
+@pytest.mark.parametrize("value", ["abc", "NA", "nan"])
+def test_a_timestamp_that_is_not_a_number_names_file_line_and_field(tiny, tmp_path, model, value):
+    rows = ["u0\tA\t1", "u0\tB\t2", f"u0\tC\t{value}", "u1\tA\t1"]
+    folder = _write_dataset(tmp_path, inter_rows=rows)
+    path = os.path.join(folder, "quoted.inter")
+    with pytest.raises(ValueError, match=rf"Line 4 of {re.escape(path)}: field 'timestamp' \(float\) has the value "
+                                         rf"'{value}', not a number"):
+        create_dataset(_config(tiny, tmp_path, model))
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_an_item_float_that_is_not_a_number_names_file_line_and_field(tiny, tmp_path, model):
+    rows = ["A\tfirst\tB1\t1.5", "", "B\tsecond\tB2\t12,5", "C\tthird\tB3\tNA", "D\tfourth\tB4\t4"]
+    folder = _write_dataset(tmp_path, item_rows=rows)  # line 3 is blank: the line number is the file's
+    path = os.path.join(folder, "quoted.item")
+    with pytest.raises(ValueError, match=rf"Line 4 of {re.escape(path)}: field 'price' \(float\) has the value "
+                                         r"'12,5', not a number"):
+        create_dataset(_config(tiny, tmp_path, model))
+
+
+def test_a_float_sequence_element_that_is_not_a_number_is_named(tiny, tmp_path):
+    header = "item_id:token\ttitle:token_seq\tbrand:token\tprice:float\tweights:float_seq"
+    rows = ["A\tfirst\tB1\t1\t0.5 1", "B\tsecond\tB2\t2\t0.5 x", "C\tthird\tB3\t3\t", "D\tfourth\tB4\t4\t2"]
+    folder = _write_dataset(tmp_path, item_header=header, item_rows=rows)
+    path = os.path.join(folder, "quoted.item")
+    with pytest.raises(ValueError, match=rf"Line 3 of {re.escape(path)}: field 'weights' \(float_seq\) has the "
+                                         r"value '0.5 x', the element 'x' is not a number"):
+        create_dataset(_config(tiny, tmp_path, "SASRec", item_fields=("item_id", "weights")))
