@@ -199,16 +199,34 @@ def _build_space_from_file(file):
     return space
 
 
+def _module_class_lookup(module):
+    """An `eval` for `module` that only names one of its network classes (`eval(config['teacher'])`)."""
+
+    def lookup(expression):
+        found = vars(module).get(str(expression).strip())
+        if isinstance(found, type) and issubclass(found, torch.nn.Module):
+            return found
+        raise ValueError(f"{module.__name__}: `teacher` must name one of its network classes (CrossNet, CIN), "
+                         f"got {expression!r}")
+
+    lookup._recbole_genrec_safe = True
+    return lookup
+
+
 def literal_config_values():
     """Every config value RecBole would `eval` (command line, config_dict, RecBole's hyper files; Ray trials pass
-    theirs as config_dict) is read as a literal, and yaml files with `ConfigYamlLoader`."""
+    theirs as config_dict) is read as a literal, and yaml files with `ConfigYamlLoader`. RecBole's KD_DAGFM
+    `eval`s its `teacher` value: there, `eval` only looks up a class of its module by name."""
     from recbole.config.configurator import Config
+    from recbole.model.context_aware_recommender import kd_dagfm
     from recbole.trainer.hyper_tuning import HyperTuning
 
     Config._convert_config_dict = _convert_config_dict
     Config._build_yaml_loader = _build_yaml_loader
     Config._load_config_files = _load_config_files
     HyperTuning._build_space_from_file = staticmethod(_build_space_from_file)
+    if not getattr(vars(kd_dagfm).get("eval"), "_recbole_genrec_safe", False):
+        kd_dagfm.eval = _module_class_lookup(kd_dagfm)  # a module global shadows the builtin in that module only
 
 
 # ---- checkpoints: an allow-listed unpickler ----------------------------------------------------------------------

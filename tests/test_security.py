@@ -130,6 +130,17 @@ def test_hyper_file_choice_is_not_executed(tiny, tmp_path, monkeypatch):
     assert not marker.exists()
 
 
+def test_recbole_model_config_eval_is_a_name_lookup(tmp_path):
+    """RecBole's KD_DAGFM builds its teacher network with `eval(config['teacher'])`."""
+    from recbole.model.context_aware_recommender import kd_dagfm
+
+    marker = tmp_path / "marker"
+    assert kd_dagfm.eval("CrossNet") is kd_dagfm.CrossNet and kd_dagfm.eval("CIN") is kd_dagfm.CIN
+    with pytest.raises(ValueError, match="teacher"):
+        kd_dagfm.eval(_command(marker))
+    assert not marker.exists()
+
+
 def test_ray_workers_parse_literals_only(tmp_path):
     """Ray trials run in fresh interpreters: the worker setup hook installs the literal-only parsing there."""
     import ray
