@@ -107,14 +107,14 @@ def plugin_config(model, settings, seed, data_path=None):
     return config
 
 
-def cornac_options(model, settings, seed, n_levels, codebook_size, train_rows=None):
+def cornac_options(model, settings, seed, n_levels, codebook_size, train_rows=None, val_sample=None):
     """The same settings in cornac's option names; `train_rows` (training sequences) turns our warm-up steps into
     LETTER's warm-up ratio."""
     common = {
         "max_len": settings["MAX_ITEM_LIST_LENGTH"], "n_epochs": settings["epochs"],
         "learning_rate": settings["learning_rate"], "weight_decay": settings["weight_decay"],
         "batch_size": settings["train_batch_size"], "lr_schedule": "cosine", "model_selection": "best",
-        "val_metric": "ndcg", "val_k": 10, "val_eval_every": 1, "val_sample": None, "seed": seed, "device": "cpu",
+        "val_metric": "ndcg", "val_k": 10, "val_eval_every": 1, "val_sample": val_sample, "seed": seed, "device": "cpu",
         "d_model": settings["d_model"],
     }
     if model == "RPG":
@@ -279,7 +279,7 @@ def cornac_model(model, options, codes):
     return TIGERWithOurIds(**options)
 
 
-def run_cornac(model, dataset_name, settings, seed, data_path):
+def run_cornac(model, dataset_name, settings, seed, data_path, val_sample=None):
     import numpy as np
     import torch
 
@@ -295,7 +295,8 @@ def run_cornac(model, dataset_name, settings, seed, data_path):
     data_seconds += time.time() - start
     n_levels = codes.shape[1] - (1 if model == "TIGER" else 0)
     codebook_size = settings["tokenizer_params"]["codebook_size"]
-    options = cornac_options(model, settings, seed, n_levels, codebook_size, train_rows=len(train_data.dataset))
+    options = cornac_options(model, settings, seed, n_levels, codebook_size, train_rows=len(train_data.dataset),
+                             val_sample=val_sample)
     peer = cornac_model(model, options, codes)
 
     valid_seconds = [0.0]
@@ -442,7 +443,10 @@ def worker(spec):
         torch.set_num_threads(int(spec["threads"]))
     start = time.time()
     args = (spec["model"], spec["dataset"], spec["settings"], spec["seed"], spec.get("data_path"))
-    row = run_ours(*args, hf_users=spec.get("hf_users", 0)) if spec["implementation"] == "recbole_genrec" else run_cornac(*args)
+    if spec["implementation"] == "recbole_genrec":
+        row = run_ours(*args, hf_users=spec.get("hf_users", 0))
+    else:
+        row = run_cornac(*args, val_sample=spec.get("cornac_val_sample"))
     row.setdefault("wall_seconds", time.time() - start)
     row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     row["threads"] = torch.get_num_threads()
@@ -465,6 +469,8 @@ def parse_args(argv):
     parser.add_argument("--threads", type=int, default=None, help="torch threads in every row's process")
     parser.add_argument("--hf_users", type=int, default=0,
                         help="also decode this many test users with HF generate on our trained weights (TIGER, LETTER)")
+    parser.add_argument("--cornac_val_sample", type=int, default=None,
+                        help="validate cornac on this many users (its own subsample option; default all, as ours)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args(argv)
     overrides = {}
@@ -511,7 +517,7 @@ def main(argv=None):
             for implementation in implementations:
                 spec = {"model": model, "implementation": implementation, "seed": seed, "settings": settings,
                         "dataset": args.dataset, "data_path": args.data_path, "threads": args.threads,
-                        "hf_users": args.hf_users}
+                        "hf_users": args.hf_users, "cornac_val_sample": args.cornac_val_sample}
                 row = run_row(spec, args.out)
                 row.update({"model": model, "implementation": implementation, "seed": seed, "dataset": args.dataset,
                             "hardware": hardware(), "date": datetime.date.today().isoformat(), "command": command})

@@ -35,7 +35,7 @@ ALLOW_UNKNOWN_KEYS = "allow_unknown_keys"  # as recbole_genrec.config (not impor
 def parse_value(text):
     try:
         return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # e.g. {[1]: 2}: unhashable key
         lowered = text.lower()
         if lowered in ("true", "false"):
             return lowered == "true"

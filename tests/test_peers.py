@@ -34,11 +34,12 @@ def test_quick_peers_table(tmp_path, monkeypatch):
         assert int(row["test_users"]) == 250  # every test user of the fixture, both implementations
     # Both implementations trained on the same RecBole training rows.
     assert len({r["train_sequences"] for r in table}) == 1
-    # The scorer check: RecBole's Recall/NDCG on cornac's lists equal cornac's own metrics on the same lists.
+    # The scorer check: RecBole's Recall/NDCG on cornac's lists equal cornac's own metrics on the same lists, up to
+    # RecBole's rounding to metric_decimal_place (4) decimals.
     for row in rows:
         if row["implementation"] == "cornac":
-            assert row["recall@10"] == pytest.approx(row["cornac_recall@10"], abs=1e-9)
-            assert row["ndcg@10"] == pytest.approx(row["cornac_ndcg@10"], abs=1e-6)
+            assert row["recall@10"] == pytest.approx(row["cornac_recall@10"], abs=5e-5)
+            assert row["ndcg@10"] == pytest.approx(row["cornac_ndcg@10"], abs=5e-5)
 
 
 def test_the_rebuilt_sequences_are_recboles_split(tiny):
