@@ -27,6 +27,7 @@ CHOICES = {
     "liger_inference": ("hybrid", "dense", "generative"),
     "rpg_inference": ("exact", "graph"),
     "sid_collapse": ("error", "warn"),
+    "sid_softmax": ("vocabulary", "level"),
 }
 RECBOLE_PROPERTIES_DIR = os.path.join(os.path.dirname(recbole.__file__), "properties")
 # A deliberately new key (read by your own model or code) passes the unknown-key check when named here

@@ -41,8 +41,9 @@ def make_histories(vocab, codes, n_users=5, max_items=4, seed=1):
 
 
 @torch.no_grad()
-def exhaustive_scores(model, vocab, input_ids, mask, codes):
-    """[B, n] sequence log-probability of every row of `codes` [n, L] by teacher forcing."""
+def exhaustive_scores(model, vocab, input_ids, mask, codes, level_softmax=False):
+    """[B, n] sequence log-probability of every row of `codes` [n, L] by teacher forcing; with `level_softmax` each
+    level's softmax runs over that level's tokens only (what per-level output heads compute)."""
     targets = vocab.to_tokens(codes)
     decoder_input = torch.cat([torch.full_like(targets[:, :1], vocab.pad_id), targets[:, :-1]], 1)
     memory = model.encode(input_ids, mask)
@@ -51,19 +52,27 @@ def exhaustive_scores(model, vocab, input_ids, mask, codes):
         n = len(codes)
         logits = model.lm_logits(model.decode(decoder_input, memory[user].expand(n, -1, -1),
                                               mask[user].expand(n, -1)))
-        log_probs = logits.float().log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+        logits = logits.float()
+        if level_softmax:
+            outside = torch.ones_like(logits, dtype=torch.bool)
+            for level in range(vocab.num_levels):
+                outside[:, level, list(vocab.level_range(level))] = False
+            logits = logits.masked_fill(outside, float("-inf"))
+        log_probs = logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
         scores.append(log_probs.sum(-1))
     return torch.stack(scores)
 
 
+@pytest.mark.parametrize("level_softmax", [False, True])
 @pytest.mark.parametrize("device", DEVICES)
-def test_full_beam_equals_exhaustive_ranking(vocab, device):
+def test_full_beam_equals_exhaustive_ranking(vocab, device, level_softmax):
     codes = catalogue_codes(40)
     model = make_model(vocab, device)
     input_ids, mask = (t.to(device) for t in make_histories(vocab, codes))
     constraints = PrefixConstraints(codes, VOCAB_SIZES).to(device)
-    out = generate_items(model, input_ids, mask, vocab=vocab, beam_size=40, topk=10, constraints=constraints)
-    expected = exhaustive_scores(model, vocab, input_ids, mask, codes[1:].to(device))
+    out = generate_items(model, input_ids, mask, vocab=vocab, beam_size=40, topk=10, constraints=constraints,
+                         level_softmax=level_softmax)
+    expected = exhaustive_scores(model, vocab, input_ids, mask, codes[1:].to(device), level_softmax)
     expected_scores, order = expected.sort(dim=1, descending=True)
     assert torch.equal(out.items, order + 1)
     torch.testing.assert_close(out.scores, expected_scores, atol=1e-5, rtol=1e-5)

@@ -5,7 +5,9 @@ the flattened beam x code candidates, a gather of the parents, one `index_select
 constraints come from `PrefixConstraints` tables on the device; no per-beam Python and no host syncs in the loop.
 
 Scores are sums of per-level log-probabilities normalised over the FULL vocabulary (the training cross-entropy's
-normalisation) and restricted to the level's token range, so a beam can only emit a well-formed code tuple.
+normalisation) and restricted to the level's token range, so a beam can only emit a well-formed code tuple; with
+`level_softmax` they are normalised over the level's own range (a model trained with one softmax per level, as
+per-level output heads are).
 """
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Tuple
@@ -57,6 +59,7 @@ def beam_search(
     state_rows_per_user: Optional[int] = None,
     start_token: Optional[int] = None,
     device: Optional[torch.device] = None,
+    level_softmax: bool = False,
 ) -> BeamSearchOutput:
     """Decode `num_levels` semantic-ID tokens per user with a beam of `beam_size`.
 
@@ -77,6 +80,8 @@ def beam_search(
             after it) or beam_size (each user's state already repeated beam_size times); default beam_size.
         start_token: first decoder input (default vocab.pad_id, T5's decoder start token).
         device: where to create the token tensors (default `initial_state.device`).
+        level_softmax: normalise each level's log-probabilities over that level's tokens only (default: over the
+            whole vocabulary).
     """
     catalogue = constraints if catalogue is None else catalogue
     if catalogue is None:
@@ -106,7 +111,8 @@ def beam_search(
         logits, state = step_fn(tokens, state)
         logits = logits.float()  # scores in float32 whatever the autocast dtype
         start, level_size = vocab.level_start(level), vocab.vocab_sizes[level]
-        log_probs = logits[:, start:start + level_size] - logits.logsumexp(dim=-1, keepdim=True)
+        level_logits = logits[:, start:start + level_size]
+        log_probs = level_logits - (level_logits if level_softmax else logits).logsumexp(dim=-1, keepdim=True)
         log_probs = log_probs.view(batch_size, rows, level_size)
         if constraints is not None:
             log_probs = log_probs.masked_fill(~constraints.allowed_next(level, prefix_keys), float("-inf"))
@@ -154,13 +160,15 @@ def _name_items(codes: Tensor, scores: Tensor, catalogue: PrefixConstraints, top
 def generate_items(model, input_ids: Tensor, attention_mask: Tensor, vocab: SemanticIdVocab, beam_size: int,
                    topk: int, constraints: Optional[PrefixConstraints] = None,
                    catalogue: Optional[PrefixConstraints] = None,
-                   inputs_embeds_extra: Optional[Tensor] = None, memory: Optional[Tensor] = None) -> BeamSearchOutput:
+                   inputs_embeds_extra: Optional[Tensor] = None, memory: Optional[Tensor] = None,
+                   level_softmax: bool = False) -> BeamSearchOutput:
     """Top items of an `EncoderDecoder` for a batch of encoder inputs: encode once, then beam search with the
     key/value cache (the first step runs once per user; the state is expanded to the beam after it).
 
     Raises ValueError when beam_size < topk. `constraints=None` decodes unconstrained; `catalogue` (default
     `constraints`) maps codes to items and is then required. Returns `beam_size` beams per user; callers keep the
     first `topk`. `memory`: the encoder output when the caller already has it (LIGER scores it densely too).
+    `level_softmax`: see `beam_search`.
     """
     check_beam_size(beam_size, topk)
     if memory is None:
@@ -168,4 +176,4 @@ def generate_items(model, input_ids: Tensor, attention_mask: Tensor, vocab: Sema
     state = model.start_decoding(memory, attention_mask)
     return beam_search(model.decode_step, state, input_ids.shape[0], vocab.num_levels, vocab, beam_size,
                        constraints=constraints, catalogue=catalogue, topk=topk, state_rows_per_user=1,
-                       device=input_ids.device)
+                       device=input_ids.device, level_softmax=level_softmax)

@@ -28,7 +28,16 @@ class SemanticIdSeq2Seq(GenerativeRecommender):
             num_encoder_layers=config["num_encoder_layers"],
             num_decoder_layers=config["num_decoder_layers"],
             dropout=config["dropout"],
+            tie_embeddings=config["tie_embeddings"] is not False,
         )
+        # `sid_softmax: level`: one softmax per level over its own codes (what per-level output heads compute), in
+        # training and in the beam's scores; `vocabulary` (T5's): one softmax over every token.
+        self.level_softmax = (config["sid_softmax"] or "vocabulary") == "level"
+        level_of_token = torch.full((self.backbone.vocab_size,), -1, dtype=torch.long)
+        for level in range(self.vocab.num_levels):
+            level_of_token[list(self.vocab.level_range(level))] = level
+        self.register_buffer("level_mask", level_of_token[None, :] == torch.arange(self.vocab.num_levels)[:, None],
+                             persistent=False)  # bool [L, V]: the tokens of each level
         self.register_buffer("item_tokens", self.vocab.item_tokens(self.item_codes))  # token id of every item's codes
         self.ce_temperature = float(config["ce_temperature"] or 1.0)
         # Code -> item table; with `constrained_beam` it also restricts every decoding step to valid prefixes.
@@ -65,6 +74,8 @@ class SemanticIdSeq2Seq(GenerativeRecommender):
         """Next-SID cross-entropy; logits divided by `ce_temperature` (LETTER's ranking-guided loss when < 1)."""
         target = self.target_tokens(interaction)
         logits = self.sequence_logits(interaction, target, encoded).float() / self.ce_temperature  # fp32 under bf16
+        if self.level_softmax:
+            logits = logits.masked_fill(~self.level_mask[: logits.shape[1]], float("-inf"))
         return F.cross_entropy(logits.flatten(0, 1), target.flatten())
 
     def generate_topk(self, interaction, k):
@@ -78,6 +89,7 @@ class SemanticIdSeq2Seq(GenerativeRecommender):
         output = generate_items(
             self.backbone, input_ids, mask, vocab=self.vocab, beam_size=self.beam_size, topk=k,
             constraints=self.catalogue if self.constrained else None, catalogue=self.catalogue, memory=memory,
+            level_softmax=self.level_softmax,
         )
         self.last_invalid_rate = output.invalid_rate
         return output
