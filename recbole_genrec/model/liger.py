@@ -1,29 +1,71 @@
 """LIGER — Unifying Generative and Dense Retrieval for Sequential Recommendation (Yang et al., 2024).
 
-Representation and tokenization: TIGER's (item text -> RQ-VAE 3 x 256 + collision digit). Backbone: TIGER's
-encoder-decoder with 6 + 6 layers; the input embedding of every history token is its semantic-ID token embedding
-+ an MLP projection of its item's text embedding + an item-position and a digit-position embedding. Training:
-next-SID cross-entropy + a dense loss: the encoder output at the last history token, compared by cosine /
-temperature (0.07) with the projected text embeddings of all items, cross-entropy over items.
+Follows the official code (facebookresearch/liger: src/tiger.py, src/training.py, src/evaluation.py,
+configs/method/setting.yaml, configs/dataset/amazon.yaml); every choice below is a setting of LIGER.yaml.
+
+Representation and tokenization: TIGER's (item text -> RQ-VAE 3 x 256 + collision digit), the RQ-VAE fitted on the
+training split's items. Backbone: TIGER's encoder-decoder with 6 + 6 layers, its initialisation scaled by T5's
+`initializer_factor` (`init_factor`, 0.02). Input of every history token: its semantic-ID token embedding + the
+item's standardised text vector through a residual MLP (`text_mlp_hidden`: blocks of Linear, LayerNorm, ReLU,
+dropout plus a bias-free linear skip, then an output projection) + an item-position and a digit-position
+embedding, the sum through LayerNorm and dropout (`input_dropout`, 0.5). Training: next-SID cross-entropy + a dense
+loss: the encoder output at the last history token, compared by cosine / temperature (0.07) with the projected text
+of every item, cross-entropy over items with the cold-start items masked out (`dense_mask_cold`).
 
 Inference (`liger_inference`):
-  hybrid      LIGER: the beam search's items (beam_size of them, unconstrained as in the paper unless
-              `constrained_beam`) united with every cold-start item (never in the training split), re-ranked by
-              the dense score (inference/rerank.py).
+  hybrid      LIGER: the first `liger_candidates` items of a beam of `beam_size` (20 of 100, unconstrained as
+              the official code unless `constrained_beam`; codes naming no item are dropped, never mapped to an
+              item), united with every cold-start item (never in the training split), re-ranked by the dense
+              score (inference/rerank.py).
   dense       dense retrieval alone: every item ranked by the dense score.
   generative  the beam search alone (TIGER's inference).
 Cold-start items come from the training split only (`train_item_mask`, set by data.mark_training_items); the text
 embeddings of all items are content, known for every item, and indexed by the history or scored as a catalogue,
 never looked up through the target. Defaults: recbole_genrec/properties/model/LIGER.yaml.
 """
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from recbole_genrec.inference import rerank_candidates
-from recbole_genrec.model.layers import cosine_logits
+from recbole_genrec.model.layers import RMSNorm, cosine_logits
 from recbole_genrec.model.seq2seq import SemanticIdSeq2Seq
 from recbole_genrec.representation import item_text_embeddings
+
+
+class ResidualMLP(nn.Module):
+    """The official text projection (src/tiger.py `MLP`): input dropout, then per hidden width a block
+    Linear -> LayerNorm -> ReLU -> Dropout plus a bias-free linear skip of the block's input (the official 1-channel
+    Conv1d with kernel = stride = input width is that linear map), then a linear output projection. PyTorch's default
+    initialisation, as the official module (built after T5's weight initialisation, so never rescaled by it)."""
+
+    def __init__(self, input_dim, hidden_dims, output_dim, dropout, eps):
+        super().__init__()
+        dims = [int(input_dim), *(int(dim) for dim in hidden_dims)]
+        self.input_dropout = nn.Dropout(dropout)
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Linear(a, b), nn.LayerNorm(b, eps=eps), nn.ReLU(), nn.Dropout(dropout))
+            for a, b in zip(dims[:-1], dims[1:]))
+        self.skips = nn.ModuleList(nn.Linear(a, b, bias=False) for a, b in zip(dims[:-1], dims[1:]))
+        self.output = nn.Linear(dims[-1], output_dim)
+
+    def forward(self, x):
+        x = self.input_dropout(x)
+        for block, skip in zip(self.blocks, self.skips):
+            x = block(x) + skip(x)
+        return self.output(x)
+
+
+def standardized_text(vectors):
+    """Item text vectors [N + 1, d] z-scored per dimension over the catalogue's items (rows 1..N, population std, as
+    the official sklearn StandardScaler over all items; content only, no interactions); the padding row stays 0."""
+    items = np.asarray(vectors[1:], dtype=np.float64)
+    mean, std = items.mean(0), items.std(0)
+    std[std < 1e-8] = 1.0  # a constant dimension maps to 0, not NaN
+    out = ((vectors - mean) / std).astype(np.float32)
+    out[0] = 0.0
+    return out
 
 
 class LIGER(SemanticIdSeq2Seq):
@@ -41,29 +83,55 @@ class LIGER(SemanticIdSeq2Seq):
         cold = torch.from_numpy(~train_items)
         cold[0] = False
         self.register_buffer("cold_items", torch.nonzero(cold).flatten(), persistent=False)
+        # T5's `initializer_factor` (official src/training.py T5Config): every T5 weight is initialised with
+        # factor x its std (T5's layer norms with weight = factor). EncoderDecoder initialises at factor 1 with the same
+        # normal stds and unit norm weights, so scaling each weight by the factor gives exactly that initialisation.
+        eps, factor = float(config["layer_norm_eps"]), float(config["init_factor"])
+        with torch.no_grad():
+            for parameter in self.backbone.parameters():
+                parameter.mul_(factor)
+        for module in self.backbone.modules():
+            if isinstance(module, RMSNorm):
+                module.eps = eps  # the official T5Config's layer_norm_epsilon
         # Item content (a derived artefact, reloaded from the cache, not stored in checkpoints).
-        text = torch.from_numpy(item_text_embeddings(config, dataset)).float()
+        text = item_text_embeddings(config, dataset)
+        if config["text_standardize"]:
+            text = standardized_text(text)
+        text = torch.from_numpy(np.ascontiguousarray(text)).float()
         self.register_buffer("item_text", text, persistent=False)
         d_model = int(config["d_model"])
-        self.text_projection = nn.Sequential(nn.Linear(text.shape[1], d_model), nn.ReLU(), nn.Linear(d_model, d_model))
+        self.text_projection = ResidualMLP(text.shape[1], config["text_mlp_hidden"] or [], d_model,
+                                           float(config["text_mlp_dropout"]), eps)
+        # PyTorch's default N(0, 1), as the official pos_embedding / semantic_pos (created after T5's initialisation)
         self.item_position = nn.Embedding(self.max_seq_length, d_model)
         self.digit_position = nn.Embedding(self.n_levels, d_model)
-        for embedding in (self.item_position, self.digit_position):
-            nn.init.normal_(embedding.weight, std=0.02)
+        self.input_norm = nn.LayerNorm(d_model, eps=eps) if config["input_layernorm"] else nn.Identity()
+        self.input_dropout = nn.Dropout(float(config["input_dropout"]))
         self.dense_temperature = float(config["dense_temperature"])
         self.dense_loss_weight = float(config["dense_loss_weight"])
+        self.dense_mask_cold = bool(config["dense_mask_cold"])
+        self.candidates = min(int(config["liger_candidates"]), int(self.beam_size))
         self.inference = config["liger_inference"]
 
-    def encode(self, interaction):
-        """As TIGER's, with every history token's embedding + projected item text + item and digit positions."""
+    def input_embeddings(self, interaction):
+        """(encoder tokens [B, S], mask [B, S], input embeddings [B, S, d]): every history token's embedding + its
+        item's projected text + item and digit position embeddings, through LayerNorm and dropout (official
+        src/evaluation.py model_forward). In training the text is projected once per token, as the official code
+        repeats it per digit before the MLP (independent dropout); in evaluation once per item (the same values)."""
         input_ids, mask = self.encoder_inputs(interaction)
         items, _ = self.history(interaction)
-        per_item = self.text_projection(self.item_text[items]) + self.item_position.weight[: items.shape[1]]
-        extra = per_item.unsqueeze(2) + self.digit_position.weight  # [B, T, L, d]
+        rows = items.unsqueeze(2).expand(-1, -1, self.n_levels) if self.training else items.unsqueeze(2)
+        text = self.text_projection(self.item_text[rows])  # [B, T, L or 1, d]
+        extra = text + self.item_position.weight[: items.shape[1], None] + self.digit_position.weight  # [B, T, L, d]
         extra = (extra * (items != 0)[:, :, None, None]).flatten(1, 2)
         if self.user_buckets:
             extra = torch.cat([extra.new_zeros(len(extra), 1, extra.shape[-1]), extra], dim=1)
-        return input_ids, mask, self.backbone.encode(input_ids, mask, extra)
+        hidden = self.backbone.embedding(input_ids) + extra.to(self.backbone.embedding.weight.dtype)
+        return input_ids, mask, self.input_dropout(self.input_norm(hidden))
+
+    def encode(self, interaction):
+        input_ids, mask, hidden = self.input_embeddings(interaction)
+        return input_ids, mask, self.backbone.encode_embeddings(hidden, mask)
 
     def dense_logits(self, interaction, memory):
         """cos(encoder output at the last history token, projected text of every item) / temperature [B, N + 1];
@@ -75,10 +143,18 @@ class LIGER(SemanticIdSeq2Seq):
         logits[:, 0] = float("-inf")
         return logits
 
+    def dense_loss(self, interaction, memory):
+        """Cross-entropy of the dense logits over items; with `dense_mask_cold` the cold-start items are no
+        candidates (official src/training.py: `logits[:, unseen_ids - 1] = -100`), so they get no gradient."""
+        logits = self.dense_logits(interaction, memory)
+        if self.dense_mask_cold and len(self.cold_items):
+            logits = logits.index_fill(1, self.cold_items, float("-inf"))
+        return F.cross_entropy(logits, interaction[self.POS_ITEM_ID])
+
     def calculate_loss(self, interaction):
         encoded = self.encode(interaction)
-        dense_loss = F.cross_entropy(self.dense_logits(interaction, encoded[2]), interaction[self.POS_ITEM_ID])
-        return self.next_sid_loss(interaction, encoded) + self.dense_loss_weight * dense_loss
+        return self.next_sid_loss(interaction, encoded) + self.dense_loss_weight * self.dense_loss(interaction,
+                                                                                                    encoded[2])
 
     def generate_topk(self, interaction, k):
         encoded = self.encode(interaction)
@@ -89,5 +165,16 @@ class LIGER(SemanticIdSeq2Seq):
         if self.inference == "dense":
             scores, items = dense.topk(k, dim=1)
             return items, scores
-        beams = self.beam_search(encoded, k).items
-        return rerank_candidates(beams, self.cold_items, dense, k)
+        return rerank_candidates(self.candidate_items(encoded), self.cold_items, dense, k)
+
+    def candidate_items(self, encoded):
+        """The hybrid's generative candidates [B, liger_candidates]: the best items of the beam (official
+        src/evaluation.py generate_then_dense keeps the first 20 of 100 sequences); -1 where fewer exist."""
+        return self.beam_search(encoded, self.candidates).items[:, : self.candidates]
+
+    def selection_topk(self, interaction, k):
+        """The ranking the official code selects checkpoints on (src/training.py evaluate_helper with
+        `evaluation_method: dense`: dense NDCG@10 of the in-set validation users): dense retrieval over every item.
+        A hook for the trainer; the plugin's trainer validates with `generate_topk` today."""
+        scores, items = self.dense_logits(interaction, self.encode(interaction)[2]).topk(k, dim=1)
+        return items, scores

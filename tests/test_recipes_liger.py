@@ -1,0 +1,177 @@
+"""LIGER as the official code builds it (facebookresearch/liger): the input path, cold items out of the dense loss,
+beam 100 keeping 20 candidates, and every such choice read from LIGER.yaml."""
+import os
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from recbole_genrec.config import GenRecConfig
+from recbole_genrec.model.layers import RMSNorm
+from recbole_genrec.model.liger import ResidualMLP, standardized_text
+from recbole_genrec.quick_start import _prepare
+from recbole_genrec.representation import item_text_embeddings
+
+from conftest import ROOT
+from test_letter_liger import TINY_LIGER
+
+LIGER_YAML = os.path.join(ROOT, "recbole_genrec", "properties", "model", "LIGER.yaml")
+
+
+@pytest.fixture(scope="module")
+def prepared(tiny):
+    """(config, model, train_data, test_data) of the tiny LIGER, once for the module."""
+    config, _, model, train_data, _, test_data = _prepare("LIGER", "tiny-beauty", None, tiny(**TINY_LIGER))
+    return config, model, train_data, test_data
+
+
+def test_official_settings_come_from_the_yaml(tiny):
+    with open(LIGER_YAML) as handle:
+        defaults = yaml.safe_load(handle)
+    expected = {  # configs/dataset/amazon.yaml, configs/method/setting.yaml
+        "init_factor": 0.02, "dropout": 0.2, "text_mlp_hidden": [768, 512, 256], "text_mlp_dropout": 0.2,
+        "input_dropout": 0.5, "input_layernorm": True, "text_standardize": True, "dense_mask_cold": True,
+        "learning_rate": 0.0003, "weight_decay": 0.035, "warmup_steps": 10000, "lr_scheduler": "cosine",
+        "beam_size": 100, "liger_candidates": 20, "eval_step": 10, "stopping_step": 4, "tokenizer_fit_on": "train",
+        "num_encoder_layers": 6, "num_decoder_layers": 6, "dense_temperature": 0.07,
+    }
+    assert {key: defaults[key] for key in expected} == expected
+    assert float(defaults["layer_norm_eps"]) == 1e-8
+    rqvae = defaults["tokenizer_params"]
+    assert {key: rqvae[key] for key in ("latent_dim", "hidden_dims", "dropout", "epochs", "batch_size",
+                                        "weight_decay", "lr", "beta")} == {
+        "latent_dim": 128, "hidden_dims": [768, 512, 256], "dropout": 0.1, "epochs": 8000, "batch_size": 2048,
+        "weight_decay": 0.1, "lr": 0.001, "beta": 0.25}
+    # the run's config carries them (the tiny fixture only shrinks the network and the tokenizer)
+    config = GenRecConfig(model="LIGER", dataset="tiny-beauty", config_dict=tiny(**TINY_LIGER))
+    assert all(config[key] == expected[key] for key in ("init_factor", "input_dropout", "liger_candidates",
+                                                         "tokenizer_fit_on", "dense_mask_cold"))
+
+
+def test_model_reads_its_input_path_from_the_settings(tiny):
+    overrides = {**TINY_LIGER, "text_mlp_hidden": [48], "text_mlp_dropout": 0.3, "input_dropout": 0.1,
+                 "input_layernorm": False, "init_factor": 1.0, "liger_candidates": 4}
+    _, _, model, _, _, _ = _prepare("LIGER", "tiny-beauty", None, tiny(**overrides))
+    assert [block[0].out_features for block in model.text_projection.blocks] == [48]
+    assert model.text_projection.input_dropout.p == 0.3 and model.text_projection.blocks[0][3].p == 0.3
+    assert isinstance(model.input_norm, nn.Identity) and model.input_dropout.p == 0.1
+    assert model.candidates == 4
+    assert all(m.weight.eq(1.0).all() for m in model.backbone.modules() if isinstance(m, RMSNorm))
+
+
+def test_input_path_has_the_official_structure(prepared, tiny):
+    config, model, _, test_data = prepared
+    mlp = model.text_projection
+    assert isinstance(mlp, ResidualMLP) and model.input_dropout.p == 0.5 and mlp.input_dropout.p == 0.2
+    assert len(mlp.blocks) == 3 and [block[0].out_features for block in mlp.blocks] == [768, 512, 256]
+    for block, skip in zip(mlp.blocks, mlp.skips):
+        assert [type(layer) for layer in block] == [nn.Linear, nn.LayerNorm, nn.ReLU, nn.Dropout]
+        assert block[1].eps == 1e-8 and block[3].p == 0.2 and skip.bias is None
+    assert mlp.output.in_features == 256 and mlp.output.out_features == config["d_model"]
+    assert isinstance(model.input_norm, nn.LayerNorm) and model.input_norm.eps == 1e-8
+    # T5's initializer_factor 0.02: norm weights 0.02, token embedding std 0.02 (factor x 1.0)
+    norms = [m for m in model.backbone.modules() if isinstance(m, RMSNorm)]
+    assert norms and all(torch.allclose(m.weight, torch.full_like(m.weight, 0.02)) and m.eps == 1e-8 for m in norms)
+    assert abs(model.backbone.embedding.weight.std().item() - 0.02) < 0.004
+    # the summed input is LayerNorm-ed: zero mean, unit variance per position (no dropout in eval)
+    model.eval()
+    interaction = next(iter(test_data))[0]
+    with torch.no_grad():
+        _, mask, hidden = model.input_embeddings(interaction)
+    real = hidden[mask]
+    assert torch.allclose(real.mean(-1), torch.zeros(len(real)), atol=1e-4)
+    assert torch.allclose(real.var(-1, unbiased=False), torch.ones(len(real)), atol=1e-3)
+    # dropout 0.5 acts on the summed input in training
+    model.train()
+    torch.manual_seed(0)
+    _, _, dropped = model.input_embeddings(interaction)
+    assert 0.4 < (dropped[mask] == 0).float().mean().item() < 0.6
+    model.eval()
+
+
+def test_item_text_is_standardised_over_the_catalogue(prepared):
+    config, model, train_data, _ = prepared
+    raw = item_text_embeddings(config, train_data._dataset)
+    text = model.item_text.numpy()
+    assert np.allclose(text, standardized_text(raw)) and np.all(text[0] == 0)
+    assert np.allclose(text[1:].mean(0), 0, atol=1e-4)
+    varying = raw[1:].std(0) > 1e-8
+    assert np.allclose(text[1:, varying].std(0), 1, atol=1e-3)
+
+
+def test_cold_items_get_no_gradient_from_the_dense_loss(prepared):
+    _, model, train_data, _ = prepared
+    cold = model.cold_items
+    assert len(cold) > 0
+    batch = next(iter(train_data))
+    assert not torch.isin(batch[model.POS_ITEM_ID], cold).any()  # training targets are never cold
+    model.train()
+    text = model.item_text
+    try:
+        model.item_text = text.clone().requires_grad_()  # every item's row of the dense catalogue
+        torch.manual_seed(0)
+        model.dense_loss(batch, model.encode(batch)[2]).backward()
+        grad = model.item_text.grad
+        trained = torch.ones(len(grad), dtype=torch.bool)
+        trained[cold], trained[0] = False, False
+        assert torch.all(grad[cold] == 0) and torch.all(grad[0] == 0)
+        assert (grad[trained].abs().sum(1) > 0).float().mean() > 0.9  # the training items do get gradient
+        model.zero_grad()
+        model.item_text.grad = None
+        model.dense_mask_cold = False  # without the mask the cold rows are negatives and get gradient
+        torch.manual_seed(0)
+        model.dense_loss(batch, model.encode(batch)[2]).backward()
+        assert (model.item_text.grad[cold].abs().sum(1) > 0).all()
+    finally:
+        model.item_text, model.dense_mask_cold = text, True
+        model.zero_grad()
+        model.eval()
+
+
+def test_beam_of_100_keeps_20_candidates(tiny, prepared):
+    config, _, model, _, _, test_data = _prepare("LIGER", "tiny-beauty", None,
+                                                 tiny(**{**TINY_LIGER, "beam_size": 100}))
+    assert config["beam_size"] == 100 and model.candidates == 20
+    model.eval()
+    interaction = next(iter(test_data))[0]
+    calls = []
+    search = model.beam_search
+
+    def recording(encoded, k):
+        output = search(encoded, k)
+        calls.append((model.beam_size, k, output.items.shape[1]))
+        return output
+
+    model.beam_search = recording
+    try:
+        with torch.no_grad():
+            encoded = model.encode(interaction)
+            candidates = model.candidate_items(encoded)
+            items, _ = model.generate_topk(interaction, 10)
+    finally:
+        del model.beam_search
+    assert calls[0] == (100, 20, 100) and candidates.shape == (len(interaction), 20)
+    with torch.no_grad():
+        full = model.beam_search(encoded, 20).items
+    assert torch.equal(candidates, full[:, :20])  # the beam's best 20 items, in order, out of 100 beams
+    allowed_cold = set(model.cold_items.tolist())
+    for user in range(len(items)):
+        ranked = set(items[user].tolist()) - {-1}
+        assert ranked <= allowed_cold | set(candidates[user].tolist())
+    # fewer beams than candidates (the fixture's and the CPU quick start's beam of 10): the whole beam
+    assert prepared[1].beam_size == 10 and prepared[1].candidates == 10
+
+
+def test_selection_ranking_is_dense_retrieval_and_history_matters(prepared):
+    _, model, train_data, test_data = prepared
+    model.eval()
+    interaction = next(iter(test_data))[0]
+    with torch.no_grad():
+        items, scores = model.selection_topk(interaction, 10)
+        dense = model.dense_logits(interaction, model.encode(interaction)[2])
+        hybrid, _ = model.generate_topk(interaction, 10)
+    assert torch.equal(items, dense.topk(10, dim=1).indices)
+    assert not torch.equal(items[0], items[1]) or not torch.equal(items[1], items[2])
+    assert not torch.equal(hybrid[0], hybrid[1]) or not torch.equal(hybrid[1], hybrid[2])
