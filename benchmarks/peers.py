@@ -47,7 +47,7 @@ if ROOT not in sys.path:  # run from a checkout without installing the package
 
 IMPLEMENTATIONS = ("recbole_genrec", "cornac")
 COLUMNS = ["model", "implementation", "seed", "dataset", "recall@5", "recall@10", "ndcg@5", "ndcg@10",
-           "cornac_recall@10", "cornac_ndcg@10", "valid_ndcg@10", "epochs", "train_sequences",
+           "cornac_recall@10", "cornac_ndcg@10", "valid_ndcg@10", "valid_curve", "epochs", "train_sequences",
            "train_seq_per_s", "test_users", "test_users_per_s", "peak_rss_mb", "data_seconds", "train_seconds",
            "valid_seconds", "test_seconds", "wall_seconds", "hf_users", "ours_users_per_s_same_users",
            "hf_generate_users_per_s", "hf_same_topk_lists", "threads", "hardware", "date", "command"]
@@ -307,15 +307,18 @@ def run_cornac(model, dataset_name, settings, seed, data_path, val_sample=None):
                              val_sample=val_sample)
     peer = cornac_model(model, options, codes)
 
-    valid_seconds = [0.0]
+    valid_seconds, valid_scores = [0.0], []
     for name in ("_validate", "_validation_loss"):  # time model selection apart from training
         if hasattr(peer, name):
             inner = getattr(peer, name)
 
-            def timed(*args, _inner=inner, **kwargs):
+            def timed(*args, _inner=inner, _name=name, **kwargs):
                 t0 = time.time()
                 try:
-                    return _inner(*args, **kwargs)
+                    score = _inner(*args, **kwargs)
+                    if _name == "_validate":  # validation NDCG@10 (LETTER's is a loss)
+                        valid_scores.append(score)
+                    return score
                 finally:
                     valid_seconds[0] += time.time() - t0
 
@@ -338,7 +341,8 @@ def run_cornac(model, dataset_name, settings, seed, data_path, val_sample=None):
         return torch.tensor(lists, dtype=torch.long)
 
     metrics, cornac_metrics, test_seconds, test_users = score_topk_lists(config, test_data, topk_fn)
-    return {**metrics, **cornac_metrics, "valid_ndcg@10": None, "epochs": epochs, "train_sequences": train_sequences,
+    return {**metrics, **cornac_metrics, "valid_ndcg@10": max(valid_scores, default=None),
+            "valid_curve": " ".join(f"{v:.4f}" for v in valid_scores), "epochs": epochs, "train_sequences": train_sequences,
             "train_seq_per_s": train_sequences * epochs / train_seconds, "test_users": test_users,
             "test_users_per_s": test_users / test_seconds, "data_seconds": data_seconds,
             "train_seconds": train_seconds, "valid_seconds": valid_seconds[0], "test_seconds": test_seconds}
@@ -479,6 +483,8 @@ def parse_args(argv):
                         help="also decode this many test users with HF generate on our trained weights (TIGER, LETTER)")
     parser.add_argument("--cornac_val_sample", type=int, default=None,
                         help="validate cornac on this many users (its own subsample option; default all, as ours)")
+    parser.add_argument("--summarize", default=None,
+                        help="comma-separated peers.csv files: print their mean ± std table and exit")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args, rest = parser.parse_known_args(argv)
     overrides = {}
@@ -493,6 +499,9 @@ def parse_args(argv):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args, overrides = parse_args(argv)
+    if args.summarize:
+        print(summary(read_rows(args.summarize.split(","))))
+        return None
     if args.worker:
         with open(args.worker) as handle:
             return worker(json.load(handle))
@@ -566,6 +575,21 @@ def append_csv(path, row):
         writer.writerow({key: row.get(key) for key in COLUMNS})
 
 
+def read_rows(paths):
+    """Rows of peers.csv files (numbers as floats), e.g. seeds run by several commands."""
+    rows = []
+    for path in paths:
+        with open(path) as handle:
+            for row in csv.DictReader(handle):
+                for key, value in row.items():
+                    try:
+                        row[key] = float(value) if value not in ("", None) else None
+                    except ValueError:
+                        pass
+                rows.append(row)
+    return rows
+
+
 def summary(rows):
     """Mean and sample standard deviation over seeds, per model and implementation, as a markdown table."""
     import statistics
@@ -586,7 +610,8 @@ def summary(rows):
         cells = [stat([r[m] for r in group]) for m in ("recall@5", "recall@10", "ndcg@5", "ndcg@10")]
         speed = [f"{statistics.mean(r[m] for r in group):.1f}" for m in ("train_seq_per_s", "test_users_per_s",
                                                                         "peak_rss_mb")]
-        lines.append(f"| {model} | {implementation} | {len(group)} | " + " | ".join(cells + speed) + " |")
+        seeds = len({r["seed"] for r in group})
+        lines.append(f"| {model} | {implementation} | {seeds} | " + " | ".join(cells + speed) + " |")
     return "\n".join(lines)
 
 
