@@ -134,10 +134,11 @@ def cornac_options(model, settings, seed, n_levels, codebook_size, train_rows=No
     if model == "TIGER":
         return {**seq2seq, "warmup_steps": settings["warmup_steps"]}
     # LETTER: warm-up by ratio in cornac (the released trainer); the same number of warm-up steps expressed as one.
-    updates = math.ceil((train_rows or settings["train_batch_size"]) / settings["train_batch_size"]) * settings["epochs"]
-    return {**seq2seq, "warmup_ratio": min(1.0, settings["warmup_steps"] / updates), "cf_weight": 0.0, "ranking_temperature": settings["ce_temperature"],
-            "gradient_accumulation_steps": 1, "max_grad_norm": 1.0, "letter_base_vocab_size": 3,
-            "early_stopping_patience": None}
+    batch = settings["train_batch_size"]
+    updates = math.ceil((train_rows or batch) / batch) * settings["epochs"]
+    return {**seq2seq, "warmup_ratio": min(1.0, settings["warmup_steps"] / updates), "cf_weight": 0.0,
+            "ranking_temperature": settings["ce_temperature"], "gradient_accumulation_steps": 1,
+            "max_grad_norm": 1.0, "letter_base_vocab_size": 3, "early_stopping_patience": None}
 
 
 def side_by_side(model, settings, n_levels, codebook_size, seed=0):
@@ -187,7 +188,8 @@ def _prepare_split(model, dataset_name, settings, seed, data_path):
     from recbole_genrec.data import create_dataset, data_preparation, mark_training_items
 
     start = time.time()
-    config = GenRecConfig(model=model, dataset=dataset_name, config_dict=plugin_config(model, settings, seed, data_path))
+    config = GenRecConfig(model=model, dataset=dataset_name,
+                          config_dict=plugin_config(model, settings, seed, data_path))
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
@@ -293,7 +295,8 @@ def run_cornac(model, dataset_name, settings, seed, data_path, val_sample=None):
 
     from recbole_genrec.representation import item_text_embeddings
 
-    config, dataset, train_data, valid_data, test_data, data_seconds = _prepare_split(model, dataset_name, settings, seed, data_path)
+    config, dataset, train_data, valid_data, test_data, data_seconds = _prepare_split(
+        model, dataset_name, settings, seed, data_path)
     start = time.time()
     sequences = user_sequences(config, dataset, valid_data, test_data)
     check_training_rows(sequences, train_data)
@@ -342,7 +345,8 @@ def run_cornac(model, dataset_name, settings, seed, data_path, val_sample=None):
 
     metrics, cornac_metrics, test_seconds, test_users = score_topk_lists(config, test_data, topk_fn)
     return {**metrics, **cornac_metrics, "valid_ndcg@10": max(valid_scores, default=None),
-            "valid_curve": " ".join(f"{v:.4f}" for v in valid_scores), "epochs": epochs, "train_sequences": train_sequences,
+            "valid_curve": " ".join(f"{v:.4f}" for v in valid_scores), "epochs": epochs,
+            "train_sequences": train_sequences,
             "train_seq_per_s": train_sequences * epochs / train_seconds, "test_users": test_users,
             "test_users_per_s": test_users / test_seconds, "data_seconds": data_seconds,
             "train_seconds": train_seconds, "valid_seconds": valid_seconds[0], "test_seconds": test_seconds}
