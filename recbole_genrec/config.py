@@ -28,6 +28,7 @@ CHOICES = {
     "rpg_inference": ("exact", "graph"),
     "sid_collapse": ("error", "warn"),
     "sid_softmax": ("vocabulary", "level"),
+    "warmup_shape": ("linear", "constant"),
 }
 RECBOLE_PROPERTIES_DIR = os.path.join(os.path.dirname(recbole.__file__), "properties")
 # A deliberately new key (read by your own model or code) passes the unknown-key check when named here

@@ -149,7 +149,8 @@ def _bf16_autocast(loss_func):
 
 class GenRecTrainer(Trainer):
     """RecBole's Trainer with: the shared evaluator above, a warm-up + decay learning-rate schedule
-    (`lr_scheduler`: none | cosine | inverse_sqrt | linear, `warmup_steps`), a clear error on a diverging loss,
+    (`lr_scheduler`: none | cosine | inverse_sqrt | linear; `warmup_steps`, or `warmup_ratio` of all optimiser
+    steps, which overrides it when set; `warmup_shape`: linear ramp or constant), a clear error on a diverging loss,
     checkpoint loading that works on torch >= 2.6, and wall-clock timings of training and evaluation.
 
     Opt-in speed keys (off by default, so a plugin run is stock RecBole's training bit for bit):
@@ -182,16 +183,29 @@ class GenRecTrainer(Trainer):
 
     # ---- training -------------------------------------------------------------------------------------------
     def _build_scheduler(self, steps_per_epoch):
+        """Multiplier of the learning rate after each optimiser step. Warm-up: `warmup_steps`, or, when
+        `warmup_ratio` is set, ceil(ratio x all steps of the `epochs` budget) as the HF Trainer computes it
+        (LETTER-TIGER's 0.01). `warmup_shape`: linear (a ramp from lr / warmup to lr) or constant (lr held, T5's
+        inverse-sqrt schedule, lr x sqrt(warmup / step) afterwards: the TIGER paper's "0.01 for the first 10k
+        steps, then inverse square root decay"). After the warm-up: cosine or linear decay to 0 at the end of the
+        budget, or inverse-sqrt."""
         kind = self.config["lr_scheduler"] or "none"  # validated by GenRecConfig
         if kind == "none":
             return None
-        warmup = int(self.config["warmup_steps"] or 0)
         total = max(1, self.epochs * steps_per_epoch)
+        ratio = self.config["warmup_ratio"]
+        if ratio is not None:
+            if not 0 <= float(ratio) < 1:
+                raise ValueError(f"warmup_ratio must be in [0, 1), got {ratio!r}")
+            warmup = math.ceil(float(ratio) * total)
+        else:
+            warmup = int(self.config["warmup_steps"] or 0)
+        constant_warmup = (self.config["warmup_shape"] or "linear") == "constant"
 
         def factor(step):
             step += 1
             if step <= warmup:
-                return step / warmup
+                return 1.0 if constant_warmup else step / warmup
             if kind == "inverse_sqrt":
                 return math.sqrt(max(warmup, 1) / step)
             progress = min(1.0, (step - warmup) / max(1, total - warmup))

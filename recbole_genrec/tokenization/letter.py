@@ -2,12 +2,18 @@
 regularisation. Official code: HonghuiBao2000/LETTER (RQ-VAE/).
 
 On top of the shared RQ-VAE (tokenization/rqvae.py), as in the official code:
-- codebooks initialised by size-constrained (balanced) k-means;
+- codebooks initialised by size-constrained k-means, clusters of min(n // 2K, 50) to 4x that many items
+  (`models/vq.py` `constrained_km`, widened to ceil(n / K) where that bound cannot hold);
 - per level: ||sg[r] - e||^2 + mu * ||r - sg[e]||^2 + beta * diversity, averaged over levels (mu is the shared
-  RQ-VAE's commitment weight `beta` here, the paper's beta is `diversity_weight`);
-- diversity: every `cluster_interval` epochs each level's codebook is clustered into `n_clusters` groups
-  (balanced k-means); each item's quantised vector is pulled, by a softmax over the level's codes, towards a random
-  other code of the same group as its own code (its own code masked out);
+  RQ-VAE's commitment weight `beta` here, the paper's beta is `diversity_weight`); with `detach_residuals` (the
+  default) level l >= 1 quantises a residual without gradient, as `models/rq.py` subtracts the straight-through
+  output, so only level 0's commitment trains the encoder;
+- diversity: every `cluster_interval` epochs each level's codebook is clustered into `n_clusters` groups of
+  min(n // 2k, 10) to 6k codes (`trainer.py` `constrained_km`: 10 to 60 for 256 codes in 10 groups); each item's
+  quantised vector is pulled, by a softmax over the level's codes, towards a random other code of the same group as
+  its own code (its own code masked out);
+- the weights kept are those of the epoch with the lowest collision rate, checked every `collision_check_interval`
+  epochs (`trainer.py`: eval_step 2000 of 20000 epochs);
 - CF alignment (weight alpha): in-batch softmax contrastive loss between the quantised latent (straight-through,
   32-d) and the item's collaborative embedding (SASRec's, representation/collaborative.py); items without a CF
   vector (never in the training split) are left out of it;
@@ -15,12 +21,30 @@ On top of the shared RQ-VAE (tokenization/rqvae.py), as in the official code:
   that still collide, up to `collision_rounds` Sinkhorn re-assignments of their last code within each collision
   group. Collisions that remain go to the shared collision policy.
 """
+import math
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from recbole_genrec.tokenization.kmeans import balanced_kmeans, sinkhorn_assignment
 from recbole_genrec.tokenization.rqvae import ResidualQuantizedVAE, RQVAETokenizer, squared_distances
+
+
+def group_size_bounds(n_codes: int, n_groups: int):
+    """(size_min, size_max) of the diversity groups, as the official trainer's `constrained_km`:
+    min(n // (2k), 10) and 6k, the upper bound raised to ceil(n / k) where 6k groups could not hold n codes."""
+    size_min = min(n_codes // (2 * n_groups), 10)
+    return size_min, max(6 * n_groups, math.ceil(n_codes / n_groups))
+
+
+def init_size_bounds(n_points: int, n_codes: int):
+    """(size_min, size_max) of the codebook initialisation's clusters, as the official `VectorQuantizer.init_emb`
+    (`constrained_km(data, 256)`): min(n // (2K), 50) and 4x that, the upper bound raised to ceil(n / K) where it
+    could not hold n points (small catalogues, where the official bound is 0)."""
+    n_clusters = min(n_codes, n_points)
+    size_min = min(n_points // (2 * n_clusters), 50)
+    return size_min, max(4 * size_min, math.ceil(n_points / n_clusters))
 
 
 class CodeGroups:
@@ -75,7 +99,6 @@ class CollaborativeRQVAE(ResidualQuantizedVAE):
 class LETTERTokenizer(RQVAETokenizer):
     name = "LETTER"
     needs_collaborative = True
-    balanced_kmeans_init = True
     default_params = {
         **RQVAETokenizer.default_params,
         "num_levels": 4,
@@ -90,6 +113,9 @@ class LETTERTokenizer(RQVAETokenizer):
         "sinkhorn_iterations": 50,
         "collision_rounds": 20,      # post-training Sinkhorn re-assignment rounds on colliding items
         "dead_code_reset": False,    # not in LETTER: balance comes from Sinkhorn and the diversity loss
+        "epochs": 20000,             # official main.py
+        "collision_check_interval": 2000,  # official eval_step: keep the weights of the lowest collision rate
+        "detach_residuals": True,    # official rq.py: levels >= 1 give the encoder no gradient
     }
 
     def _build_network(self, input_dim):
@@ -107,15 +133,24 @@ class LETTERTokenizer(RQVAETokenizer):
             input_dim=input_dim, hidden_dims=[int(dim) for dim in params["hidden_dims"]], latent_dim=latent_dim,
             num_levels=int(params["num_levels"]), codebook_size=int(params["codebook_size"]),
             beta=float(params["beta"]), dropout=float(params["dropout"]),
-            diversity_weight=float(params["diversity_weight"]), sinkhorn_epsilon=float(params["sinkhorn_epsilon"]),
-            sinkhorn_iterations=int(params["sinkhorn_iterations"]),
+            detach_residuals=bool(params["detach_residuals"]), diversity_weight=float(params["diversity_weight"]),
+            sinkhorn_epsilon=float(params["sinkhorn_epsilon"]), sinkhorn_iterations=int(params["sinkhorn_iterations"]),
         )
+
+    def _init_cluster(self, points, k, niter, seed):
+        size_min, size_max = init_size_bounds(len(points), k)
+        return balanced_kmeans(points, k, niter=niter, seed=seed, size_min=size_min, size_max=size_max)
+
+    def code_groups(self, codebook, seed):
+        """Group label of each code of one level's codebook [K, D]: size-constrained k-means into `n_clusters`."""
+        n_groups = int(self.params["n_clusters"])
+        size_min, size_max = group_size_bounds(len(codebook), n_groups)
+        return balanced_kmeans(codebook, n_groups, seed=seed, size_min=size_min, size_max=size_max)[1]
 
     def _on_epoch_start(self, epoch, seed):
         if self.params["diversity_weight"] > 0 and epoch % int(self.params["cluster_interval"]) == 0:
             self.network.code_groups = [
-                CodeGroups(balanced_kmeans(codebook.detach().cpu().numpy(), int(self.params["n_clusters"]),
-                                           seed=seed + level)[1], self.device)
+                CodeGroups(self.code_groups(codebook.detach().cpu().numpy(), seed + level), self.device)
                 for level, codebook in enumerate(self.network.codebooks)
             ]
 

@@ -4,7 +4,14 @@ MLP encoder in -> 512 -> 256 -> 128 -> 32 (ReLU), residual quantisation with L c
 decoder. Level l picks the code nearest to the current residual; the quantised latent is the sum of the chosen
 codes and reaches the decoder through a straight-through estimator. Loss = reconstruction MSE + sum over levels
 of ||sg[r_l] - e_l||^2 + beta * ||r_l - sg[e_l]||^2. Against collapse: standardised inputs, codebooks
-initialised by k-means on each level's residuals, and dead codes re-seeded with current residuals."""
+initialised by k-means on each level's residuals, and dead codes re-seeded with current residuals.
+
+Recipe switches (tokenizer parameters): `detach_residuals` (False: r_{l+1} = r_l - sg[e_l], so the commitment of
+every level trains the encoder, the paper's loss as written; True: r_{l+1} = sg[r_l - e_l], so only level 0's
+does, as LETTER's official rq.py/vq.py, whose residual is built from the straight-through output);
+`optimizer` (adamw | adagrad, the TIGER paper's); `dead_code_reset`; `collision_check_interval` (keep the weights
+of the check with the lowest collision rate, as LETTER's official trainer, instead of the final ones)."""
+import copy
 import logging
 import math
 import time
@@ -16,7 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from recbole_genrec.tokenization.base import Tokenizer, standardization_stats
-from recbole_genrec.tokenization.kmeans import balanced_kmeans, kmeans
+from recbole_genrec.tokenization.kmeans import kmeans
 
 logger = logging.getLogger("recbole_genrec")
 
@@ -43,9 +50,11 @@ def squared_distances(points: torch.Tensor, codebook: torch.Tensor) -> torch.Ten
 
 
 class ResidualQuantizedVAE(nn.Module):
-    def __init__(self, input_dim, hidden_dims, latent_dim, num_levels, codebook_size, beta=0.25, dropout=0.0):
+    def __init__(self, input_dim, hidden_dims, latent_dim, num_levels, codebook_size, beta=0.25, dropout=0.0,
+                 detach_residuals=False):
         super().__init__()
         self.beta = beta
+        self.detach_residuals = detach_residuals
         self.encoder = _mlp([input_dim, *hidden_dims, latent_dim], dropout)
         self.decoder = _mlp([latent_dim, *reversed(hidden_dims), input_dim], dropout)
         # Overwritten by k-means initialisation when enabled; otherwise a small uniform init (as LETTER's code).
@@ -77,7 +86,12 @@ class ResidualQuantizedVAE(nn.Module):
             chosen = self.codebooks[level][level_codes]
             quantization_loss = quantization_loss + self.level_loss(level, residual, chosen, level_codes)
             quantized = quantized + chosen
-            residual = residual - chosen.detach()
+            if self.detach_residuals:
+                # LETTER's rq.py: residual - (residual + sg[e - residual]) has the value r - e and no gradient, so
+                # the losses of levels >= 1 reach their own codebook only, never the encoder.
+                residual = (residual - chosen).detach()
+            else:
+                residual = residual - chosen.detach()
             codes.append(level_codes)
         return quantized, torch.stack(codes, 1), quantization_loss
 
@@ -111,13 +125,13 @@ class ResidualQuantizedVAE(nn.Module):
         return torch.stack(codes, 1), distances
 
     @torch.no_grad()
-    def initialize_codebooks_by_kmeans(self, inputs, seed, balanced=False):
-        """Level by level, k-means (faiss) on that level's residuals of `inputs` under the untrained encoder;
-        `balanced` uses size-constrained k-means (LETTER's initialisation)."""
+    def initialize_codebooks_by_kmeans(self, inputs, seed, cluster=kmeans):
+        """Level by level, k-means on that level's residuals of `inputs` under the untrained encoder.
+        `cluster(points, k, niter=, seed=) -> (centroids, assignments)`: faiss k-means by default, LETTER passes
+        its size-constrained k-means."""
         residual = self.encoder(inputs)
         codebook_size = self.codebooks.shape[1]
         generator = torch.Generator().manual_seed(seed)
-        cluster = balanced_kmeans if balanced else kmeans
         for level in range(self.num_levels):
             centroids, _ = cluster(residual.cpu().numpy(), codebook_size, niter=KMEANS_INIT_NITER, seed=seed + level)
             _, first = np.unique(centroids, axis=0, return_index=True)  # balanced k-means repeats centroids when
@@ -166,15 +180,21 @@ class RQVAETokenizer(Tokenizer):
         "kmeans_init": True,
         "dead_code_reset": True,
         "dead_code_interval": 100,  # epochs between re-seeding; never in the last interval, so codes settle
+        "optimizer": "adamw",  # adamw | adagrad (the TIGER paper: Adagrad, lr 0.4)
+        "detach_residuals": False,  # True: only level 0's commitment trains the encoder (LETTER's rq.py)
+        "collision_check_interval": 0,  # > 0: every that many epochs measure the collision rate of the fit
+        # items' codes and keep the weights of the lowest (LETTER's trainer); 0: keep the final weights
     }
-
-    balanced_kmeans_init = False
+    OPTIMIZERS = {"adamw": torch.optim.AdamW, "adagrad": torch.optim.Adagrad}
 
     def __init__(self, **params):
         super().__init__(**params)
         self.network = None
         self.mean = self.std = None
         self.device = self._resolve_device(str(self.params["device"]))
+        if str(self.params["optimizer"]).lower() not in self.OPTIMIZERS:
+            raise ValueError(f"Unknown optimizer {self.params['optimizer']!r} for tokenizer {self.name}: choose one "
+                             f"of {', '.join(self.OPTIMIZERS)}.")
 
     @staticmethod
     def _resolve_device(name):
@@ -202,7 +222,7 @@ class RQVAETokenizer(Tokenizer):
         self.network = self._build_network(vectors.shape[1]).to(self.device)
         if params["kmeans_init"]:
             self.network.eval()
-            self.network.initialize_codebooks_by_kmeans(fit_inputs, seed, balanced=self.balanced_kmeans_init)
+            self.network.initialize_codebooks_by_kmeans(fit_inputs, seed, cluster=self._init_cluster)
         self._train(fit_inputs, seed)
         self.network.eval()
         codes, distances = self._encode(inputs, with_last_level_distances=self.needs_last_level_distances)
@@ -220,7 +240,12 @@ class RQVAETokenizer(Tokenizer):
             codebook_size=int(params["codebook_size"]),
             beta=float(params["beta"]),
             dropout=float(params["dropout"]),
+            detach_residuals=bool(params["detach_residuals"]),
         )
+
+    def _init_cluster(self, points, k, niter, seed):
+        """The k-means that initialises each level's codebook (LETTER: size-constrained)."""
+        return kmeans(points, k, niter=niter, seed=seed)
 
     def _batch_loss(self, batch_inputs, batch_index):
         """(loss, reconstruction loss) of one batch; `batch_index` [b] are positions in the fit inputs."""
@@ -235,12 +260,16 @@ class RQVAETokenizer(Tokenizer):
         epochs, lr = int(params["epochs"]), float(params["lr"])
         batch_size = min(int(params["batch_size"]), len(fit_inputs))
         reset_interval = int(params["dead_code_interval"])
-        optimizer = torch.optim.AdamW(self.network.parameters(), lr=lr, weight_decay=float(params["weight_decay"]))
+        optimizer = self.OPTIMIZERS[str(params["optimizer"]).lower()](
+            self.network.parameters(), lr=lr, weight_decay=float(params["weight_decay"]))
+        # As LETTER's trainer: eval_step = min(interval, epochs), so a short run is checked once, at its end.
+        check_interval = min(int(params["collision_check_interval"]), epochs)
+        checks, best = [], None  # [(epoch, collision rate)], (rate, epoch, state) of the lowest so far
         generator = torch.Generator().manual_seed(seed)
         n_batches = math.ceil(len(fit_inputs) / batch_size)
         n_reseeded = 0
         start = time.time()
-        epoch_loss = epoch_reconstruction = first_loss = float("nan")
+        epoch_loss = epoch_reconstruction = first_loss = first_reconstruction = float("nan")
         progress = tqdm(range(epochs), desc="RQ-VAE", leave=False, disable=None)
         for epoch in progress:
             self.network.train()
@@ -260,6 +289,7 @@ class RQVAETokenizer(Tokenizer):
             epoch_loss = loss_sum.item() / n_batches  # one sync per epoch
             first_loss = epoch_loss if epoch == 0 else first_loss
             epoch_reconstruction = reconstruction_sum.item() / n_batches
+            first_reconstruction = epoch_reconstruction if epoch == 0 else first_reconstruction
             if not math.isfinite(epoch_loss):
                 raise RuntimeError(
                     f"RQ-VAE loss is {epoch_loss} at epoch {epoch + 1}/{epochs}. Lower the tokenizer lr "
@@ -271,24 +301,47 @@ class RQVAETokenizer(Tokenizer):
                 dead_per_level = self.network.reset_dead_codes(fit_inputs, generator)
                 self._clear_optimizer_state(optimizer, dead_per_level)
                 n_reseeded += sum(len(dead) for dead in dead_per_level)
+            if check_interval > 0 and (epoch + 1) % check_interval == 0:
+                rate = self._collision_rate(fit_inputs)
+                checks.append((epoch + 1, rate))
+                if best is None or rate < best[0]:  # strictly lower, as the official trainer: the earliest wins
+                    best = (rate, epoch + 1, copy.deepcopy(self.network.state_dict()))
         progress.close()
+        if best is not None:
+            self.network.load_state_dict(best[2])
+        kept = f", weights of epoch {best[1]} kept (collision rate {best[0]:.4f})" if best is not None else ""
         logger.info(
             f"RQ-VAE: {epochs} epochs on {len(fit_inputs)} items in {time.time() - start:.1f}s, final loss "
-            f"{epoch_loss:.4f} (reconstruction {epoch_reconstruction:.4f}), {n_reseeded} dead codes re-seeded"
+            f"{epoch_loss:.4f} (reconstruction {epoch_reconstruction:.4f}), {n_reseeded} dead codes re-seeded{kept}"
         )
         self.fit_report = {
             "epochs": epochs,
             "first_epoch_loss": float(first_loss),
+            "first_epoch_reconstruction_loss": float(first_reconstruction),
             "final_loss": float(epoch_loss),
             "final_reconstruction_loss": float(epoch_reconstruction),
             "dead_codes_reseeded": int(n_reseeded),
         }
+        if best is not None:
+            self.fit_report.update(collision_checks=[[e, float(r)] for e, r in checks], kept_epoch=int(best[1]),
+                                   kept_collision_rate=float(best[0]))
+
+    @torch.no_grad()
+    def _collision_rate(self, fit_inputs):
+        """Share of fit items whose nearest-code ID another fit item also has, (n - distinct IDs) / n, as LETTER's
+        trainer measures it (eval mode, no Sinkhorn, no collision policy)."""
+        was_training = self.network.training
+        self.network.eval()
+        codes = torch.cat([self.network.encode_codes(fit_inputs[start : start + ENCODE_BATCH_SIZE])[0]
+                           for start in range(0, len(fit_inputs), ENCODE_BATCH_SIZE)])
+        self.network.train(was_training)
+        return (len(codes) - len(torch.unique(codes, dim=0))) / len(codes)
 
     def _clear_optimizer_state(self, optimizer, dead_per_level):
         """Re-seeded codes start without the momentum of the dead code they replace."""
         state = optimizer.state.get(self.network.codebooks, {})
         for level, dead in enumerate(dead_per_level):
-            for key in ("exp_avg", "exp_avg_sq"):
+            for key in ("exp_avg", "exp_avg_sq", "sum"):  # AdamW's moments, Adagrad's accumulator
                 if key in state and len(dead):
                     state[key][level, dead] = 0.0
 

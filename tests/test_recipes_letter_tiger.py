@@ -1,0 +1,240 @@
+"""Recipe settings of LETTER's tokenizer (as the official HonghuiBao2000/LETTER code) and TIGER's (as the paper):
+commitment gradient of levels >= 1, the checkpoint of the lowest collision rate, the diversity groups' size bounds,
+the RQ-VAE optimiser, and the trainer's warm-up by ratio and inverse-sqrt schedule."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from recbole_genrec.config import check_known_keys, check_value_types
+from recbole_genrec.tokenization import balanced_kmeans, build_tokenizer
+from recbole_genrec.tokenization.kmeans import fill_to_minimum
+from recbole_genrec.tokenization.letter import (
+    CollaborativeRQVAE,
+    LETTERTokenizer,
+    group_size_bounds,
+    init_size_bounds,
+)
+from recbole_genrec.tokenization.rqvae import ResidualQuantizedVAE, RQVAETokenizer
+from recbole_genrec.trainer import GenRecTrainer
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_torch_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def _vectors(n=120, dim=12, seed=0):
+    """[n + 1, dim], row 0 = padding."""
+    rng = np.random.default_rng(seed)
+    return np.vstack([np.zeros((1, dim)), rng.normal(size=(n, dim))]).astype(np.float32)
+
+
+# ---- commitment of levels >= 1 ----------------------------------------------------------------------------------
+class CommitmentOfDeeperLevelsOnly:
+    """level_loss = beta * ||r_l - sg[e_l]||^2 for l >= 1, nothing else."""
+
+    def level_loss(self, level, residual, chosen, codes):
+        if level == 0:
+            return residual.new_zeros(())
+        return self.beta * F.mse_loss(residual, chosen.detach())
+
+
+class LETTERCommitmentOnly(CommitmentOfDeeperLevelsOnly, CollaborativeRQVAE):
+    pass
+
+
+class TIGERCommitmentOnly(CommitmentOfDeeperLevelsOnly, ResidualQuantizedVAE):
+    pass
+
+
+def _encoder_grads(network, inputs):
+    network.zero_grad(set_to_none=True)
+    _, _, loss = network.quantize(network.encoder(inputs))
+    if loss.requires_grad:  # a loss of detached residuals alone has no graph at all
+        loss.backward()
+    return [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in network.encoder.parameters()]
+
+
+def _network(cls, detach_residuals, seed=0):
+    torch.manual_seed(seed)
+    network = cls(input_dim=12, hidden_dims=[16], latent_dim=4, num_levels=3, codebook_size=8, beta=0.25,
+                  detach_residuals=detach_residuals)
+    network.codebooks.data.normal_()  # codes of the residuals' scale, so every level picks different codes
+    return network
+
+
+def test_letter_commitment_of_levels_after_the_first_gives_the_encoder_no_gradient():
+    inputs = torch.from_numpy(_vectors()[1:])
+    letter = _encoder_grads(_network(LETTERCommitmentOnly, detach_residuals=True), inputs)
+    assert all(torch.count_nonzero(grad) == 0 for grad in letter)
+    # Control: the TIGER paper's loss as written (r_{l+1} = r_l - sg[e_l]) trains the encoder from every level.
+    tiger = _encoder_grads(_network(TIGERCommitmentOnly, detach_residuals=False), inputs)
+    assert any(torch.count_nonzero(grad) > 0 for grad in tiger)
+
+
+def test_letter_encoder_gradient_is_the_same_with_and_without_the_deeper_commitment_terms():
+    inputs = torch.from_numpy(_vectors()[1:])
+    full = _network(CollaborativeRQVAE, detach_residuals=True)
+    without = _network(CollaborativeRQVAE, detach_residuals=True)
+    # The same network, the commitment of levels >= 1 removed (beta 0 there).
+    original = without.level_loss
+
+    def level_loss(level, residual, chosen, codes):
+        if level == 0:
+            return original(level, residual, chosen, codes)
+        return F.mse_loss(chosen, residual.detach()) / without.num_levels
+
+    without.level_loss = level_loss
+    for with_terms, without_terms in zip(_encoder_grads(full, inputs), _encoder_grads(without, inputs)):
+        assert torch.allclose(with_terms, without_terms, atol=1e-7)
+
+
+def test_letter_and_tiger_defaults_of_the_residual_gradient():
+    assert LETTERTokenizer.default_params["detach_residuals"] is True
+    assert RQVAETokenizer.default_params["detach_residuals"] is False
+    # The same codes either way: only gradients differ.
+    inputs = torch.from_numpy(_vectors()[1:])
+    letter, tiger = _network(ResidualQuantizedVAE, True), _network(ResidualQuantizedVAE, False)
+    assert torch.equal(letter.quantize(letter.encoder(inputs))[1], tiger.quantize(tiger.encoder(inputs))[1])
+
+
+# ---- checkpoint of the lowest collision rate ----------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["RQVAE", "LETTER"])
+def test_the_weights_of_the_lowest_collision_rate_are_kept(name):
+    """Checks at epochs 3, 6, 9 report collision rates 0.5, 0.1, 0.3: the codes are those of epoch 6."""
+    vectors = _vectors(seed=1)
+    params = {"num_levels": 2, "codebook_size": 8, "latent_dim": 4, "hidden_dims": [16], "epochs": 9,
+              "batch_size": 64, "collision_check_interval": 3, "collision": "none", "lr": 0.01,
+              "dead_code_reset": False}
+    collaborative = None
+    if name == "LETTER":
+        params.update(n_clusters=2, collision_rounds=0)
+        collaborative = _vectors(dim=4, seed=2)
+    tokenizer = build_tokenizer(name, params)
+    scripted, seen = iter([0.5, 0.1, 0.3]), []
+    measured = tokenizer._collision_rate
+
+    def collision_rate(fit_inputs):
+        measured(fit_inputs)  # the real measurement runs too
+        seen.append((tokenizer.network.encode_codes(fit_inputs)[0].clone(),
+                     {k: v.clone() for k, v in tokenizer.network.state_dict().items()}))
+        return next(scripted)
+
+    tokenizer._collision_rate = collision_rate
+    semantic_ids = tokenizer.fit(vectors, seed=3, collaborative=collaborative)
+    report = semantic_ids.quality["fit_report"]
+    assert report["collision_checks"] == [[3, 0.5], [6, 0.1], [9, 0.3]]
+    assert report["kept_epoch"] == 6 and report["kept_collision_rate"] == 0.1
+    codes_at_6, state_at_6 = seen[1]
+    assert all(torch.equal(value, state_at_6[key]) for key, value in tokenizer.network.state_dict().items())
+    assert not torch.equal(seen[2][1]["codebooks"], state_at_6["codebooks"])  # the final weights were different
+    # nearest codes (LETTER: no Sinkhorn rounds), no collision policy: exactly the codes of epoch 6
+    assert torch.equal(semantic_ids.codes[1:], codes_at_6)
+
+
+def test_a_run_shorter_than_the_interval_is_checked_once_at_its_end():
+    params = {"num_levels": 2, "codebook_size": 8, "latent_dim": 4, "hidden_dims": [16], "epochs": 4,
+              "batch_size": 64, "collision_check_interval": 2000}
+    report = build_tokenizer("RQVAE", params).fit(_vectors(), seed=3).quality["fit_report"]
+    assert [epoch for epoch, _ in report["collision_checks"]] == [4] and report["kept_epoch"] == 4
+    assert "collision_checks" not in build_tokenizer("RQVAE", {**params, "collision_check_interval": 0}).fit(
+        _vectors(), seed=3).quality["fit_report"]
+
+
+# ---- diversity groups and initialisation: size bounds ------------------------------------------------------------
+def test_official_size_bounds():
+    assert group_size_bounds(256, 10) == (10, 60)  # trainer.py constrained_km: min(256 // 20, 10), 10 * 6
+    assert init_size_bounds(12101, 256) == (23, 92)  # vq.py init_emb: min(12101 // 512, 50), x 4
+    assert init_size_bounds(300, 256) == (0, 2)  # official 0 / 0 cannot hold 300 items: ceil(300 / 256)
+    lo, hi = group_size_bounds(32, 2)  # 6k = 12 < 16: widened
+    assert (lo, hi) == (8, 16)
+
+
+def test_diversity_groups_respect_min_and_max_sizes():
+    """A codebook that plain k-means splits into far too large and too small groups: one dense blob of 200 codes
+    and 56 codes spread far away."""
+    rng = np.random.default_rng(0)
+    codebook = np.vstack([rng.normal(scale=0.05, size=(200, 8)), rng.normal(scale=5.0, size=(56, 8))])
+    codebook = codebook.astype(np.float32)
+    plain = np.bincount(balanced_kmeans(codebook, 10, seed=0, size_max=256)[1], minlength=10)
+    assert plain.max() > 60 or plain.min() < 10  # the constraint has work to do
+    tokenizer = LETTERTokenizer(n_clusters=10)
+    labels = tokenizer.code_groups(codebook, seed=0)
+    sizes = np.bincount(labels, minlength=10)
+    assert len(sizes) == 10 and sizes.min() >= 10 and sizes.max() <= 60 and sizes.sum() == 256
+
+
+def test_fill_to_minimum_moves_the_cheapest_points_and_keeps_the_maximum():
+    # 6 points, 3 clusters: all start in cluster 0; each other cluster needs 2.
+    distances = np.array([[0, 1, 9], [0, 2, 9], [0, 9, 1], [0, 9, 3], [0, 5, 5], [0, 4, 4]], dtype=np.float32)
+    assignments = fill_to_minimum(distances, np.zeros(6, dtype=np.int64), 2)
+    assert np.bincount(assignments, minlength=3).tolist() == [2, 2, 2]
+    assert assignments[[0, 1]].tolist() == [1, 1] and assignments[[2, 3]].tolist() == [2, 2]
+    with pytest.raises(ValueError, match="cannot fill"):
+        fill_to_minimum(distances, np.zeros(6, dtype=np.int64), 3)
+
+
+# ---- the TIGER paper's RQ-VAE fit -----------------------------------------------------------------------------------
+def test_rqvae_optimizer_choice():
+    params = {"num_levels": 2, "codebook_size": 8, "latent_dim": 4, "hidden_dims": [16], "epochs": 3,
+              "batch_size": 64, "optimizer": "adagrad", "lr": 0.4, "dead_code_reset": False}
+    tokenizer = RQVAETokenizer(**params)
+    report = tokenizer.fit(_vectors(), seed=0).quality["fit_report"]
+    assert math.isfinite(report["final_loss"]) and report["dead_codes_reseeded"] == 0
+    with pytest.raises(ValueError, match="adagrad"):
+        RQVAETokenizer(**{**params, "optimizer": "lamb"})
+
+
+# ---- trainer: warm-up by ratio, inverse-sqrt ----------------------------------------------------------------------
+def _learning_rates(steps_per_epoch, epochs, steps, **config):
+    """The learning rate (base 1.0) after each of `steps` optimiser steps, under GenRecTrainer's schedule."""
+    trainer = GenRecTrainer.__new__(GenRecTrainer)
+    trainer.config = {"warmup_ratio": None, "warmup_steps": 0, "warmup_shape": "linear", **config}
+    trainer.epochs = epochs
+    weight = torch.nn.Parameter(torch.zeros(1))
+    trainer.optimizer = torch.optim.SGD([weight], lr=1.0)
+    trainer._build_scheduler(steps_per_epoch)
+    rates = [trainer.optimizer.param_groups[0]["lr"]]
+    for _ in range(steps):
+        trainer.optimizer.step()
+        rates.append(trainer.optimizer.param_groups[0]["lr"])
+    return rates  # rates[s] = the rate of optimiser step s (0-based)
+
+
+def test_warmup_ratio_overrides_warmup_steps_with_a_share_of_all_steps():
+    # 10 epochs x 100 steps = 1000 steps; ratio 0.01 -> ceil(10) = 10 warm-up steps (not the 500 of warmup_steps)
+    rates = _learning_rates(100, 10, 1000, lr_scheduler="cosine", warmup_ratio=0.01, warmup_steps=500)
+    assert rates[0] == pytest.approx(1 / 10) and rates[4] == pytest.approx(5 / 10) and rates[9] == pytest.approx(1.0)
+    assert rates[10] == pytest.approx(0.5 * (1 + math.cos(math.pi * 1 / 990)))
+    assert rates[505] == pytest.approx(0.5 * (1 + math.cos(math.pi * 496 / 990)))
+    assert rates[999] == pytest.approx(0.0, abs=1e-12)
+    # a ratio that is not a whole number of steps rounds up, as the HF Trainer does: ceil(0.0125 x 1000) = 13
+    rates = _learning_rates(100, 10, 13, lr_scheduler="cosine", warmup_ratio=0.0125)
+    assert rates[0] == pytest.approx(1 / 13) and rates[12] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="warmup_ratio"):
+        _learning_rates(100, 10, 1, lr_scheduler="cosine", warmup_ratio=1.5)
+
+
+def test_inverse_sqrt_after_linear_or_constant_warmup():
+    """The TIGER paper's schedule at 1/100 scale: the base rate for the first 100 steps (paper: 0.01 for 10k), then
+    base x sqrt(100 / step)."""
+    linear = _learning_rates(100, 30, 400, lr_scheduler="inverse_sqrt", warmup_steps=100)
+    assert linear[0] == pytest.approx(0.01) and linear[49] == pytest.approx(0.5) and linear[99] == 1.0
+    for step in (100, 199, 399):  # 0-based step s is the schedule's step s + 1
+        assert linear[step] == pytest.approx(math.sqrt(100 / (step + 1)))
+    constant = _learning_rates(100, 30, 400, lr_scheduler="inverse_sqrt", warmup_steps=100, warmup_shape="constant")
+    assert constant[:100] == [1.0] * 100
+    assert constant[399] == pytest.approx(0.5) and constant[100:] == linear[100:]
+
+
+def test_new_trainer_keys_are_known_and_typed():
+    check_known_keys({"warmup_ratio": 0.01, "warmup_shape": "constant"})
+    check_value_types({"warmup_ratio": 0.01, "warmup_shape": "constant"})
+    with pytest.raises(ValueError, match="warmup_ratio"):
+        check_value_types({"warmup_ratio": "a lot"})
