@@ -22,6 +22,16 @@ TINY_TIGER = {
 }
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """For modules of tiny networks: one thread runs them faster (no OpenMP barriers, which stall on a busy
+    machine). Use with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("genrec")

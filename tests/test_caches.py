@@ -21,12 +21,7 @@ from conftest import FIXTURES, ROOT
 RQKMEANS = {"num_levels": 2, "codebook_size": 16, "niter": 5, "collision": "append_digit"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -21,12 +21,7 @@ from recbole_genrec.tokenization.rqvae import ResidualQuantizedVAE, RQVAETokeniz
 from recbole_genrec.trainer import GenRecTrainer
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_torch_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _vectors(n=120, dim=12, seed=0):

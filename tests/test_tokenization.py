@@ -30,13 +30,7 @@ TINY_PARAMS = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_torch_thread():
-    """The tiny networks here run faster on one thread: no OpenMP barriers, which stall on a busy machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
