@@ -255,3 +255,21 @@ def test_an_interrupted_write_leaves_the_previous_file_or_none(tmp_path):
         cache.save("text-x", "k", Interrupted(), good * 2, n_items=2)
     assert np.array_equal(np.load(path), good)  # the previous file, whole
     assert [name for name in os.listdir(cache.root) if name.endswith(".tmp")] == []
+
+
+def test_semantic_id_cache_key_holds_the_resolved_tokenizer_parameters(text_cache, tmp_path, monkeypatch):
+    """Naming a default explicitly loads the same cache; a changed default refits (was: the key held only the
+    parameters given, so IDs fitted under an old default were loaded after the default changed)."""
+    from recbole_genrec.tokenization import RQKMeansTokenizer
+
+    vectors, _ = text_cache
+    config, dataset = _sid_config(tmp_path)
+    assert "standardize" not in RQKMEANS  # the default decides it in `config`
+    fitted = fit_semantic_ids(config, dataset, vectors)
+    default = RQKMeansTokenizer.default_params["standardize"]
+    explicit = dict(config, tokenizer_params={**RQKMEANS, "standardize": default})
+    again = fit_semantic_ids(explicit, dataset, vectors)
+    assert again.fit_seconds == 0.0 and again.cache_path == fitted.cache_path
+    monkeypatch.setitem(RQKMeansTokenizer.default_params, "standardize", not default)
+    changed = fit_semantic_ids(config, dataset, vectors)
+    assert changed.fit_seconds > 0 and changed.cache_path != fitted.cache_path

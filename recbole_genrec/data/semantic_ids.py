@@ -89,7 +89,10 @@ def fit_semantic_ids(config, dataset, vectors, fit_mask=None, tokenizer=None, to
     name = tokenizer or config["tokenizer"]
     params = dict(config["tokenizer_params"] or {}) if tokenizer_params is None else dict(tokenizer_params)
     params.setdefault("device", str(config["device"]))
-    key_params = {k: v for k, v in params.items() if k != "device"}  # same codes wherever they were fitted
+    tokenizer_obj = build_tokenizer(name, params)  # refuses unknown parameters before anything is read or fitted
+    # The key holds every parameter as the tokenizer resolved it (its defaults included): a changed default then
+    # refits instead of loading IDs fitted under the old one. Not the device: same codes wherever they were fitted.
+    key_params = {k: v for k, v in tokenizer_obj.params.items() if k != "device"}
     item_tokens = list(dataset.field2id_token[dataset.iid_field])
     n_items = len(item_tokens) - 1
     check_tokenizer_inputs(n_items, vectors, fit_mask, collaborative)
@@ -111,8 +114,7 @@ def fit_semantic_ids(config, dataset, vectors, fit_mask=None, tokenizer=None, to
         start = time.time()
         logger.info(f"Fitting tokenizer {name} {key_params} on "
                     f"{int(fit_mask.sum()) if fit_mask is not None else n_items} items")
-        semantic_ids = build_tokenizer(name, params).fit(vectors, fit_mask=fit_mask, seed=seed,
-                                                         collaborative=collaborative)
+        semantic_ids = tokenizer_obj.fit(vectors, fit_mask=fit_mask, seed=seed, collaborative=collaborative)
         fit_seconds = time.time() - start
         cache.save(cache_kind, key, SEMANTIC_IDS, semantic_ids, n_items=n_items,
                    inputs={"tokenizer": name, "tokenizer_params": key_params, "seed": seed, **digests})
