@@ -13,8 +13,8 @@ loader, training loop and evaluator): the reference for speed. Plugin runs use t
 and bf16 autocast (CUDA only; a no-op on a CPU) unless `--no_device_batches` / `--precision=none`.
 
 `--profile` is the main CLI's: `none` (default) takes the papers' model defaults
-(`recbole_genrec/properties/model/<Model>.yaml`), `quickstart` the CPU quick-start profile
-(`recbole_genrec/properties/quickstart.yaml`), a path any yaml of that shape; it applies to generative models only
+(`properties/model/<Model>.yaml`), `quickstart` the CPU quick-start profile
+(`properties/quickstart.yaml`), a path any yaml of that shape; it applies to generative models only
 (SASRec always follows the protocol below).
 Any other `--key=value` is a RecBole config override for every model (`--epochs=2`); `--Model:key=value` for one
 model only (`--TIGER:train_time_budget=420`: no new epoch after 420 s of training, best checkpoint kept).

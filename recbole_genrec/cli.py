@@ -23,7 +23,7 @@ import ast
 import os
 import sys
 
-QUICKSTART_PROFILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "properties", "quickstart.yaml")
+from recbole_genrec.paths import QUICKSTART_PROFILE, resolve_properties_path
 
 CLI_OPTIONS = ("model", "dataset", "config_files", "results_file", "profile", "threads")
 TUNE_OPTIONS = ("tune", "trials", "search", "ray_address", "ray_num_cpus", "cpus_per_trial", "gpus_per_trial",
@@ -109,7 +109,7 @@ def run(argv=None):
     options, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     set_threads(options.get("threads"))
     models = [m.strip() for m in options.get("model", "TIGER").split(",") if m.strip()]
-    config_files = [f for f in options.get("config_files", "").replace(",", " ").split() if f]
+    config_files = [resolve_properties_path(f) for f in options.get("config_files", "").replace(",", " ").split() if f]
     profile = resolve_profile(options.get("profile", "none" if "dataset" in options else "quickstart"))
     allowed = check_overrides(overrides, models, config_files, profile)
     dataset = options.get("dataset") or quickstart_dataset(models, profile or QUICKSTART_PROFILE)

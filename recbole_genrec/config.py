@@ -12,9 +12,8 @@ from recbole.config import Config
 from recbole.utils import ModelType
 
 from recbole_genrec import registry
+from recbole_genrec.paths import PACKAGE_DIR, PROPERTIES_DIR  # noqa: F401  (the top-level properties/, see paths.py)
 
-PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
-PROPERTIES_DIR = os.path.join(PACKAGE_DIR, "properties")
 # The checkout's top-level dataset/ folder (present for source and editable installs, and for the CLI).
 REPO_DATASET_DIR = os.path.join(os.path.dirname(PACKAGE_DIR), "dataset")
 RECBOLE_EXAMPLE_DIR = os.path.join(os.path.dirname(recbole.__file__), "dataset_example")
@@ -75,6 +74,15 @@ def _kind(value):
     return None
 
 
+def default_property_files():
+    """The plugin's default yaml files: `overall.yaml`, the quick-start profile, `model/*.yaml` and
+    `dataset/*.yaml` of the properties folder. Other yaml files there (such as `beauty.yaml`, a `--config_files`
+    recipe, or a user's own) are not defaults: their keys must be known like any config file's."""
+    return ([os.path.join(PROPERTIES_DIR, name) for name in ("overall.yaml", "quickstart.yaml")]
+            + sorted(glob.glob(os.path.join(PROPERTIES_DIR, "model", "*.yaml")))
+            + sorted(glob.glob(os.path.join(PROPERTIES_DIR, "dataset", "*.yaml"))))
+
+
 @functools.lru_cache(maxsize=None)
 def default_layers():
     """{key: {kind: an example default}} over every default yaml file: RecBole's overall, model, dataset and
@@ -82,7 +90,7 @@ def default_layers():
     every `per_model` section). Defaults of every model count, so overrides shared by a multi-model run pass."""
     paths = [path for path in glob.glob(os.path.join(RECBOLE_PROPERTIES_DIR, "**", "*.yaml"), recursive=True)
              if os.path.basename(path) not in ("url.yaml", "kg_url.yaml")]  # dataset name -> download URL
-    paths += glob.glob(os.path.join(PROPERTIES_DIR, "**", "*.yaml"), recursive=True)
+    paths += default_property_files()
     loader, layers = _yaml_loader(), {}
     for path in sorted(paths):
         with open(path, encoding="utf-8") as handle:

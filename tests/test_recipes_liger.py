@@ -17,7 +17,7 @@ from recbole_genrec.representation import item_text_embeddings
 from conftest import ROOT
 from test_letter_liger import TINY_LIGER
 
-LIGER_YAML = os.path.join(ROOT, "recbole_genrec", "properties", "model", "LIGER.yaml")
+LIGER_YAML = os.path.join(ROOT, "properties", "model", "LIGER.yaml")
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ state at the last separator is the sequence's representation. Training, as the o
 0.08 together), a BPR term between the user's and the two items' representations (weight 1), and a BPR-style
 contrastive term pulling the positive item towards an item of its leaf cluster (weight 0.1). Inference: the shared
 constrained beam search (beam 100) on the 20 most recent items, most recent first; items of the history dropped.
-Defaults: recbole_genrec/properties/model/ColaRec.yaml; deviations in the README.
+Defaults: properties/model/ColaRec.yaml; deviations in the README.
 """
 import torch
 import torch.nn.functional as F

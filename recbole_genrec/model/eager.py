@@ -12,7 +12,7 @@ target's own behaviour or text vector, against every item) and the semantic-guid
 reconstruct a masked behaviour code token and recognise a corrupted code, guided by the semantic summary).
 Inference: the shared constrained beam search in each stream, the union of both candidate lists, every candidate
 re-scored by the sum over both streams of its code's log-likelihood; top-K.
-Defaults and deviations: recbole_genrec/properties/model/EAGER.yaml and the README.
+Defaults and deviations: properties/model/EAGER.yaml and the README.
 """
 import math
 

@@ -6,7 +6,7 @@ with CF alignment, diversity regularisation and Sinkhorn balancing of the last l
 remaining collisions go to the shared collision policy. Backbone and inference: TIGER's encoder-decoder and the
 shared trie-constrained beam search (beam 20). Training: the ranking-guided generation loss, i.e. the next-SID
 cross-entropy with logits divided by a temperature tau < 1 (`ce_temperature`), which sharpens the penalty on hard
-negatives. Defaults: recbole_genrec/properties/model/LETTER.yaml.
+negatives. Defaults: properties/model/LETTER.yaml.
 """
 from recbole_genrec.data.semantic_ids import fit_semantic_ids
 from recbole_genrec.model.seq2seq import SemanticIdSeq2Seq

@@ -21,7 +21,7 @@ Inference (`liger_inference`):
   generative  the beam search alone (TIGER's inference).
 Cold-start items come from the training split only (`train_item_mask`, set by data.mark_training_items); the text
 embeddings of all items are content, known for every item, and indexed by the history or scored as a catalogue,
-never looked up through the target. Defaults: recbole_genrec/properties/model/LIGER.yaml.
+never looked up through the target. Defaults: properties/model/LIGER.yaml.
 """
 import numpy as np
 import torch

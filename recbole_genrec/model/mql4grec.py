@@ -14,7 +14,7 @@ counts once):
   image2item    prompt + an item's image code -> its text code
 Inference: the shared constrained beam search twice (seqrec and seqimage inputs, beam 20), each list mapped to
 items; an item in both lists scores (s_text + s_image) / 2 + 1, any other its one score, s = the code's mean token
-log-probability; top-K. Defaults: recbole_genrec/properties/model/MQL4GRec.yaml; deviations in the README.
+log-probability; top-K. Defaults: properties/model/MQL4GRec.yaml; deviations in the README.
 """
 import math
 

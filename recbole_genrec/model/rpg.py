@@ -16,7 +16,7 @@ in exact mode it stays undefined and the trainer scores through `full_sort_predi
 
 Code embeddings: one table of m x K digit embeddings, shared by the input (mean of digits) and the output (cosine
 logits); the graph's item-item similarity uses the same learned table, rebuilt whenever it has changed.
-Defaults: recbole_genrec/properties/model/RPG.yaml.
+Defaults: properties/model/RPG.yaml.
 """
 import torch
 import torch.nn as nn
