@@ -253,6 +253,68 @@ def test_collapse_warning_names_the_figure():
     assert collapse_warning(sid_quality(spread, [2, 2, 1])) is None
 
 
+def _spread_pairs(n_items, levels, size):
+    """Codes where every ID holds two items and the IDs are spread evenly: collisions without any concentration."""
+    ids = torch.arange(n_items) // 2
+    return torch.stack([ids // size ** (levels - 1 - level) % size for level in range(levels)], 1)
+
+
+def test_collapse_advice_fits_the_tokenizer():
+    """Collisions with spread codes mean a codebook too small for the catalogue: residual k-means is told to grow
+    it (never to use itself), an RQ-VAE also to train longer; concentrated codes of an RQ-VAE get the training
+    advice (with RQKMeans as the alternative), those of RQ-KMeans a look at the item vectors."""
+    quality = {**sid_quality(_spread_pairs(12_000, 3, 32), [32, 32, 32]), "tokenizer": "RQKMeans"}
+    message = collapse_warning(quality)
+    assert "100% of the items collide on their full code (32,768 codes for 12,000 items; uniformly random codes " \
+           "would collide 31%)" in message
+    assert "raise tokenizer_params.codebook_size (now 32x32x32; e.g. 128, or `auto`" in message
+    assert "num_levels (now 3)" in message and "RQKMeans" not in message and "epochs" not in message
+    message = collapse_warning({**quality, "tokenizer": "RQVAE"})
+    assert "e.g. 128" in message and "train the tokenizer longer" in message and "RQKMeans" not in message
+    concentrated = torch.cat([torch.zeros(90, 3, dtype=torch.long), torch.arange(1, 11)[:, None].repeat(1, 3)])
+    rqvae = collapse_warning({**sid_quality(concentrated, [256, 256, 256]), "tokenizer": "RQVAE"})
+    assert "dead_code_reset" in rqvae and "the RQKMeans tokenizer" in rqvae
+    # an RQ-VAE whose codebooks already hold the catalogue: training, not size (a 2-epoch fit of 3 x 256 on beauty)
+    pairs = torch.arange(12_000) // 2
+    roomy = sid_quality(torch.stack([pairs % 256, pairs // 256, torch.zeros_like(pairs)], 1), [256, 256, 256])
+    assert roomy["n_used"][0] == 256 and roomy["prefix2_max_share"] < 0.01  # spread, not concentrated
+    message = collapse_warning({**roomy, "tokenizer": "RQVAE"})
+    assert "100% of the items collide" in message and "more tokenizer epochs" in message
+    assert "codebook_size" not in message
+    rqkmeans = collapse_warning({**sid_quality(concentrated, [256, 256, 256]), "tokenizer": "RQKMeans"})
+    assert "text_fields" in rqkmeans and "the RQKMeans tokenizer" not in rqkmeans
+
+
+def test_auto_codebook_size_is_sized_to_the_catalogue(item_vectors):
+    from recbole_genrec.tokenization import auto_codebook_size, resolve_auto_codebook_size, resolve_tokenizer_params
+
+    # K^(L-1) >= n / 2, K a power of two >= 32: the quick profile's 3 levels keep 32 on ml-100k, 128 on amazon-beauty
+    assert [auto_codebook_size(n, 3) for n in (287, 1682, 2048, 2049, 12_101, 100_000)] == [32, 32, 32, 64, 128, 256]
+    assert auto_codebook_size(12_101, 4) == 32 and auto_codebook_size(100, 1) == 64
+    assert resolve_tokenizer_params("RQKMeans", {"codebook_size": "auto"}, 12_101) == {"codebook_size": 128}
+    assert resolve_tokenizer_params("RQVAE", {"num_levels": 4, "codebook_size": "auto"}, 12_101)["codebook_size"] == 32
+    fixed = {"num_levels": 3, "codebook_size": 64}
+    assert resolve_tokenizer_params("RQKMeans", fixed, 12_101) is fixed
+    with pytest.raises(ValueError, match="no num_levels"):
+        resolve_auto_codebook_size({"codebook_size": "auto"}, 100)
+    assert resolve_tokenizer_params("HKMeans", {"codebook_size": "auto"}, 100) == {"codebook_size": "auto"}
+    with pytest.raises(ValueError, match=r"Unknown parameter\(s\) \['codebook_size'\] for tokenizer HKMeans"):
+        build_tokenizer("HKMeans", {"codebook_size": "auto"})
+    with pytest.raises(ValueError, match="positive integer or 'auto'"):
+        build_tokenizer("RQKMeans", {"codebook_size": "big"})
+    # a direct fit resolves it from the vectors' item count (the run resolves it earlier, in the dataset's build)
+    tokenizer = build_tokenizer("RQKMeans", {"num_levels": 2, "codebook_size": "auto", "niter": 5})
+    semantic_ids = tokenizer.fit(item_vectors, seed=1)
+    assert tokenizer.params["codebook_size"] == 256 and semantic_ids.vocab_sizes[:2] == [256, 256]  # 2 K >= 300
+
+
+def test_quick_profile_sizes_its_codebooks_with_auto():
+    from recbole_genrec.cli import load_profile
+
+    for model in ("TIGER", "LIGER", "LETTER"):
+        assert load_profile(model)["tokenizer_params"]["codebook_size"] == "auto"
+
+
 # ---- hierarchical balanced k-means (EAGER, ColaRec) ---------------------------------------------------------------
 def test_hkmeans_tree_gives_unique_ids_in_the_fewest_levels(item_vectors):
     semantic_ids = build_tokenizer("HKMeans", {"branches": 8, "niter": 10, "collision": "none"}).fit(item_vectors, seed=3)

@@ -123,8 +123,22 @@ class GenRecDataset(SequentialDataset):
         from recbole_genrec import registry
 
         splits = super().build()
+        self._resolve_tokenizer_params()
         model_class = registry.get_model(self.config["model"])
         semantic_ids = model_class.build_semantic_ids(self.config, self, splits[0])
         for dataset in (self, *splits):
             dataset.semantic_ids = semantic_ids
         return splits
+
+    def _resolve_tokenizer_params(self):
+        """`tokenizer_params.codebook_size: auto` -> a number sized to this catalogue (tokenization/quality.py,
+        `auto_codebook_size`), set in the config before the tokenizer is keyed, fitted and cached, so the cache key,
+        the log and a checkpoint's config hold the size that was used."""
+        from recbole_genrec.tokenization import resolve_tokenizer_params
+
+        params = self.config["tokenizer_params"]
+        resolved = resolve_tokenizer_params(self.config["tokenizer"], params, self.item_num - 1)
+        if resolved is not params:
+            self.config["tokenizer_params"] = resolved
+            self.logger.info(f"tokenizer_params.codebook_size: auto -> {resolved['codebook_size']} for "
+                             f"{self.item_num - 1:,} items")

@@ -2,7 +2,15 @@
 from recbole_genrec.tokenization.base import SemanticIds, Tokenizer
 from recbole_genrec.tokenization.collision import COLLISION_POLICIES, apply_collision_policy, get_collision_policy
 from recbole_genrec.tokenization.kmeans import balanced_kmeans, kmeans, sinkhorn_assignment
-from recbole_genrec.tokenization.quality import collapse_warning, format_quality, prefix_cf_agreement, sid_quality
+from recbole_genrec.tokenization.quality import (
+    AUTO_CODEBOOK_SIZE,
+    auto_codebook_size,
+    collapse_warning,
+    format_quality,
+    prefix_cf_agreement,
+    resolve_auto_codebook_size,
+    sid_quality,
+)
 from recbole_genrec.tokenization.hkmeans import HierarchicalKMeansTokenizer, tree_path_codes
 from recbole_genrec.tokenization.letter import LETTERTokenizer
 from recbole_genrec.tokenization.opq import OPQTokenizer
@@ -25,7 +33,17 @@ def build_tokenizer(name: str, params: dict | None = None) -> Tokenizer:
     return TOKENIZERS[name](**dict(params or {}))
 
 
+def resolve_tokenizer_params(name: str, params: dict | None, n_items: int) -> dict | None:
+    """`params` of tokenizer `name` with `codebook_size: auto` sized for `n_items` items (quality.auto_codebook_size,
+    with the tokenizer's default number of levels when `params` sets none); other params are returned as they are."""
+    tokenizer = TOKENIZERS.get(name)
+    if tokenizer is not None and "codebook_size" not in tokenizer.default_params:
+        return params  # not a parameter of this tokenizer: building it refuses the unknown parameter
+    return resolve_auto_codebook_size(params, n_items, tokenizer.default_params if tokenizer else None)
+
+
 __all__ = [
+    "AUTO_CODEBOOK_SIZE",
     "COLLISION_POLICIES",
     "HierarchicalKMeansTokenizer",
     "LETTERTokenizer",
@@ -35,6 +53,7 @@ __all__ = [
     "SemanticIds",
     "Tokenizer",
     "apply_collision_policy",
+    "auto_codebook_size",
     "balanced_kmeans",
     "build_tokenizer",
     "collapse_warning",
@@ -42,6 +61,8 @@ __all__ = [
     "get_collision_policy",
     "kmeans",
     "prefix_cf_agreement",
+    "resolve_auto_codebook_size",
+    "resolve_tokenizer_params",
     "sinkhorn_assignment",
     "sid_quality",
     "tree_path_codes",

@@ -14,7 +14,13 @@ from recbole_genrec.tokenization.collision import (
     apply_collision_policy,
     get_collision_policy,
 )
-from recbole_genrec.tokenization.quality import format_quality, prefix_cf_agreement, sid_quality
+from recbole_genrec.tokenization.quality import (
+    AUTO_CODEBOOK_SIZE,
+    format_quality,
+    prefix_cf_agreement,
+    resolve_auto_codebook_size,
+    sid_quality,
+)
 
 logger = logging.getLogger("recbole_genrec")
 
@@ -99,6 +105,11 @@ class Tokenizer(ABC):
             )
         self.params = {**known, **params}
         get_collision_policy(self.params["collision"])  # fail before a long fit, not after
+        if "codebook_size" in self.params:
+            size = self.params["codebook_size"]
+            if size != AUTO_CODEBOOK_SIZE and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+                raise ValueError(f"codebook_size of tokenizer {self.name} must be a positive integer or "
+                                 f"'{AUTO_CODEBOOK_SIZE}' (sized from the number of items), got {size!r}.")
         # Set by `_fit_codes` when the collision policy needs it: [n_items, K] squared distances of each item's
         # last-level residual to the last-level codes.
         self.last_level_distances = None
@@ -141,6 +152,9 @@ class Tokenizer(ABC):
                              f"(the model's tokenizer hook passes representation.item_cf_embeddings).")
         seed_everything(seed)
         self.last_level_distances, self.fit_report = None, {}
+        # `codebook_size: auto` (usually resolved from the dataset's item count before the fit is keyed and
+        # cached: GenRecDataset.build) is sized here for direct callers; self.params then holds the number.
+        self.params = resolve_auto_codebook_size(self.params, len(item_vectors))
         raw_codes = torch.as_tensor(self._fit_codes(item_vectors, item_fit_mask, seed), dtype=torch.long).cpu()
         if raw_codes.ndim != 2 or len(raw_codes) != len(item_vectors):
             raise RuntimeError(f"{self.name} returned codes of shape {tuple(raw_codes.shape)} for {len(item_vectors)} items")

@@ -90,32 +90,108 @@ def prefix_cf_agreement(codes, collaborative, max_depth: int = 3) -> dict:
     return result
 
 
+# `codebook_size: auto` (tokenizers with `codebook_size` and `num_levels`, or OPQ's `num_digits`): the smallest power of
+# two, at least this, whose first L - 1 levels hold half the catalogue (K^(L-1) >= n_items / 2), so that the last
+# level only has to split small groups. Measured with RQ-KMeans on MiniLM text (3 levels, collision rate before the
+# collision digit): amazon-beauty (12,101 items) 82% at 32 codes, 56% at 64, 41% at 128 (what `auto` picks), 28% at
+# 256; ml-100k (1,682 items) 41% at 32 (what `auto` picks), 28% at 64.
+AUTO_CODEBOOK_SIZE = "auto"
+AUTO_MIN_CODEBOOK_SIZE = 32
+# Tokenizers whose codes are trained by gradient descent (an RQ-VAE): a collapse there is a training failure.
+TRAINED_TOKENIZERS = ("RQVAE", "LETTER")
+
+
+def auto_codebook_size(n_items: int, num_levels: int, minimum: int = AUTO_MIN_CODEBOOK_SIZE) -> int:
+    """`codebook_size: auto` for `n_items` items and `num_levels` levels: the smallest power of two K >= `minimum`
+    with K^(L-1) >= n_items / 2 (one level: K >= n_items / 2). ml-100k (1,682 items, 3 levels): 32;
+    amazon-beauty (12,101): 128; with 4 levels both 32."""
+    prefix_levels = max(int(num_levels) - 1, 1)
+    size = max(1, int(minimum))
+    size = 1 << (size - 1).bit_length()  # a power of two
+    while 2 * size ** prefix_levels < n_items:
+        size *= 2
+    return size
+
+
+def _levels_key(params: dict) -> str | None:
+    return "num_levels" if "num_levels" in params else ("num_digits" if "num_digits" in params else None)
+
+
+def resolve_auto_codebook_size(params: dict, n_items: int, default_params: dict | None = None) -> dict:
+    """`params` with `codebook_size: auto` replaced by `auto_codebook_size` for this catalogue (a copy; `params`
+    unchanged when it does not ask for `auto`). `default_params`: the tokenizer's defaults, for a `num_levels` the
+    params do not set."""
+    if not isinstance(params, dict) or params.get("codebook_size") != AUTO_CODEBOOK_SIZE:
+        return params
+    merged = {**(default_params or {}), **params}
+    key = _levels_key(merged)
+    if key is None:
+        raise ValueError("codebook_size: auto sizes the codebooks from the number of items and of levels, but the "
+                         "tokenizer has no num_levels (or num_digits): give codebook_size as a number.")
+    return {**params, "codebook_size": auto_codebook_size(n_items, int(merged[key]))}
+
+
+def _size_advice(quality: dict) -> str:
+    """How to give the catalogue more room: a larger codebook (what `auto` or doubling would give) or a level more."""
+    sizes, n_items, levels = quality["vocab_sizes"], quality["n_items"], quality["n_levels"]
+    levels_key = "num_digits" if quality.get("tokenizer") == "OPQ" else "num_levels"
+    current = max(int(size) for size in sizes)
+    suggested = max(auto_codebook_size(n_items, levels), 2 * current)
+    suggested = 1 << (suggested - 1).bit_length()
+    return (f"raise tokenizer_params.codebook_size (now {'x'.join(str(s) for s in sizes)}; e.g. {suggested}, or "
+            f"`auto`, which sizes it from the item count) or {levels_key} (now {levels})")
+
+
 def collapse_warning(quality: dict) -> str | None:
     """A warning message when the codes look collapsed, naming the figure and what to try; None when healthy.
 
     First-level usage is measured against the codes a catalogue can use at all (min(vocab size, n_items)), so a
-    catalogue smaller than the codebook is not flagged for that reason alone."""
-    problems = []
+    catalogue smaller than the codebook is not flagged for that reason alone. The advice fits the tokenizer that
+    produced the codes (`quality["tokenizer"]`): codes concentrated on few prefixes are a training failure of an
+    RQ-VAE (more epochs, dead-code re-seeding, or residual k-means instead), while collisions alone, with the codes
+    spread, mean the codebooks are too small for the catalogue (a larger codebook_size or another level)."""
+    problems, concentrated = [], False
     prefix_share = quality.get("prefix2_max_share")
     if prefix_share is not None and prefix_share > MAX_PREFIX2_SHARE:
         problems.append(f"{prefix_share:.0%} of the items share their first two codes")
+        concentrated = True
     usable_first_codes = min(quality["vocab_sizes"][0], quality["n_items"])
     first_usage = quality["n_used"][0] / max(usable_first_codes, 1)
     if first_usage < MIN_FIRST_LEVEL_USAGE:
         problems.append(
             f"first-level usage is {first_usage:.1%} ({quality['n_used'][0]} of {usable_first_codes} usable codes)"
         )
+        concentrated = True
     capacity = math.prod(quality["vocab_sizes"])
     random_rate = 1.0 - (1.0 - 1.0 / capacity) ** (quality["n_items"] - 1)
     if quality["collision_rate"] > max(MAX_COLLISION_RATE, COLLISION_VS_RANDOM * random_rate):
-        problems.append(f"{quality['collision_rate']:.0%} of the items collide on their full code")
+        problems.append(f"{quality['collision_rate']:.0%} of the items collide on their full code ({capacity:,} "
+                        f"codes for {quality['n_items']:,} items; uniformly random codes would collide "
+                        f"{random_rate:.0%})")
     if not problems:
         return None
-    return (
-        "Semantic IDs look collapsed: " + "; ".join(problems) + ". Try more tokenizer epochs, dead_code_reset: True "
-        "with k-means initialisation and standardised inputs, or the RQKMeans tokenizer (residual k-means, which "
-        "cannot collapse this way)."
-    )
+    tokenizer = quality.get("tokenizer")
+    training_advice = ("more tokenizer epochs, dead_code_reset: True with k-means initialisation and standardised "
+                       "inputs, or the RQKMeans tokenizer (residual k-means, which cannot collapse this way)")
+    advice = []
+    if concentrated:
+        if tokenizer == "RQKMeans":  # every centroid is the mean of a non-empty cluster: the inputs are alike
+            advice.append("check the item vectors (many items with the same text? see text_fields) and keep "
+                          "standardize: True")
+        elif tokenizer in TRAINED_TOKENIZERS or tokenizer is None:
+            advice.append(training_advice)
+        else:
+            advice.append(f"check the item vectors (text_fields) and {tokenizer}'s parameters")
+    elif tokenizer == "HKMeans":
+        advice.append("raise tokenizer_params.branches")
+    elif tokenizer in TRAINED_TOKENIZERS and max(quality["vocab_sizes"]) >= auto_codebook_size(
+            quality["n_items"], quality["n_levels"]):  # room enough: the codes are not trained apart yet
+        advice.append(training_advice)
+    else:
+        advice.append(_size_advice(quality))
+        if tokenizer in TRAINED_TOKENIZERS:
+            advice.append("train the tokenizer longer (epochs)")
+    return "Semantic IDs look collapsed: " + "; ".join(problems) + ". Try " + "; or ".join(advice) + "."
 
 
 def format_quality(quality: dict) -> str:
