@@ -8,7 +8,12 @@ checked before the first trains), --dataset, --config_files (comma- or space-sep
 rewritten as each model finishes; a PNG bar chart is written beside it at the end), --profile (a yaml of shared
 keys plus `per_model:` sections applied under the overrides; `quickstart` = the CPU profile, the default when no
 --dataset is given; `none` = the papers' defaults, the default otherwise), --threads=N (torch's CPU threads and
-faiss's OpenMP threads in this process, set before any work; default: the libraries' own).
+faiss's OpenMP threads in this process, set before any work; default: the libraries' own), --dry_run=True (every
+model of the command up to and including its first training batch: config checks, dataset load, representation and
+tokenization with the collapse check, split, model and trainer build, one forward and backward pass of one
+training batch; then one "ready" line per model and exit 0, with no optimizer step, no checkpoint and no results
+written; the caches it fills are the real run's; with --tune it checks the hyper file, the options and the base
+configuration only).
 `main` (run_recbole_genrec.py and the installed `recbole-genrec`) exits 0 after a finished run and 1 with a
 one-line message for bad input; `run` returns the rows and raises.
 
@@ -25,7 +30,7 @@ import sys
 
 from recbole_genrec.paths import QUICKSTART_PROFILE, resolve_properties_path
 
-CLI_OPTIONS = ("model", "dataset", "config_files", "results_file", "profile", "threads")
+CLI_OPTIONS = ("model", "dataset", "config_files", "results_file", "profile", "threads", "dry_run")
 TUNE_OPTIONS = ("tune", "trials", "search", "ray_address", "ray_num_cpus", "cpus_per_trial", "gpus_per_trial",
                 "max_concurrent", "tune_dir", "scheduler", "grace_period")
 CLI_OPTIONS += TUNE_OPTIONS
@@ -122,9 +127,10 @@ def run(argv=None):
 
     for model in models:  # fail before any training when one name is wrong
         registry.get_model(model)
+    dry_run = parse_flag(options, "dry_run")
     if "tune" in options:  # the profile is the search's base config too; sampled values override it
         base = {**load_profile(models[0], profile), **overrides} if profile and len(models) == 1 else overrides
-        return tune_main(options, models, dataset, config_files, base, allowed)
+        return tune_main(options, models, dataset, config_files, base, allowed, dry_run=dry_run)
 
     from recbole_genrec.config import GenRecConfig
     from recbole_genrec.quick_start import run_recbole_genrec
@@ -135,6 +141,8 @@ def run(argv=None):
     for model in models:  # every model's configuration is checked before the first one trains
         GenRecConfig(model=model, dataset=dataset, config_file_list=config_files,
                      config_dict=dict(config_dicts[model]))
+    if dry_run:
+        return dry_run_models(models, dataset, config_files, config_dicts)
     results_file = options.get("results_file")
     rows = []
     for model in models:
@@ -150,6 +158,34 @@ def run(argv=None):
         plot_results(rows, png)
         print(f"Results written to {results_file} and {png}")
     return rows
+
+
+def parse_flag(options, name):
+    """A boolean command-line option (`--dry_run=True`), False when absent."""
+    if name not in options:
+        return False
+    value = parse_value(options[name])
+    if not isinstance(value, bool):
+        raise ValueError(f"--{name} takes True or False, got {options[name]!r}.")
+    return value
+
+
+def dry_run_models(models, dataset, config_files, config_dicts):
+    """--dry_run=True: every model up to and including its first training batch (quick_start.dry_run_recbole_genrec),
+    one "ready" line each; no training step, nothing saved. Returns the dry runs' reports."""
+    from recbole_genrec.quick_start import dry_run_recbole_genrec
+
+    reports = []
+    for model in models:
+        report = dry_run_recbole_genrec(model=model, dataset=dataset, config_file_list=config_files,
+                                        config_dict=dict(config_dicts[model]))
+        reports.append(report)
+        levels = report["semantic_id_levels"]
+        ids = f"semantic IDs {'x'.join(str(size) for size in levels)}, " if levels else ""
+        print(f"{model} on {dataset}: ready (dry run: {report['items']:,} items, {ids}{report['parameters']:,} "
+              f"parameters, first training batch of {report['batch_rows']} loss {report['loss']:.4f}; no step "
+              f"taken, nothing saved)", flush=True)
+    return reports
 
 
 # Bad input, raised by the checks (unknown model, dataset, setting or file, wrong type, inconsistent settings): a
@@ -212,10 +248,11 @@ def check_overrides(overrides, models, config_files, profile):
     return allowed
 
 
-def tune_main(options, models, dataset, config_files, overrides, allowed=None):
-    """The tuning mode: one model, its hyper file, Ray Tune; returns the TuningResult."""
+def tune_main(options, models, dataset, config_files, overrides, allowed=None, dry_run=False):
+    """The tuning mode: one model, its hyper file, Ray Tune; returns the TuningResult. `dry_run`: the hyper file,
+    the options and the base configuration are checked (tuning.check_search), no Ray, no trial; returns a report."""
     from recbole_genrec.config import check_known_keys
-    from recbole_genrec.tuning import parse_hyper_file, run_tuning
+    from recbole_genrec.tuning import check_search, parse_hyper_file, run_tuning
 
     if len(models) != 1:
         raise ValueError(f"--tune searches one model at a time, got --model={','.join(models)}.")
@@ -226,15 +263,29 @@ def tune_main(options, models, dataset, config_files, overrides, allowed=None):
             raise ValueError(f"{options['tune']}: {error}") from None
 
     def number(name, default, kind=float):
-        return kind(parse_value(options[name])) if name in options else default
+        if name not in options:
+            return default
+        value = parse_value(options[name])
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+            raise ValueError(f"--{name} takes {'an integer' if kind is int else 'a number'}, got {options[name]!r}.")
+        return kind(value)
 
+    numbers = dict(trials=number("trials", None, int), ray_num_cpus=number("ray_num_cpus", None, int),
+                   cpus_per_trial=number("cpus_per_trial", 1), gpus_per_trial=number("gpus_per_trial", 0),
+                   max_concurrent=number("max_concurrent", None, int), grace_period=number("grace_period", 1, int))
+    search, scheduler = options.get("search", "random"), options.get("scheduler", "asha")
+    if dry_run:
+        space = check_search(models[0], dataset, options["tune"], config_file_list=config_files,
+                             config_dict=dict(overrides), search=search, scheduler=scheduler,
+                             ray_address=options.get("ray_address"))[0]
+        print(f"{models[0]} on {dataset}: ready to tune (dry run: {options['tune']} searches {len(space)} "
+              f"parameter{'s' if len(space) != 1 else ''} ({', '.join(space)}), base configuration and options "
+              f"checked; no Ray, no trial run)", flush=True)
+        return [{"model": models[0], "dataset": dataset, "hyper_file": options["tune"], "parameters": list(space)}]
     return run_tuning(
         models[0], dataset, options["tune"], config_file_list=config_files, config_dict=dict(overrides),
-        trials=number("trials", None, int), search=options.get("search", "random"),
-        ray_address=options.get("ray_address"), ray_num_cpus=number("ray_num_cpus", None, int),
-        cpus_per_trial=number("cpus_per_trial", 1), gpus_per_trial=number("gpus_per_trial", 0),
-        max_concurrent=number("max_concurrent", None, int), tune_dir=options.get("tune_dir"),
-        scheduler=options.get("scheduler", "asha"), grace_period=number("grace_period", 1, int),
+        search=search, ray_address=options.get("ray_address"), tune_dir=options.get("tune_dir"),
+        scheduler=scheduler, **numbers,
     )
 
 

@@ -95,6 +95,69 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
     }
 
 
+def dry_run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_dict=None):
+    """Everything `run_recbole_genrec` does up to and including its first training batch, then stop: the config
+    checks, the dataset load and its checks, representation and tokenization (with the collapse check), the split,
+    the model and its trainer (optimizer, learning-rate schedule), and one forward and backward pass of the first
+    training batch, whose loss and gradients must be finite. No optimizer step and nothing saved: no checkpoint, no
+    results, no TensorBoard file (the caches a real run would fill, text embeddings and semantic IDs, are kept for
+    it, and RecBole's log records the dry run). Returns what was built, for the command line's "ready" line."""
+    import torch
+
+    config, dataset_obj, model_obj, train_data, _, _ = _prepare(model, dataset, config_file_list, config_dict)
+    trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
+    try:
+        if hasattr(trainer, "_build_scheduler"):  # what the plugin trainer's fit sets up before its first batch
+            trainer._build_scheduler(len(train_data))
+        batch = next(iter(train_data)).to(trainer.device)
+        model_obj.train()
+        autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if getattr(trainer, "bf16", False)
+                    else torch.autocast(device_type="cpu", enabled=False))
+        with autocast:
+            losses = model_obj.calculate_loss(batch)
+        loss = sum(losses) if isinstance(losses, tuple) else losses
+        if not torch.isfinite(loss):
+            raise ValueError(f"Dry run of {config['model']} on {config['dataset']}: the first training batch's loss is "
+                             f"{loss.item()}: lower learning_rate or check the inputs.")
+        loss.backward()
+        bad = [name for name, p in model_obj.named_parameters() if p.grad is not None and not torch.isfinite(p.grad).all()]
+        if bad:
+            raise ValueError(f"Dry run of {config['model']} on {config['dataset']}: non-finite gradients in "
+                             f"{', '.join(bad[:5])} after the first training batch.")
+        model_obj.zero_grad(set_to_none=True)
+    finally:
+        _discard_tensorboard(trainer)
+    semantic_ids = getattr(dataset_obj, "semantic_ids", None)
+    return {
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "items": dataset_obj.item_num - 1,
+        "train_sequences": len(train_data.dataset),
+        "train_batches": len(train_data),
+        "batch_rows": len(batch),
+        "loss": float(loss.detach()),
+        "parameters": sum(p.numel() for p in model_obj.parameters()),
+        "semantic_id_levels": list(semantic_ids.vocab_sizes) if semantic_ids is not None else None,
+        "semantic_id_quality": getattr(semantic_ids, "quality", None),
+        "tokenizer_params": config["tokenizer_params"] if semantic_ids is not None else None,
+    }
+
+
+def _discard_tensorboard(trainer):
+    """RecBole's Trainer opens a TensorBoard writer (an events file under log_tensorboard/) when it is built: a dry
+    run removes that file, and the folder when nothing else is in it."""
+    writer = getattr(trainer, "tensorboard", None)
+    if writer is None:
+        return
+    log_dir = getattr(writer, "log_dir", None)
+    events = getattr(getattr(getattr(writer, "file_writer", None), "event_writer", None), "_file_name", None)
+    writer.close()
+    if events and os.path.isfile(events):
+        os.remove(events)
+    if log_dir and os.path.isdir(log_dir) and not os.listdir(log_dir):
+        os.rmdir(log_dir)
+
+
 def run_stock_recbole(model, dataset, config_dict=None, saved=True):
     """The same run through stock RecBole only (its Config, dataset, model, Trainer and evaluator): the reference
     for speed and metrics beside `run_recbole_genrec`, returning the same keys (generative-only ones None).

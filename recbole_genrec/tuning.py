@@ -350,21 +350,12 @@ class TuningResult:
     table: str = ""
 
 
-def run_tuning(model, dataset, hyper_file, config_file_list=None, config_dict=None, trials=None, search="random",
-               ray_address=None, ray_num_cpus=None, cpus_per_trial=1, gpus_per_trial=0, max_concurrent=None,
-               tune_dir=None, scheduler="asha", grace_period=1, reduction_factor=2, verbose=1):
-    """Search `hyper_file`'s space for `model` on `dataset`; see the module docstring.
-
-    trials: random search -> number of sampled configurations (default 10); grid search (every `choice` is a
-    grid axis) -> samples per grid point (default 1). ray_address: None starts a local Ray (ray_num_cpus CPUs,
-    default all); an address ("auto", "HOST:6379") joins a running cluster. A Ray session the caller already
-    started is used as it is (and left running)."""
-    import ray
-    from ray import air, tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.basic_variant import BasicVariantGenerator
-
-    from recbole_genrec import registry
+def check_search(model, dataset, hyper_file, config_file_list=None, config_dict=None, search="random",
+                 scheduler="asha", ray_address=None):
+    """What a search checks before Ray starts (also the whole of `--tune ... --dry_run=True`): the options, the
+    hyper file (format, values, keys of dict-valued settings) and the fixed part of the configuration (model,
+    dataset, keys and types), resolved once with the absolute paths every trial uses (Ray runs each trial in its
+    own working directory). Returns (space, base config, fixed overrides, base dicts, absolute config files)."""
     from recbole_genrec.config import GenRecConfig
 
     if search not in SEARCH_MODES:
@@ -374,13 +365,9 @@ def run_tuning(model, dataset, hyper_file, config_file_list=None, config_dict=No
     if ray_address and str(ray_address).startswith("ray://"):
         raise ValueError("Ray Client addresses (ray://) are not supported: run the search on a node of the "
                          "cluster with --ray_address=auto (or HOST:6379).")
-    started = time.time()
     space = parse_hyper_file(hyper_file)
     config_files = [os.path.abspath(f) for f in config_file_list] if config_file_list else None
     fixed = dict(config_dict or {})
-
-    # The fixed part of the configuration, resolved once here: fails early on a wrong model, dataset or key, and
-    # gives the absolute paths every trial uses (Ray runs each trial in its own working directory).
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")  # RecBole's Config overwrites it
     base = GenRecConfig(model=model, dataset=dataset, config_file_list=config_files, config_dict=fixed)
     if visible is None:
@@ -400,6 +387,29 @@ def run_tuning(model, dataset, hyper_file, config_file_list=None, config_dict=No
                 raise ValueError(f"{hyper_file}: {name} tunes a key of {top!r}, which is not a dict in {model}'s "
                                  f"config ({base[top]!r})")
             base_dicts[top] = _plain(base[top] or {})
+    return space, base, fixed, base_dicts, config_files
+
+
+def run_tuning(model, dataset, hyper_file, config_file_list=None, config_dict=None, trials=None, search="random",
+               ray_address=None, ray_num_cpus=None, cpus_per_trial=1, gpus_per_trial=0, max_concurrent=None,
+               tune_dir=None, scheduler="asha", grace_period=1, reduction_factor=2, verbose=1):
+    """Search `hyper_file`'s space for `model` on `dataset`; see the module docstring.
+
+    trials: random search -> number of sampled configurations (default 10); grid search (every `choice` is a
+    grid axis) -> samples per grid point (default 1). ray_address: None starts a local Ray (ray_num_cpus CPUs,
+    default all); an address ("auto", "HOST:6379") joins a running cluster. A Ray session the caller already
+    started is used as it is (and left running)."""
+    import ray
+    from ray import air, tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    from recbole_genrec import registry
+
+    started = time.time()
+    space, base, fixed, base_dicts, config_files = check_search(
+        model, dataset, hyper_file, config_file_list=config_file_list, config_dict=config_dict, search=search,
+        scheduler=scheduler, ray_address=ray_address)
     valid_metric, bigger = base["valid_metric"], bool(base["valid_metric_bigger"])
 
     tune_dir = os.path.abspath(tune_dir or os.path.join(
