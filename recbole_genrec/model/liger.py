@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole_genrec.inference import rerank_candidates
-from recbole_genrec.model.layers import RMSNorm, cosine_logits
+from recbole_genrec.model.layers import Dropout, RMSNorm, cosine_logits
 from recbole_genrec.model.seq2seq import SemanticIdSeq2Seq
 from recbole_genrec.representation import item_text_embeddings
 
@@ -43,9 +43,9 @@ class ResidualMLP(nn.Module):
     def __init__(self, input_dim, hidden_dims, output_dim, dropout, eps):
         super().__init__()
         dims = [int(input_dim), *(int(dim) for dim in hidden_dims)]
-        self.input_dropout = nn.Dropout(dropout)
+        self.input_dropout = Dropout(dropout)
         self.blocks = nn.ModuleList(
-            nn.Sequential(nn.Linear(a, b), nn.LayerNorm(b, eps=eps), nn.ReLU(), nn.Dropout(dropout))
+            nn.Sequential(nn.Linear(a, b), nn.LayerNorm(b, eps=eps), nn.ReLU(), Dropout(dropout))
             for a, b in zip(dims[:-1], dims[1:]))
         self.skips = nn.ModuleList(nn.Linear(a, b, bias=False) for a, b in zip(dims[:-1], dims[1:]))
         self.output = nn.Linear(dims[-1], output_dim)
@@ -106,7 +106,7 @@ class LIGER(SemanticIdSeq2Seq):
         self.item_position = nn.Embedding(self.max_seq_length, d_model)
         self.digit_position = nn.Embedding(self.n_levels, d_model)
         self.input_norm = nn.LayerNorm(d_model, eps=eps) if config["input_layernorm"] else nn.Identity()
-        self.input_dropout = nn.Dropout(float(config["input_dropout"]))
+        self.input_dropout = Dropout(float(config["input_dropout"]))
         self.dense_temperature = float(config["dense_temperature"])
         self.dense_loss_weight = float(config["dense_loss_weight"])
         self.dense_mask_cold = bool(config["dense_mask_cold"])

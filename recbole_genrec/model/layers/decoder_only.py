@@ -3,7 +3,8 @@ self-attention, GELU MLP, final LayerNorm. It takes input embeddings (RPG embeds
 embeddings) and returns one hidden state per position."""
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
+
+from recbole_genrec.model.layers.dropout import Dropout, attention
 
 
 class CausalSelfAttention(nn.Module):
@@ -15,7 +16,7 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.proj = nn.Linear(d_model, d_model)
         self.attn_dropout = attn_dropout
-        self.resid_dropout = nn.Dropout(resid_dropout)
+        self.resid_dropout = Dropout(resid_dropout)
 
     def forward(self, x, key_padding_mask=None):
         """x [B, T, D]; key_padding_mask bool [B, T], True = real token."""
@@ -25,9 +26,7 @@ class CausalSelfAttention(nn.Module):
         if key_padding_mask is not None:
             # a query always sees itself, so no row is fully masked (padded queries are ignored downstream)
             mask = mask & (key_padding_mask[:, None, None, :] | torch.eye(t, dtype=torch.bool, device=x.device))
-        out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.attn_dropout if self.training else 0.0
-        )
+        out = attention(q, k, v, mask, dropout_p=self.attn_dropout, training=self.training)
         return self.resid_dropout(self.proj(out.transpose(1, 2).reshape(b, t, d)))
 
 
@@ -38,7 +37,7 @@ class DecoderBlock(nn.Module):
         self.attn = CausalSelfAttention(d_model, num_heads, attn_dropout, resid_dropout)
         self.ln_2 = nn.LayerNorm(d_model)
         self.mlp = nn.Sequential(
-            nn.Linear(d_model, d_ff), nn.GELU(), nn.Linear(d_ff, d_model), nn.Dropout(resid_dropout)
+            nn.Linear(d_model, d_ff), nn.GELU(), nn.Linear(d_ff, d_model), Dropout(resid_dropout)
         )
 
     def forward(self, x, key_padding_mask=None):
@@ -54,7 +53,7 @@ class DecoderOnly(nn.Module):
                  embd_dropout=0.5, attn_dropout=0.5, resid_dropout=0.0):
         super().__init__()
         self.position = nn.Embedding(max_positions, d_model)
-        self.drop = nn.Dropout(embd_dropout)
+        self.drop = Dropout(embd_dropout)
         self.blocks = nn.ModuleList(
             DecoderBlock(d_model, num_heads, d_ff, attn_dropout, resid_dropout) for _ in range(num_layers)
         )

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from recbole_genrec.model.layers.dropout import Dropout, attention
+
 
 class RMSNorm(nn.Module):
     """T5's LayerNorm: scale only, no mean subtraction, no bias; statistics in float32 (safe under bf16)."""
@@ -95,8 +97,7 @@ class Attention(nn.Module):
             # cannot overflow to -inf when cast (bf16 / fp16 under autocast).
             base = torch.zeros((), dtype=query.dtype, device=query.device) if mask is None else mask
             mask = base.masked_fill(~allowed, torch.finfo(query.dtype).min)
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask,
-                                             dropout_p=self.dropout if self.training else 0.0, scale=1.0)
+        out = attention(query, key, value, mask, dropout_p=self.dropout, training=self.training, scale=1.0)
         n, h, t, d = out.shape
         return self.output(out.transpose(1, 2).reshape(n, t, h * d))
 
@@ -106,7 +107,7 @@ class FeedForward(nn.Module):
         super().__init__()
         self.inner = nn.Linear(d_model, d_ff, bias=False)
         self.outer = nn.Linear(d_ff, d_model, bias=False)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, hidden: Tensor) -> Tensor:
         return self.outer(self.dropout(F.relu(self.inner(hidden))))
@@ -119,7 +120,7 @@ class EncoderLayer(nn.Module):
         self.attention = Attention(d_model, num_heads, d_kv, dropout)
         self.ffn_norm = RMSNorm(d_model)
         self.ffn = FeedForward(d_model, d_ff, dropout)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, hidden: Tensor, position_bias: Tensor, key_allowed: Tensor) -> Tensor:
         x = self.attention_norm(hidden)
@@ -138,7 +139,7 @@ class DecoderLayer(nn.Module):
         self.cross_attention = Attention(d_model, num_heads, d_kv, dropout)
         self.ffn_norm = RMSNorm(d_model)
         self.ffn = FeedForward(d_model, d_ff, dropout)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def memory_key_values(self, memory: Tensor) -> Tuple[Tensor, Tensor]:
         """Cross-attention keys/values of the encoder output [G, S, d] -> 2 x [G, H, S, d_kv]."""
@@ -227,7 +228,7 @@ class EncoderDecoder(nn.Module):
         self.vocab_size, self.d_model, self.num_heads, self.d_kv = vocab_size, d_model, num_heads, d_kv
         self.tie_embeddings = tie_embeddings
         self.embedding = nn.Embedding(vocab_size, d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         # num_encoder_layers 0: a decoder that attends to another model's encoder (EAGER's second stream). The
         # registration order below is kept as it was: it fixes the initialisation's random stream (reproducibility).
         if num_encoder_layers:
