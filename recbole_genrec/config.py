@@ -24,6 +24,7 @@ CHOICES = {
     "lr_scheduler": ("none", "cosine", "inverse_sqrt", "linear"),
     "mixed_precision": ("none", "bf16"),
     "liger_inference": ("hybrid", "dense", "generative"),
+    "liger_valid_inference": ("hybrid", "dense", "generative"),
     "rpg_inference": ("exact", "graph"),
     "sid_collapse": ("error", "warn"),
     "sid_softmax": ("vocabulary", "level"),
@@ -52,6 +53,9 @@ MULTI_TYPE_KEYS = {
 }
 TYPE_NAMES = {"bool": "a bool", "int": "an int", "float": "a number", "str": "a string", "list": "a list",
               "dict": "a dict"}
+# `valid_metric` may score a subset of the validation users: `inset_ndcg@10` (users whose target occurs in the
+# training split) or `cold_ndcg@10` (the others), as computed by trainer.ColdStartTally.
+SUBSET_PREFIXES = ("inset_", "cold_")
 # Metrics whose results are keyed by `name@k` (so `valid_metric` names a K of `topk`); the rest (AUC, ...) not.
 TOPK_KEYED_NEEDS = ("rec.topk", "rec.items")
 
@@ -339,6 +343,12 @@ class GenRecConfig(Config):
             keyed = any(need in metrics_dict[metric].metric_need for need in TOPK_KEYED_NEEDS)
             computed += [f"{metric}@{k}" for k in topk] if keyed else [metric]
         valid = str(cfg["valid_metric"]).lower()
+        subset = next((prefix for prefix in SUBSET_PREFIXES if valid.startswith(prefix)), None)
+        if subset:  # a cold-start subset's score (trainer.ColdStartTally): the same metric on some users only
+            if not cfg["cold_start_eval"]:
+                raise ValueError(f"valid_metric {cfg['valid_metric']!r} scores the {subset[:-1]} users apart, which "
+                                 f"needs cold_start_eval: True.")
+            valid = valid[len(subset):]
         if valid not in computed:
             name = valid.split("@")[0]
             why = (f"{name} is not in metrics {cfg['metrics']}" if name not in metrics

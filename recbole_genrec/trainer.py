@@ -22,6 +22,7 @@ from torch.nn.utils import clip_grad_norm_
 from tqdm import tqdm
 
 from recbole_genrec import compat
+from recbole_genrec.config import SUBSET_PREFIXES
 from recbole_genrec.data.device_batches import DeviceBatches
 
 
@@ -173,6 +174,7 @@ class GenRecTrainer(Trainer):
         self.epochs_trained = 0
         self._epoch = 0
         self.last_cold_start = None
+        self._validating = False  # True inside _valid_epoch: evaluate() then ranks with `selection_topk` if any
         self.device_batches = bool(config["device_batches"])
         self._batches = None
         precision = config["mixed_precision"] or "none"  # validated by GenRecConfig
@@ -217,6 +219,13 @@ class GenRecTrainer(Trainer):
         # Step the schedule after every optimiser step, without copying RecBole's training loop.
         self.optimizer.register_step_post_hook(lambda *_: scheduler.step())
         return scheduler
+
+    def _valid_epoch(self, valid_data, show_progress=False):
+        self._validating = True
+        try:
+            return super()._valid_epoch(valid_data, show_progress=show_progress)
+        finally:
+            self._validating = False
 
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         if self.scheduler is None:
@@ -310,6 +319,9 @@ class GenRecTrainer(Trainer):
             self.item_tensor = eval_data._dataset.get_item_feature().to(self.device)
         self.tot_item_num = eval_data._dataset.item_num
         generative = hasattr(self.model, "generate_topk")
+        # Model selection may rank as the method's official code selects (LIGER: dense retrieval): `selection_topk`.
+        rank = getattr(self.model, "selection_topk", None) if self._validating else None
+        rank = rank or getattr(self.model, "generate_topk", None)
         max_k = max(self.config["topk"])
         batches = (
             tqdm(eval_data, total=len(eval_data), ncols=100, desc=set_color("Evaluate   ", "pink"))
@@ -323,7 +335,7 @@ class GenRecTrainer(Trainer):
             if generative:
                 # Only the history reaches the model's generator; RecBole's batch also carries the target item,
                 # which generate_topk must not read (tests/test_leakage.py checks it).
-                topk_items, _ = self.model.generate_topk(interaction.to(self.device), max_k)
+                topk_items, _ = rank(interaction.to(self.device), max_k)
                 positive_u, positive_i = positive_u.to(self.device), positive_i.to(self.device)
                 self.eval_collector.eval_topk_collect(topk_items, positive_u, positive_i, self.tot_item_num)
             else:
@@ -338,6 +350,9 @@ class GenRecTrainer(Trainer):
         self.last_cold_start = cold_start.result(self.evaluator, data_struct, max_k) if cold_start else None
         if self.last_cold_start:
             self.logger.info(set_color("cold-start", "yellow") + ": " + dict2str(self.last_cold_start))
+            if self._validating and self.valid_metric.startswith(SUBSET_PREFIXES):  # e.g. inset_ndcg@10
+                result.update({key: value for key, value in self.last_cold_start.items()
+                               if key.startswith(SUBSET_PREFIXES)})
         self.last_eval_seconds = time() - start
         self.last_eval_users = n_users
         self.eval_seconds += self.last_eval_seconds

@@ -9,7 +9,7 @@ import yaml
 from torch import nn
 
 from recbole_genrec.config import GenRecConfig
-from recbole_genrec.model.layers import RMSNorm
+from recbole_genrec.model.layers import Dropout, RMSNorm
 from recbole_genrec.model.liger import ResidualMLP, standardized_text
 from recbole_genrec.quick_start import _prepare
 from recbole_genrec.representation import item_text_embeddings
@@ -67,7 +67,7 @@ def test_input_path_has_the_official_structure(prepared, tiny):
     assert isinstance(mlp, ResidualMLP) and model.input_dropout.p == 0.5 and mlp.input_dropout.p == 0.2
     assert len(mlp.blocks) == 3 and [block[0].out_features for block in mlp.blocks] == [768, 512, 256]
     for block, skip in zip(mlp.blocks, mlp.skips):
-        assert [type(layer) for layer in block] == [nn.Linear, nn.LayerNorm, nn.ReLU, nn.Dropout]
+        assert [type(layer) for layer in block] == [nn.Linear, nn.LayerNorm, nn.ReLU, Dropout]
         assert block[1].eps == 1e-8 and block[3].p == 0.2 and skip.bias is None
     assert mlp.output.in_features == 256 and mlp.output.out_features == config["d_model"]
     assert isinstance(model.input_norm, nn.LayerNorm) and model.input_norm.eps == 1e-8
@@ -175,3 +175,31 @@ def test_selection_ranking_is_dense_retrieval_and_history_matters(prepared):
     assert torch.equal(items, dense.topk(10, dim=1).indices)
     assert not torch.equal(items[0], items[1]) or not torch.equal(items[1], items[2])
     assert not torch.equal(hybrid[0], hybrid[1]) or not torch.equal(hybrid[1], hybrid[2])
+
+
+def test_checkpoints_are_selected_on_dense_in_set_validation(tiny):
+    """The trainer validates with the model's `selection_topk` (LIGER: dense retrieval) and `valid_metric:
+    inset_ndcg@10` reads the in-set users' NDCG@10; the test split is ranked by `generate_topk` (the hybrid)."""
+    from recbole_genrec.registry import get_trainer
+
+    config, _, model, _, valid_data, test_data = _prepare("LIGER", "tiny-beauty", None, tiny(**TINY_LIGER))
+    assert config["valid_metric"] == "inset_ndcg@10" and config["liger_valid_inference"] == "dense"
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    calls = []
+    for name in ("selection_topk", "generate_topk"):
+        original = getattr(model, name)
+        setattr(model, name, lambda *args, _name=name, _original=original: calls.append(_name) or _original(*args))
+    score, result = trainer._valid_epoch(valid_data)
+    assert set(calls) == {"selection_topk"} and score == result["inset_ndcg@10"]
+    assert 0 < trainer.last_cold_start["inset_users"] <= len(valid_data.dataset)
+    calls.clear()
+    test_result = trainer.evaluate(test_data, load_best_model=False)
+    assert set(calls) == {"generate_topk"} and "inset_ndcg@10" not in test_result
+
+
+def test_subset_valid_metrics_are_checked(tiny):
+    GenRecConfig(model="LIGER", dataset="tiny-beauty", config_dict=tiny(valid_metric="cold_recall@10"))
+    with pytest.raises(ValueError, match="needs cold_start_eval: True"):
+        GenRecConfig(model="LIGER", dataset="tiny-beauty", config_dict=tiny(cold_start_eval=False))
+    with pytest.raises(ValueError, match="valid_metric 'inset_hit@10' is not computed"):
+        GenRecConfig(model="LIGER", dataset="tiny-beauty", config_dict=tiny(valid_metric="inset_hit@10"))

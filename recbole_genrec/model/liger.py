@@ -112,6 +112,7 @@ class LIGER(SemanticIdSeq2Seq):
         self.dense_mask_cold = bool(config["dense_mask_cold"])
         self.candidates = min(int(config["liger_candidates"]), int(self.beam_size))
         self.inference = config["liger_inference"]
+        self.valid_inference = config["liger_valid_inference"] or self.inference
 
     def input_embeddings(self, interaction):
         """(encoder tokens [B, S], mask [B, S], input embeddings [B, S, d]): every history token's embedding + its
@@ -157,12 +158,21 @@ class LIGER(SemanticIdSeq2Seq):
                                                                                                     encoded[2])
 
     def generate_topk(self, interaction, k):
+        return self.ranked_topk(interaction, k, self.inference)
+
+    def selection_topk(self, interaction, k):
+        """The ranking checkpoints are selected on (the trainer's validation hook): `liger_valid_inference`. The
+        official code selects on dense retrieval (src/training.py evaluate_helper, `evaluation_method: dense`),
+        scored on the in-set validation users (`valid_metric: inset_ndcg@10`)."""
+        return self.ranked_topk(interaction, k, self.valid_inference)
+
+    def ranked_topk(self, interaction, k, inference):
         encoded = self.encode(interaction)
-        if self.inference == "generative":
+        if inference == "generative":
             output = self.beam_search(encoded, k)
             return output.items[:, :k], output.scores[:, :k]
         dense = self.dense_logits(interaction, encoded[2])
-        if self.inference == "dense":
+        if inference == "dense":
             scores, items = dense.topk(k, dim=1)
             return items, scores
         return rerank_candidates(self.candidate_items(encoded), self.cold_items, dense, k)
@@ -171,10 +181,3 @@ class LIGER(SemanticIdSeq2Seq):
         """The hybrid's generative candidates [B, liger_candidates]: the best items of the beam (official
         src/evaluation.py generate_then_dense keeps the first 20 of 100 sequences); -1 where fewer exist."""
         return self.beam_search(encoded, self.candidates).items[:, : self.candidates]
-
-    def selection_topk(self, interaction, k):
-        """The ranking the official code selects checkpoints on (src/training.py evaluate_helper with
-        `evaluation_method: dense`: dense NDCG@10 of the in-set validation users): dense retrieval over every item.
-        A hook for the trainer; the plugin's trainer validates with `generate_topk` today."""
-        scores, items = self.dense_logits(interaction, self.encode(interaction)[2]).topk(k, dim=1)
-        return items, scores
