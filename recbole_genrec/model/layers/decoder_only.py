@@ -4,7 +4,7 @@ embeddings) and returns one hidden state per position."""
 import torch
 import torch.nn as nn
 
-from recbole_genrec.model.layers.dropout import Dropout, attention
+from recbole_genrec.model.layers.attention import Dropout, attention
 
 
 class CausalSelfAttention(nn.Module):

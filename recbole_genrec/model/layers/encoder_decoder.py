@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from recbole_genrec.model.layers.dropout import Dropout, attention
+from recbole_genrec.model.layers.attention import Dropout, attention
 
 
 class RMSNorm(nn.Module):

@@ -1,5 +1,6 @@
-"""The CPU dropout mask (model/layers/dropout.py): the probability asked for, the expectation kept, the backward
-masked like the forward, and the written-out training attention equal to torch's sdpa."""
+"""The CPU dropout mask and the written-out attention (model/layers/attention.py): the probability asked for, the
+expectation kept, the backward masked like the forward; the written-out attention (CPU training, one query position)
+equal to torch's sdpa."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -71,3 +72,19 @@ def test_training_attention_drops_weights():
     kept = weights != 0
     assert 0 < kept.sum() < kept.numel()
     assert torch.allclose(weights[kept], full[kept] * 65536 / 32768, atol=1e-6)
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "additive", "bool"])
+@pytest.mark.parametrize("keys", [1, 4, 50])
+def test_one_query_attention_equals_sdpa(mask_kind, keys):
+    """The decoding step's shape (one query position per row) takes the elementwise path: same function as sdpa."""
+    torch.manual_seed(5)
+    q, k, v = torch.randn(30, 4, 1, 16), torch.randn(30, 4, keys, 16), torch.randn(30, 4, keys, 16)
+    mask = None
+    if mask_kind != "none":
+        allowed = torch.rand(30, 1, 1, keys) > 0.3
+        allowed[..., 0] = True
+        mask = allowed if mask_kind == "bool" else torch.randn(1, 4, 1, keys).masked_fill(~allowed, -1e9)
+    for scale in (None, 1.0):
+        reference = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+        assert torch.allclose(attention(q, k, v, mask, scale=scale), reference, atol=1e-5)
