@@ -263,6 +263,33 @@ def cornac_evaluation(config, dataset, sequences, features):
     return evaluation
 
 
+def shuffle_cornac_prefixes():
+    """`--cornac_batches=shuffled`: cornac's TIGER trains on batches of all prefixes shuffled together, as RecBole's
+    loader (and ours) does, instead of consecutive prefixes of a few shuffled sessions (cornac's
+    `session_seq_iter`). The same training triples and count per epoch; only the batches' composition changes."""
+    import numpy as np
+    from cornac.models.tiger import recom_tiger
+
+    session_iter = recom_tiger.session_seq_iter
+
+    def shuffled(train_set, pad_index, batch_size=64, max_len=20, n_sample=0, rng=None, shuffle=True, **kwargs):
+        if n_sample:
+            raise ValueError("--cornac_batches=shuffled supports n_sample=0 only (TIGER's full softmax).")
+        triples = [batch for batch in session_iter(train_set, pad_index, batch_size=1, max_len=max_len,
+                                                     n_sample=0, rng=rng, shuffle=False, **kwargs)]
+        # session_seq_iter's batch_size=1 drops a lone last triple ("> 1"): none is lost when every session has
+        # more than one prefix, which the check below confirms.
+        expected = sum(len(m) - 1 for m in train_set.sessions.values() if len(m) >= 2)
+        if len(triples) != expected:
+            raise RuntimeError(f"shuffled prefixes: {len(triples)} triples, expected {expected}.")
+        order = rng.permutation(len(triples)) if shuffle else np.arange(len(triples))
+        for start in range(0, len(order), batch_size):
+            chosen = [triples[i] for i in order[start:start + batch_size]]
+            yield tuple(np.concatenate([part[j] for part in chosen]) for j in range(3))
+
+    recom_tiger.session_seq_iter = shuffled
+
+
 def cornac_model(model, options, codes):
     """cornac's model with our semantic IDs in place of its tokenizer (codes: [n_items, levels], cornac order)."""
     import numpy as np
@@ -462,6 +489,8 @@ def worker(spec):
     if spec["implementation"] == "recbole_genrec":
         row = run_ours(*args, hf_users=spec.get("hf_users", 0))
     else:
+        if spec.get("cornac_batches", "sessions") == "shuffled":
+            shuffle_cornac_prefixes()
         row = run_cornac(*args, val_sample=spec.get("cornac_val_sample"))
     row.setdefault("wall_seconds", time.time() - start)
     row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
@@ -487,6 +516,9 @@ def parse_args(argv):
                         help="also decode this many test users with HF generate on our trained weights (TIGER, LETTER)")
     parser.add_argument("--cornac_val_sample", type=int, default=None,
                         help="validate cornac on this many users (its own subsample option; default all, as ours)")
+    parser.add_argument("--cornac_batches", default="sessions", choices=("sessions", "shuffled"),
+                        help="cornac's TIGER batches: consecutive prefixes of shuffled sessions (cornac's own) or "
+                             "all prefixes shuffled together (RecBole's); an experiment on what separates the two")
     parser.add_argument("--summarize", default=None,
                         help="comma-separated peers.csv files: print their mean ± std table and exit")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -538,7 +570,8 @@ def main(argv=None):
             for implementation in implementations:
                 spec = {"model": model, "implementation": implementation, "seed": seed, "settings": settings,
                         "dataset": args.dataset, "data_path": args.data_path, "threads": args.threads,
-                        "hf_users": args.hf_users, "cornac_val_sample": args.cornac_val_sample}
+                        "hf_users": args.hf_users, "cornac_val_sample": args.cornac_val_sample,
+                        "cornac_batches": args.cornac_batches}
                 row = run_row(spec, args.out)
                 row.update({"model": model, "implementation": implementation, "seed": seed, "dataset": args.dataset,
                             "hardware": hardware(), "date": datetime.date.today().isoformat(), "command": command})
