@@ -1,6 +1,10 @@
-"""EAGER: two ID trees side by side, one encoder and two decoders, union of two beams re-scored by both streams."""
+"""EAGER: two ID trees side by side, one encoder over each stream's own ID rows and two decoders with
+tree-structured softmaxes (first-level nodes, then the parent's children), union of two beams re-scored by both
+streams."""
+import copy
 import pytest
 import torch
+import torch.nn.functional as F
 
 from recbole_genrec.quick_start import _prepare
 from recbole_genrec.tokenization import SemanticIds, tree_path_codes
@@ -42,39 +46,136 @@ def test_two_trees_give_every_item_unique_ids_in_both_streams(eager):
     assert not torch.equal(model.item_codes[1:, :3], model.item_codes[1:, 3:])  # two different trees
 
 
-def test_code_log_likelihood_equals_teacher_forced_scoring(eager):
+STREAM_COLUMNS = {"behaviour": slice(0, 3), "semantic": slice(3, 6)}
+
+
+def _children(model, stream, items, level):
+    """Independently of the model's helpers: the tokens of the children of each item's level-(level - 1) node
+    [len(items), 8] (the first level's nodes at level 0), from the path codes parent * 8 + slot."""
+    vocab, paths = model.vocab[stream], model.item_codes[items][:, STREAM_COLUMNS[stream]]
+    parent = paths[:, level - 1] if level else torch.zeros_like(items)
+    return vocab.level_start(level) + parent.unsqueeze(1) * 8 + torch.arange(8)
+
+
+def test_code_log_likelihood_equals_teacher_forced_scoring_over_the_parents_children(eager):
     model, interaction = eager
-    candidates = torch.tensor([[5, 17, -1], [3, 3, 200]]).repeat(2, 1)  # -1 (no item) is scored as item 0
+    candidates = torch.tensor([[5, 17, -1], [3, 3, 200]]).repeat(2, 1)  # -1 (no item) is scored as item 1
     interaction = interaction[torch.arange(4)]
     with torch.no_grad():
-        _, mask, memory = model.encode(interaction)
+        _, mask, memories = model.encode(interaction)
         for stream in ("behaviour", "semantic"):
-            fast = model.code_log_likelihood(stream, memory, mask, candidates)
-            decoder, tokens = model.decoders[stream], model.stream_tokens(stream)[candidates.clamp(min=0)]
+            fast = model.code_log_likelihood(stream, memories[stream], mask, candidates)
+            decoder, memory = model.decoders[stream], memories[stream]
             for user in range(4):
                 for c in range(3):
-                    target = tokens[user, c].unsqueeze(0)
+                    item = candidates[user, c].clamp(min=1).unsqueeze(0)
+                    target = model.stream_tokens(stream)[item]
                     inputs = torch.cat([torch.zeros_like(target[:, :1]), target[:, :-1]], dim=1)
                     logits = decoder.lm_logits(decoder.decode(inputs, memory[user:user + 1], mask[user:user + 1]))
-                    slow = logits.float().log_softmax(-1).gather(-1, target.unsqueeze(-1)).sum()
+                    slow = 0.0
+                    for level in range(3):  # log-softmax over the first-level nodes, then the parent's children
+                        children = _children(model, stream, item, level)[0]
+                        group = logits[0, level, children].float().log_softmax(-1)
+                        slow += group[(children == target[0, level]).nonzero().item()]
                     assert fast[user, c].item() == pytest.approx(slow.item(), abs=1e-4)
 
 
-def test_union_of_full_beams_is_the_exhaustive_ranking_by_both_streams(eager):
-    """With each beam as wide as the catalogue, the union holds every item: the top-K must be the exhaustive
-    ranking of all items by the summed log-likelihoods of their two codes."""
+def test_children_probabilities_of_one_parent_sum_to_one_in_the_decoding_step(eager):
+    model, interaction = eager
+    with torch.no_grad():
+        _, mask, memories = model.encode(interaction[torch.arange(4)])
+        for stream in ("behaviour", "semantic"):
+            vocab, step = model.vocab[stream], model.decoding_step(stream)
+            state = model.decoders[stream].start_decoding(memories[stream], mask)
+            first, state = step(torch.zeros(4, dtype=torch.long), state)  # the start token
+            first_level = torch.tensor(list(vocab.level_range(0)))
+            assert torch.allclose(first.exp()[:, first_level].sum(1), torch.ones(4), atol=1e-5)
+            assert torch.isinf(first[:, [t for t in range(first.shape[1]) if t not in first_level]]).all()
+            parents = torch.tensor([0, 3, 5, 7])  # first-level nodes
+            second, state = step(vocab.level_start(0) + parents, state)
+            probs = second.exp()
+            for row, parent in enumerate(parents.tolist()):
+                children = vocab.level_start(1) + parent * 8 + torch.arange(8)
+                assert probs[row, children].sum().item() == pytest.approx(1.0, abs=1e-5)
+                assert probs[row].sum().item() == pytest.approx(1.0, abs=1e-5)  # nothing outside the children
+            # a third level: the children of the second-level node 8 * parent + 2
+            third, _ = step(vocab.level_start(1) + parents * 8 + 2, state)
+            for row, parent in enumerate(parents.tolist()):
+                children = vocab.level_start(2) + (parent * 8 + 2) * 8 + torch.arange(8)
+                assert third.exp()[row, children].sum().item() == pytest.approx(1.0, abs=1e-5)
+
+
+def _code_cross_entropy(model, interaction):
+    """calculate_loss with the auxiliary tasks off: the two streams' code cross-entropies."""
+    model.gct_weights, model.stt_weight = {"behaviour": 0.0, "semantic": 0.0}, 0.0
+    with torch.no_grad():
+        return model.calculate_loss(interaction)
+
+
+def test_code_loss_is_over_the_first_level_then_the_parents_children_only(eager):
+    """The training cross-entropy of each level is the full output projection's logits restricted to the level's
+    choices (first-level nodes, then the children of the target's parent; HF_Model.py loss1, loss2), and no
+    other token's output row changes it."""
+    model, interaction = eager
+    model = copy.deepcopy(model)  # the fixture's model stays as it is
+    items = interaction[model.POS_ITEM_ID]
+    loss = _code_cross_entropy(model, interaction)
+    with torch.no_grad():
+        _, mask, memories = model.encode(interaction)
+        expected, involved = 0.0, {}
+        for stream in ("behaviour", "semantic"):
+            decoder, target = model.decoders[stream], model.stream_tokens(stream)[items]
+            inputs = torch.cat([torch.zeros_like(target[:, :1]), target[:, :-1]], dim=1)
+            logits = decoder.lm_logits(decoder.decode(inputs, memories[stream], mask)).float()
+            levels = []
+            for level in range(3):
+                children = _children(model, stream, items, level)
+                slot = (children == target[:, level:level + 1]).float().argmax(1)
+                assert torch.equal(children.gather(1, slot.unsqueeze(1)).squeeze(1), target[:, level])
+                levels.append(F.cross_entropy(logits[:, level].gather(1, children), slot))
+            expected = expected + sum(levels) / 3
+            involved[stream] = torch.cat([torch.zeros(1, dtype=torch.long), children.flatten()] +
+                                         [_children(model, stream, items, level).flatten() for level in range(2)])
+        assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+        for stream, tokens in involved.items():  # every other output row: random
+            weight = model.decoders[stream].embedding.weight
+            others = torch.ones(len(weight), dtype=torch.bool)
+            others[tokens] = False
+            weight[others] = torch.randn_like(weight[others]) * 10
+        assert _code_cross_entropy(model, interaction).item() == pytest.approx(loss.item(), rel=1e-6)
+
+
+def test_each_stream_encodes_its_own_item_id_rows(eager):
+    model, interaction = eager
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        _, _, before = model.encode(interaction)
+        assert not torch.allclose(before["behaviour"], before["semantic"])
+        model.item_embeddings["behaviour"].weight.normal_()
+        _, _, after = model.encode(interaction)
+    assert torch.equal(after["semantic"], before["semantic"])
+    assert not torch.allclose(after["behaviour"], before["behaviour"])
+
+
+def test_union_of_each_streams_top_k_from_full_beams_is_reranked_by_both_streams(eager):
+    """With each beam as wide as the catalogue, each stream's top-K is its exhaustive top-K by its own code
+    log-likelihood; the result is their union ranked by the sum of both streams' (train_rec.py rerank)."""
     model, interaction = eager
     interaction = interaction[torch.arange(3)]
     model.beam_size = model.n_items - 1
     try:
         with torch.no_grad():
             items, scores = model.generate_topk(interaction, 10)
-            _, mask, memory = model.encode(interaction)
+            _, mask, memories = model.encode(interaction)
             everything = torch.arange(1, model.n_items).repeat(3, 1)
-            exhaustive = sum(model.code_log_likelihood(s, memory, mask, everything) for s in ("behaviour", "semantic"))
+            each = {s: model.code_log_likelihood(s, memories[s], mask, everything) for s in ("behaviour", "semantic")}
     finally:
         model.beam_size = TINY_EAGER["beam_size"]
-    best_scores, best = exhaustive.topk(10, dim=1)
+    total = sum(each.values())
+    union = torch.zeros_like(total, dtype=torch.bool)
+    for log_likelihood in each.values():
+        union.scatter_(1, log_likelihood.topk(10, dim=1).indices, True)
+    best_scores, best = total.masked_fill(~union, float("-inf")).topk(10, dim=1)
     assert torch.equal(items, best + 1) and torch.allclose(scores, best_scores, atol=1e-4)
 
 
@@ -108,7 +209,7 @@ def test_transfer_task_reconstructs_within_siblings_with_gradients(tiny):
     assert model.guide_projection.weight.grad.abs().sum() > 0 and model.estimation_head.weight.grad.abs().sum() > 0
     # the loss is reconstruction (CE over 8 siblings) + recognition (BCE): about ln 8 + ln 2 untrained
     with torch.no_grad():
-        untrained = model.transfer_loss(batch["item_id"], torch.zeros(len(batch), model.item_embedding.embedding_dim))
+        untrained = model.transfer_loss(batch["item_id"], torch.zeros(len(batch), model.decoders["behaviour"].d_model))
     assert 0.5 < untrained.item() < 10
 
 

@@ -4,14 +4,21 @@ Representation: a behaviour vector per item (the item embeddings of RecBole's SA
 96-d; representation/collaborative.py) and a semantic vector (the item's text embedding). Tokenization: one
 hierarchical balanced k-means tree per stream (128 branches, leaves unique by construction; tokenization/hkmeans.py)
 whose tokens name tree nodes (`tree_path_codes`); both ID sets sit side by side in `item_codes`, behaviour columns
-first. Backbone: one transformer encoder over the history's item-ID embeddings, run once, and one decoder per stream
-cross-attending to its output (the shared T5-style layers). Training: next-code cross-entropy per stream, summed;
-optionally the two auxiliary tasks, both off in the official script: the global contrastive task (`gct_weights`: a
-summary token after the code, whose decoder output is projected and compared by cosine / `gct_temperature` with the
-target's own behaviour or text vector, against every item) and the semantic-guided transfer task (`stt_weight`:
-reconstruct a masked behaviour code token and recognise a corrupted code, guided by the semantic summary).
-Inference: the shared constrained beam search in each stream, the union of both candidate lists, every candidate
-re-scored by the sum over both streams of its code's log-likelihood; top-K.
+first. Backbone: one transformer encoder shared by both streams, run once per stream over that stream's own item-ID
+embedding rows (the official semantic stream shifts the item ids into a second half of the shared encoder's
+embedding table: `emb_x += item_num + 1` for type 1 in yewzz/EAGER lib/HF_Model.py and lib/Trm4Rec_trainer.py,
+train_rec.py sharing `trm.encoder`), and one decoder per stream cross-attending to its stream's encoder output (the
+shared T5-style layers). Output: tree-structured softmaxes as HF_Model.py's `logits1`/`logits2`: the first token over
+the first level's nodes, every later token over the children of the node before it (`dec_emb_l2[y[:, 0]]`), scored
+by the decoder's tied token embeddings. Training: that cross-entropy per stream (mean over levels), summed over
+the streams, optionally plus the two auxiliary tasks (both off in the released script): the
+global contrastive task (`gct_weights`: a summary token after the code, whose decoder output is projected and
+compared by cosine / `gct_temperature` with the target's own behaviour or text vector, against every item) and the
+semantic-guided transfer task (`stt_weight`: reconstruct a masked behaviour code token and recognise a corrupted
+code, guided by the semantic summary). Inference: the shared constrained beam search in each stream with the same
+tree-structured normalisation (`beam_size` beams at every level), each
+stream's top-K, their union re-scored by the sum over both streams of the code's log-likelihood (train_rec.py
+`rerank`); top-K.
 Defaults and deviations: properties/model/EAGER.yaml and the README.
 """
 import math
@@ -21,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole_genrec.data.semantic_ids import fit_semantic_ids
-from recbole_genrec.inference import (PrefixConstraints, SemanticIdVocab, generate_items, mask_duplicates,
+from recbole_genrec.inference import (PrefixConstraints, SemanticIdVocab, beam_search, mask_duplicates,
                                       top_candidates)
 from recbole_genrec.model.base import GenerativeRecommender
 from recbole_genrec.model.layers import EncoderDecoder, cosine_logits
@@ -30,7 +37,7 @@ from recbole_genrec.tokenization import SemanticIds, tree_path_codes
 
 STREAMS = ("behaviour", "semantic")
 # The largest node vocabulary of a tree level (128^2 = 16,384 covers amazon-beauty in two levels; a third level of
-# 128 branches would need 2.1M output tokens, whose logits alone fill tens of GB at evaluation)
+# 128 branches would need 2.1M tokens, and the shared beam search holds beams x level tokens scores per user)
 MAX_NODE_VOCABULARY = 2 ** 18
 
 
@@ -69,8 +76,12 @@ class EAGER(GenerativeRecommender):
         super().__init__(config, dataset)
         parts = self.semantic_ids.quality["parts"]
         d_model = int(config["d_model"])
-        self.item_embedding = nn.Embedding(self.n_items, d_model, padding_idx=0)
-        nn.init.normal_(self.item_embedding.weight, std=1.0)  # the scale of the decoders' token embeddings (T5)
+        # each stream's own item-ID rows in front of the one shared encoder (official: the semantic stream's ids
+        # shifted by item_num + 1 in one table of 2 x items rows, HF_Model.py / Trm4Rec_trainer.py, type == 1)
+        self.item_embeddings = nn.ModuleDict()
+        for stream in STREAMS:
+            self.item_embeddings[stream] = nn.Embedding(self.n_items, d_model, padding_idx=0)
+            nn.init.normal_(self.item_embeddings[stream].weight, std=1.0)  # the decoders' token scale (T5)
         self.vocab, self.decoders, self.catalogues = {}, nn.ModuleDict(), nn.ModuleDict()
         first = 0
         for stream in STREAMS:
@@ -117,28 +128,71 @@ class EAGER(GenerativeRecommender):
         return getattr(self, f"{stream}_tokens")
 
     def encode(self, interaction):
-        """History -> (items [B, T], their mask, memory [B, T, d]); the encoder runs once for both streams."""
+        """History -> (items [B, T], their mask, {stream: memory [B, T, d]}): the shared encoder once per stream,
+        over that stream's own item-ID embeddings."""
         items, _ = self.history(interaction)
         mask = items != 0
-        return items, mask, self.encoder.encode_embeddings(self.item_embedding(items), mask)
+        return items, mask, {stream: self.encoder.encode_embeddings(self.item_embeddings[stream](items), mask)
+                             for stream in STREAMS}
+
+    # ---- the tree-structured output ---------------------------------------------------------------------------
+    def node_choices(self, stream, previous, level):
+        """The tokens a decoder chooses among at `level` (an int, or a LongTensor broadcastable with `previous`)
+        after the input token `previous` [...]: the first level's nodes after the start token, then the children
+        of the previous level's node (HF_Model.py: `dec_emb_l1 = dec_emb[:end_idx]`, `dec_emb_l2 =
+        dec_emb[end_idx:].view(end_idx, end_idx, -1)[y[:, 0]]`) -> tokens [..., branches]."""
+        vocab = self.vocab[stream]
+        branches = vocab.vocab_sizes[0]
+        starts = torch.tensor([vocab.level_start(l) for l in range(vocab.num_levels)], device=previous.device)
+        level = torch.as_tensor(level, device=previous.device)
+        # a node's path code (tree_path_codes) times the branching gives its first child's path code
+        parent = torch.where(level > 0, previous - starts[(level - 1).clamp(min=0)], 0)
+        return (starts[level] + parent * branches).unsqueeze(-1) + torch.arange(branches, device=previous.device)
+
+    def node_logits(self, stream, hidden, choices):
+        """Logits [..., branches] of the tokens `choices` [..., branches] from decoder states `hidden` [..., d]:
+        the decoder's tied output projection (`lm_logits`) restricted to those rows."""
+        decoder = self.decoders[stream]
+        weights = decoder.embedding(choices)  # [..., branches, d]
+        return (weights @ (hidden * decoder.d_model ** -0.5).unsqueeze(-1)).squeeze(-1)
+
+    def decoding_step(self, stream):
+        """The beam search's step for one stream: the decoder's incremental step, its logits turned into
+        log-probabilities normalised over the node choices of the step (first-level nodes, then the children of
+        the beam's last node; Trm4Rec_trainer.predict's `cls_emb`) and -inf for every other token."""
+        decoder = self.decoders[stream]
+
+        def step(tokens, state):
+            choices = self.node_choices(stream, tokens, state.length)  # state.length = tokens decoded so far
+            logits, state = decoder.decode_step(tokens, state)
+            logits = logits.float()
+            log_probs = logits.gather(1, choices).log_softmax(-1)
+            return logits.fill_(float("-inf")).scatter_(1, choices, log_probs), state
+
+        return step
 
     # ---- training -------------------------------------------------------------------------------------------
     def calculate_loss(self, interaction):
-        _, mask, memory = self.encode(interaction)
+        _, mask, memories = self.encode(interaction)
         target_items = interaction[self.POS_ITEM_ID]
         loss, summaries = 0.0, {}
         for stream in STREAMS:
             decoder, vocab = self.decoders[stream], self.vocab[stream]
             target = self.stream_tokens(stream)[target_items]  # [B, L]
+            levels = target.shape[1]
             start = torch.full_like(target[:, :1], vocab.pad_id)
             gct = self.gct_weights[stream] > 0
             summary = gct or (stream == "semantic" and self.stt_weight > 0)
             # [start, t_1 .. t_L-1] predicts the code; [.., t_L, summary token] also gives the summary token's
             # output at the end (one decoder pass for both), read by the contrastive and transfer tasks
-            inputs = [start, target[:, :-1]] + ([target[:, -1:], torch.full_like(start, vocab.size)] if summary else [])
-            hidden = decoder.decode(torch.cat(inputs, dim=1), memory, mask)
-            logits = decoder.lm_logits(hidden[:, :target.shape[1]]).float()
-            loss = loss + F.cross_entropy(logits.flatten(0, 1), target.flatten())
+            previous = torch.cat([start, target[:, :-1]], dim=1)
+            inputs = [previous] + ([target[:, -1:], torch.full_like(start, vocab.size)] if summary else [])
+            hidden = decoder.decode(torch.cat(inputs, dim=1), memories[stream], mask)
+            # each level's cross-entropy over its node choices: the first level's nodes, then the parent's
+            # children (HF_Model.py loss1, loss2, averaged)
+            choices = self.node_choices(stream, previous, torch.arange(levels, device=target.device))
+            logits = self.node_logits(stream, hidden[:, :levels], choices).float()  # [B, L, branches]
+            loss = loss + F.cross_entropy(logits.flatten(0, 1), (target - choices[..., 0]).flatten())
             summaries[stream] = hidden[:, -1]
             if gct:
                 vectors = getattr(self, f"{stream}_vectors")
@@ -153,7 +207,10 @@ class EAGER(GenerativeRecommender):
         """Semantic-guided transfer on the behaviour code: reconstruct one masked code token (InfoNCE, temperature
         1, over the token and its siblings, whose embeddings are detached) and tell the true code from one with a
         random sibling at a random level (binary CE on the start position), both guided by the semantic stream's
-        summary (detached)."""
+        summary (detached). As HF_Model.py's content-guided reconstruction and estimation, except: the masked and
+        the corrupted level are drawn per user (official: one per batch), the corruption is a sibling other than
+        the true node (official: any node of the level), and the guide is the summary's decoder state (official:
+        the contrastive projection of the normalised summary)."""
         tokens = self.stream_tokens("behaviour")[target_items]  # [B, L]
         slots = self.item_codes[target_items, :tokens.shape[1]]  # path codes: parent * k + slot
         users, levels = tokens.shape
@@ -188,29 +245,40 @@ class EAGER(GenerativeRecommender):
 
     # ---- inference ------------------------------------------------------------------------------------------
     def generate_topk(self, interaction, k):
-        items, mask, memory = self.encode(interaction)
-        candidates = torch.cat([
-            generate_items(self.decoders[stream], items, mask, vocab=self.vocab[stream], beam_size=self.beam_size,
-                           topk=k, constraints=self.catalogues[stream], memory=memory).items
-            for stream in STREAMS], dim=1)  # [B, 2 * beam], -1 = no item
-        scores = sum(self.code_log_likelihood(stream, memory, mask, candidates) for stream in STREAMS)
+        _, mask, memories = self.encode(interaction)
+        candidates = torch.cat([self.stream_beam(stream, memories[stream], mask, k).items[:, :k]
+                                for stream in STREAMS], dim=1)  # [B, 2k]: each stream's top k (-1 = no item)
+        scores = sum(self.code_log_likelihood(stream, memories[stream], mask, candidates) for stream in STREAMS)
         scores = mask_duplicates(candidates, scores.masked_fill(candidates < 0, float("-inf")))
         return top_candidates(candidates, scores, k)
 
     @torch.no_grad()
+    def stream_beam(self, stream, memory, mask, k):
+        """One stream's constrained beam search with the tree-structured normalisation: `beam_size` beams at
+        every level (100 of the 128 first-level nodes, then the best 100 leaves, as Trm4Rec_trainer.predict with
+        num_beams=100) -> BeamSearchOutput, beams best first."""
+        decoder = self.decoders[stream]
+        return beam_search(self.decoding_step(stream), decoder.start_decoding(memory, mask), len(memory),
+                           self.vocab[stream].num_levels, self.vocab[stream], self.beam_size,
+                           constraints=self.catalogues[stream], topk=k, state_rows_per_user=1,
+                           device=memory.device)
+
+    @torch.no_grad()
     def code_log_likelihood(self, stream, memory, mask, candidates):
-        """log p(candidate's code in `stream` | history) [B, C], normalised as in the beam search; the decoder's
-        key/value cache holds each user's memory once for all its candidates."""
+        """log p(candidate's code in `stream` | history) [B, C], normalised as in the beam search and in training
+        (over each level's node choices; Trm4Rec_trainer.compute_scores); the decoder's key/value cache holds each
+        user's memory once for all its candidates. A missing candidate (-1) is scored as item 1."""
         decoder = self.decoders[stream]
         users, per_user = candidates.shape
-        codes = self.stream_tokens(stream)[candidates.clamp(min=0)].flatten(0, 1)  # [B * C, L]
+        codes = self.stream_tokens(stream)[candidates.clamp(min=1)].flatten(0, 1)  # [B * C, L]
         state = decoder.start_decoding(memory, mask)
         state = state.index_select(torch.arange(users, device=memory.device).repeat_interleave(per_user))
         token = torch.full_like(codes[:, 0], self.vocab[stream].pad_id)
         total = torch.zeros(codes.shape[0], device=memory.device)
         for level in range(codes.shape[1]):
+            choices = self.node_choices(stream, token, level)
             logits, state = decoder.decode_step(token, state)
+            logits = logits.float().gather(1, choices)  # [B * C, branches]
             token = codes[:, level]
-            # the beam search's normalisation, without materialising a log-softmax over the node vocabulary
-            total += logits.gather(1, token.unsqueeze(1)).squeeze(1).float() - logits.float().logsumexp(-1)
+            total += logits.gather(1, token.unsqueeze(1) - choices[:, :1]).squeeze(1) - logits.logsumexp(-1)
         return total.view(users, per_user)
