@@ -2,9 +2,12 @@
 tree-structured softmaxes (first-level nodes, then the parent's children), union of two beams re-scored by both
 streams."""
 import copy
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
 from recbole_genrec.quick_start import _prepare
 from recbole_genrec.tokenization import SemanticIds, tree_path_codes
@@ -55,6 +58,14 @@ def _children(model, stream, items, level):
     vocab, paths = model.vocab[stream], model.item_codes[items][:, STREAM_COLUMNS[stream]]
     parent = paths[:, level - 1] if level else torch.zeros_like(items)
     return vocab.level_start(level) + parent.unsqueeze(1) * 8 + torch.arange(8)
+
+
+def test_defaults_are_the_papers_recipe():
+    """Both auxiliary tasks on (the official code's weights), beam 100 of the 128 first-level nodes."""
+    with open(os.path.join(os.path.dirname(__file__), "..", "properties", "model", "EAGER.yaml")) as file:
+        defaults = yaml.safe_load(file)
+    assert defaults["gct_weights"] == [1.0, 10.0] and defaults["stt_weight"] == 1.0
+    assert defaults["beam_size"] == 100 and defaults["tokenizer_params"]["branches"] == 128
 
 
 def test_code_log_likelihood_equals_teacher_forced_scoring_over_the_parents_children(eager):

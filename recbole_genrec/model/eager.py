@@ -11,12 +11,12 @@ train_rec.py sharing `trm.encoder`), and one decoder per stream cross-attending 
 shared T5-style layers). Output: tree-structured softmaxes as HF_Model.py's `logits1`/`logits2`: the first token over
 the first level's nodes, every later token over the children of the node before it (`dec_emb_l2[y[:, 0]]`), scored
 by the decoder's tied token embeddings. Training: that cross-entropy per stream (mean over levels), summed over
-the streams, optionally plus the two auxiliary tasks (both off in the released script): the
+the streams, plus the two auxiliary tasks (on by default, as in the paper; the released script turns them off): the
 global contrastive task (`gct_weights`: a summary token after the code, whose decoder output is projected and
 compared by cosine / `gct_temperature` with the target's own behaviour or text vector, against every item) and the
 semantic-guided transfer task (`stt_weight`: reconstruct a masked behaviour code token and recognise a corrupted
 code, guided by the semantic summary). Inference: the shared constrained beam search in each stream with the same
-tree-structured normalisation (`beam_size` beams at every level), each
+tree-structured normalisation (`beam_size` = 100 of the 128 first-level nodes, then the best 100 leaves), each
 stream's top-K, their union re-scored by the sum over both streams of the code's log-likelihood (train_rec.py
 `rerank`); top-K.
 Defaults and deviations: properties/model/EAGER.yaml and the README.
