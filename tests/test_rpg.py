@@ -11,6 +11,7 @@ from recbole_genrec.model.layers import DecoderOnly
 from recbole_genrec.model.rpg import RPG
 from recbole_genrec.quick_start import run_recbole_genrec
 from recbole_genrec.tokenization import TOKENIZERS, SemanticIds, build_tokenizer
+from recbole_genrec.tokenization.opq import pca_whiten
 
 TINY_RPG = {
     "d_model": 32, "num_heads": 2, "d_ff": 64, "num_layers": 1,
@@ -50,18 +51,80 @@ def test_opq_codes_shape_range_padding_and_determinism():
     assert torch.equal(ids.codes, again.codes)
 
 
-def test_opq_codes_are_nearest_codebook_entries():
-    """The unpacked faiss codes are the nearest per-digit centroid of the rotated, centred vector."""
-    vectors = _clustered_vectors(n=200, d=16, seed=1)
-    tokenizer = build_tokenizer("OPQ", {"num_digits": 4, "codebook_size": 16, "opq_niter": 5})
+@pytest.mark.parametrize("metric", ["inner_product", "l2"])
+def test_opq_codes_are_nearest_codebook_entries(metric):
+    """The unpacked faiss codes are the nearest per-digit centroid of the rotated vector minus IVF1's centroid: the
+    mean of the fit items under l2, that mean's direction at length 1 under the inner product (spherical k-means,
+    the official METRIC_INNER_PRODUCT)."""
+    vectors = _clustered_vectors(n=200, d=16, seed=1) + 2.0  # away from the origin: the two centroids differ
+    vectors[0] = 0.0
+    tokenizer = build_tokenizer("OPQ", {"num_digits": 4, "codebook_size": 16, "opq_niter": 5, "metric": metric})
     ids = tokenizer.fit(vectors, seed=3)
-    # reproduce the encoding from the exposed rotation + codebooks (mean removed by IVF1's single centroid)
+    assert tokenizer.fit_report["metric"] == metric
     rotated = vectors[1:] @ tokenizer.rotation.T
-    residual = rotated - rotated.mean(0)
-    sub = residual.reshape(len(residual), 4, 4)
+    mean = rotated.mean(0)
+    expected = mean / np.linalg.norm(mean) if metric == "inner_product" else mean
+    assert np.allclose(tokenizer.coarse_centroid, expected, atol=1e-3)
+    sub = (rotated - tokenizer.coarse_centroid).reshape(len(rotated), 4, 4)
     distances = ((sub[:, :, None, :] - tokenizer.codebooks[None]) ** 2).sum(-1)  # [n, m, K]
-    agreement = (distances.argmin(-1) == ids.codes[1:].numpy()).mean()
-    assert agreement > 0.97  # the IVF1 centroid is the k-means(1) mean, equal up to float error
+    assert (distances.argmin(-1) == ids.codes[1:].numpy()).mean() > 0.97  # equal up to float error
+
+
+def test_pca_whiten_gives_identity_covariance_like_sklearn():
+    """Official: sklearn PCA(n_components, whiten=True). Fit rows come out centred with identity covariance."""
+    rng = np.random.RandomState(0)
+    x = (rng.randn(400, 12) @ rng.randn(12, 12) * np.linspace(0.1, 5, 12) + 3.0).astype(np.float32)
+    y = pca_whiten(x, 6)
+    assert y.shape == (400, 6) and y.dtype == np.float32
+    assert np.allclose(y.mean(0), 0.0, atol=1e-4)
+    assert np.allclose(np.cov(y.T), np.eye(6), atol=1e-4)  # denominator n - 1, as sklearn
+    sklearn = pytest.importorskip("sklearn.decomposition")
+    reference = sklearn.PCA(n_components=6, whiten=True, svd_solver="full").fit_transform(x)
+    assert np.allclose(np.abs(y), np.abs(reference), atol=1e-3)  # the same up to each axis' sign
+    # fitted on a subset: those rows are white, every row is transformed
+    mask = np.zeros(400, dtype=bool)
+    mask[:150] = True
+    sub = pca_whiten(x, 6, mask)
+    assert sub.shape == (400, 6) and np.allclose(np.cov(sub[mask].T), np.eye(6), atol=1e-4)
+    assert np.array_equal(pca_whiten(x, 6, mask), sub)  # deterministic (signs fixed)
+    with pytest.raises(ValueError, match="pca_whiten_dim"):
+        pca_whiten(x, 13)
+    with pytest.raises(ValueError, match="pca_whiten_dim"):
+        pca_whiten(x[:5], 5)
+
+
+@pytest.mark.parametrize("pca_fit_on", ["all", "fit"])
+def test_opq_with_whitening_and_inner_product_runs(pca_fit_on):
+    vectors = _clustered_vectors(n=300, d=32, seed=2)
+    fit_mask = np.ones(len(vectors), dtype=bool)
+    fit_mask[0] = False
+    fit_mask[200:] = False
+    params = {"num_digits": 4, "codebook_size": 16, "opq_niter": 5, "pca_whiten_dim": 16, "pca_fit_on": pca_fit_on,
+              "metric": "inner_product"}
+    tokenizer = build_tokenizer("OPQ", params)
+    ids = tokenizer.fit(vectors, fit_mask=fit_mask, seed=3)
+    assert tokenizer.fit_report["input_dim"] == 16 and tokenizer.fit_report["pca_fit_on"] == pca_fit_on
+    assert tokenizer.rotation.shape == (16, 16) and tokenizer.codebooks.shape == (4, 16, 4)
+    assert ids.codes.shape == (301, 4) and all(len(torch.unique(ids.codes[1:, d])) >= 8 for d in range(4))
+    with pytest.raises(ValueError, match="metric"):
+        build_tokenizer("OPQ", {**params, "metric": "cosine"}).fit(vectors, fit_mask=fit_mask)
+    with pytest.raises(ValueError, match="pca_fit_on"):
+        build_tokenizer("OPQ", {**params, "pca_fit_on": "train"}).fit(vectors, fit_mask=fit_mask)
+
+
+def test_rpg_yaml_has_the_official_tokenizer_and_loss():
+    import yaml
+
+    from recbole_genrec.paths import PROPERTIES_DIR
+
+    with open(f"{PROPERTIES_DIR}/model/RPG.yaml") as handle:
+        values = yaml.safe_load(handle)
+    params = values["tokenizer_params"]
+    assert params["pca_whiten_dim"] == 128 and params["pca_fit_on"] == "all"
+    assert params["metric"] == "inner_product" and params["standardize"] is False
+    assert values["resid_dropout"] == 0.0
+    assert values["weight_decay"] == 0.0 and values["warmup_steps"] == 10000
+    assert set(params) - {"collision"} <= set(TOKENIZERS["OPQ"].default_params)
 
 
 def test_opq_too_few_fit_items_names_codebook_size():
