@@ -1,5 +1,6 @@
 """RPG: OPQ tokenizer, exact scoring, graph-constrained decoding, end to end on the tiny fixture."""
 import math
+from collections import Counter
 from types import SimpleNamespace
 
 import numpy as np
@@ -8,8 +9,8 @@ import torch
 
 from recbole_genrec.inference import build_item_graph, graph_topk, random_start_items
 from recbole_genrec.model.layers import DecoderOnly
-from recbole_genrec.model.rpg import RPG
-from recbole_genrec.quick_start import run_recbole_genrec
+from recbole_genrec.model.rpg import RPG, sequence_rows
+from recbole_genrec.quick_start import _prepare, run_recbole_genrec
 from recbole_genrec.tokenization import TOKENIZERS, SemanticIds, build_tokenizer
 from recbole_genrec.tokenization.opq import pca_whiten
 
@@ -122,7 +123,7 @@ def test_rpg_yaml_has_the_official_tokenizer_and_loss():
     params = values["tokenizer_params"]
     assert params["pca_whiten_dim"] == 128 and params["pca_fit_on"] == "all"
     assert params["metric"] == "inner_product" and params["standardize"] is False
-    assert values["resid_dropout"] == 0.0
+    assert values["rpg_all_positions"] is True and values["resid_dropout"] == 0.0
     assert values["weight_decay"] == 0.0 and values["warmup_steps"] == 10000
     assert set(params) - {"collision"} <= set(TOKENIZERS["OPQ"].default_params)
 
@@ -200,6 +201,117 @@ def test_loss_is_mean_digit_cross_entropy_and_trains():
         model.calculate_loss(batch).backward()
         optimiser.step()
     assert model.calculate_loss(batch).item() < first * 0.5
+
+
+def _prefix_rows(sequence, width):
+    """RecBole's augmentation of one user's items: (history right-padded to `width`, length, target) per target."""
+    rows = []
+    for t in range(1, len(sequence)):
+        history = sequence[max(0, t - width):t]
+        rows.append((history + [0] * (width - len(history)), len(history), sequence[t]))
+    return rows
+
+
+def _terms(seq, scored, labels):
+    """The (history, target) pairs a batch's loss is made of: per scored position t of row b, items 0..t, label."""
+    return sorted((tuple(seq[b, :t + 1].tolist()), int(labels[b, t])) for b, t in scored.nonzero().tolist())
+
+
+def test_sequence_loss_is_the_mean_of_the_prefix_row_losses():
+    """rpg_all_positions: a user's row of fewer than T items is scored at every position, a full row (T items) at
+    its last; the batch's loss is the MEAN of the per-row losses of the prefix rows it replaces (their sum / number
+    of targets), in eval mode (no dropout)."""
+    model = _tiny_model()  # T = 6, eval mode, dropouts 0
+    width = model.max_seq_length
+    short_user, long_user = [3, 5, 1, 7, 2, 9], [4, 6, 8, 10, 11, 12, 1, 5]  # 5 and 7 targets
+    prefix = _prefix_rows(short_user, width) + _prefix_rows(long_user, width)
+    # what sequence_rows keeps: each user's longest row under T items (all positions), the long user's full rows
+    sequence = [prefix[4], prefix[9], prefix[10], prefix[11]]
+    assert [row[1] for row in sequence] == [5, 5, 6, 6] and len(prefix) == 12
+
+    def batch(rows):
+        return {"seq": torch.tensor([r[0] for r in rows]), "len": torch.tensor([r[1] for r in rows]),
+                "pos": torch.tensor([r[2] for r in rows])}
+
+    with torch.no_grad():
+        model.all_positions = False
+        row_losses = torch.stack([model.calculate_loss(batch([row])) for row in prefix])
+        model.all_positions = True
+        loss = model.calculate_loss(batch(sequence))
+        scored, labels = model.loss_positions(batch(sequence)["seq"], batch(sequence)["len"], batch(sequence)["pos"])
+        assert scored.sum(1).tolist() == [5, 5, 1, 1]  # every position of a row under T items, a full row's last
+        assert torch.allclose(loss, row_losses.mean(), atol=1e-5)
+        assert torch.allclose(loss * len(prefix), row_losses.sum(), atol=1e-4)
+        # the same terms, one each
+        full = batch(prefix)
+        got = _terms(batch(sequence)["seq"], scored, labels)
+        assert got == sorted((tuple(r[0][:r[1]]), r[2]) for r in prefix)
+        # the one-target path on the same prefix batch is their mean as well
+        model.all_positions = False
+        assert torch.allclose(model.calculate_loss(full), row_losses.mean(), atol=1e-5)
+    model.train()
+    model.all_positions = True
+    model.calculate_loss(batch(sequence)).backward()  # trains through the all-position path
+    assert model.digit_embedding.weight.grad is not None
+
+
+def test_sequence_rows_keeps_each_sequence_once():
+    rng = np.random.RandomState(0)
+    width, users, lists, lengths, targets = 5, [], [], [], []
+    for user in range(1, 30):
+        sequence = rng.randint(1, 40, rng.randint(2, 14)).tolist()  # repeats allowed; some longer than the width
+        for history, length, target in _prefix_rows(sequence, width):
+            users.append(user), lists.append(history), lengths.append(length), targets.append(target)
+    order = rng.permutation(len(users))  # any row order
+    users, lists, lengths, targets = (np.asarray(a)[order] for a in (users, lists, lengths, targets))
+    keep = sequence_rows(users, lists, lengths, targets)
+    model = _tiny_model()
+    scored, labels = model.loss_positions(torch.as_tensor(lists[keep]), torch.as_tensor(lengths[keep]),
+                                          torch.as_tensor(targets[keep]))
+    got = _terms(torch.as_tensor(lists[keep]), scored, labels)
+    assert got == sorted((tuple(h[:n]), int(t)) for h, n, t in zip(lists.tolist(), lengths, targets))
+    assert len(keep) == len(set(users.tolist())) + int((lengths == width).sum())
+    # a missing prefix (or a row that is not one) is refused instead of adding or losing targets
+    missing = np.flatnonzero((lengths == 2) & (users == users[lengths == 3][0]))
+    rest = np.setdiff1d(np.arange(len(users)), missing)
+    with pytest.raises(ValueError, match="rpg_all_positions"):
+        sequence_rows(users[rest], lists[rest], lengths[rest], targets[rest])
+    changed = targets.copy()
+    changed[next(i for i in np.flatnonzero(lengths == 1) if ((users == users[i]) & (lengths == 2)).any())] += 1
+    with pytest.raises(ValueError, match="rpg_all_positions"):
+        sequence_rows(users, lists, lengths, changed)
+
+
+def test_rpg_training_split_holds_the_prefix_rows_targets(tiny):
+    """On the tiny fixture, through RecBole: the reduced training split carries exactly the (history, target) terms
+    of RecBole's training prefix rows (the augmented rows minus the validation and test rows), each once, and the
+    same training items."""
+    from recbole_genrec.data import train_item_mask
+
+    config, dataset, model, train_data, valid_data, test_data = _prepare("RPG", "tiny-beauty", None, tiny(**TINY_RPG))
+    assert config["rpg_all_positions"] and model.all_positions
+    split = train_data._dataset
+    iid = config["ITEM_ID_FIELD"]
+    list_field, length_field = iid + config["LIST_SUFFIX"], config["ITEM_LIST_LENGTH_FIELD"]
+
+    def rows(inter):
+        return Counter((tuple(h[:n]), t) for h, n, t in zip(inter[list_field].tolist(), inter[length_field].tolist(),
+                                                             inter[iid].tolist()))
+
+    # the prefix rows RecBole's split gave training: every augmented row but the validation and test rows
+    expected = rows(dataset.inter_feat) - rows(valid_data._dataset.inter_feat) - rows(test_data._dataset.inter_feat)
+    expected = sorted(expected.elements())
+    assert split.rpg_prefix_rows == len(expected) > len(split)
+    inter = split.inter_feat
+    scored, labels = model.loss_positions(inter[list_field], inter[length_field], inter[iid])
+    assert _terms(inter[list_field], scored, labels) == expected
+    assert (inter[length_field] == config["MAX_ITEM_LIST_LENGTH"]).any()  # windows of long users are exercised
+    full_mask = np.zeros(dataset.item_num, dtype=bool)
+    for history, target in expected:
+        full_mask[list(history) + [target]] = True
+    assert np.array_equal(train_item_mask(split), full_mask)
+    batch = next(iter(train_data))
+    assert torch.isfinite(model.calculate_loss(batch))
 
 
 def test_graph_matches_brute_force_similarity():
