@@ -24,8 +24,8 @@ Design differences that stay (they are what the comparison measures, see BENCHMA
   prefixes of the same sessions (its `session_seq_iter`); RecBole shuffles all prefixes.
 - LETTER: cornac uses HF's `T5ForConditionalGeneration` with an EOS token after the 4 codes (the released code's
   layout) and selects the checkpoint on validation loss (the released HF Trainer); ours on validation NDCG@10.
-- RPG: cornac trains each session once with the loss at every position (the official code); ours one target per
-  RecBole prefix row.
+- RPG: both train each session once with the loss at every position (the official code; ours with
+  `rpg_all_positions: True`, RPG.yaml's default), over the same (history, target) pairs as RecBole's prefix rows.
 
 Each (model, implementation, seed) runs in its own process, so `peak_rss_mb` is that row's own peak. Rows are
 appended to `<out>/peers.csv` as they finish (a run cut short keeps what it finished).
@@ -224,9 +224,11 @@ def user_sequences(config, dataset, valid_data, test_data):
 
 def check_training_rows(sequences, train_data):
     """cornac trains on every prefix of each training session: as many rows as RecBole's augmented training split."""
+    from recbole_genrec.quick_start import training_targets
+
     rows = sum(max(len(seq) - 3, 0) for seq in sequences.values())
-    if rows != len(train_data.dataset):
-        raise RuntimeError(f"cornac would train on {rows} prefixes, RecBole on {len(train_data.dataset)}.")
+    if rows != training_targets(train_data):
+        raise RuntimeError(f"cornac would train on {rows} prefixes, RecBole on {training_targets(train_data)}.")
 
 
 def cornac_evaluation(config, dataset, sequences, features):
@@ -320,6 +322,8 @@ def run_cornac(model, dataset_name, settings, seed, data_path, val_sample=None):
     import numpy as np
     import torch
 
+    from recbole_genrec.quick_start import training_targets
+
     from recbole_genrec.representation import item_text_embeddings
 
     config, dataset, train_data, valid_data, test_data, data_seconds = _prepare_split(
@@ -333,7 +337,7 @@ def run_cornac(model, dataset_name, settings, seed, data_path, val_sample=None):
     data_seconds += time.time() - start
     n_levels = codes.shape[1] - (1 if model == "TIGER" else 0)
     codebook_size = settings["tokenizer_params"]["codebook_size"]
-    options = cornac_options(model, settings, seed, n_levels, codebook_size, train_rows=len(train_data.dataset),
+    options = cornac_options(model, settings, seed, n_levels, codebook_size, train_rows=training_targets(train_data),
                              val_sample=val_sample)
     peer = cornac_model(model, options, codes)
 
@@ -356,7 +360,7 @@ def run_cornac(model, dataset_name, settings, seed, data_path, val_sample=None):
     start = time.time()
     peer.fit(evaluation.train_set, evaluation.val_set)
     train_seconds = time.time() - start - valid_seconds[0]
-    train_sequences = len(train_data.dataset)
+    train_sequences = training_targets(train_data)
     epochs = getattr(peer, "current_epoch", None) or settings["epochs"]
 
     # Test: RecBole's test rows, each user's history as RecBole holds it, cornac's score() (one user per call).

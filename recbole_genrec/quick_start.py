@@ -37,6 +37,12 @@ def _prepare(model, dataset, config_file_list, config_dict, on_prepared=None):
     return config, dataset_obj, model_obj, train_data, valid_data, test_data
 
 
+def training_targets(train_data):
+    """The (history, target) pairs one epoch trains on: RecBole's prefix rows, also where a model's hook reduced the
+    split to fewer rows that hold them all (`prefix_rows`, set by RPG's all-position loss)."""
+    return getattr(train_data.dataset, "prefix_rows", len(train_data.dataset))
+
+
 def check_topk_fits_catalogue(config, dataset):
     """A top-K list longer than the catalogue cannot be ranked (RecBole's torch.topk would fail at the first
     evaluation, after a whole epoch): refused once the dataset is loaded, before the split and any training."""
@@ -84,7 +90,9 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
         "test_users": getattr(trainer, "last_eval_users", None) if evaluate_test else None,
         "epochs": getattr(trainer, "epochs_trained", None),
         "stopped_by_time_budget": getattr(trainer, "stopped_by_time_budget", False),
-        "train_sequences": len(train_data.dataset),
+        # Training targets: a split a model reduced to whole sequences (RPG's all-position loss) counts the prefix
+        # rows it stands for, so sequences/s stay comparable across models and implementations.
+        "train_sequences": training_targets(train_data),
         "text_seconds": getattr(dataset_obj, "text_seconds", None),
         "tokenizer_seconds": getattr(semantic_ids, "fit_seconds", None),
         "peak_gpu_memory_mb": measure.peak_gpu_memory_mb(),

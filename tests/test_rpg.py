@@ -301,7 +301,7 @@ def test_rpg_training_split_holds_the_prefix_rows_targets(tiny):
     # the prefix rows RecBole's split gave training: every augmented row but the validation and test rows
     expected = rows(dataset.inter_feat) - rows(valid_data._dataset.inter_feat) - rows(test_data._dataset.inter_feat)
     expected = sorted(expected.elements())
-    assert split.rpg_prefix_rows == len(expected) > len(split)
+    assert split.prefix_rows == len(expected) > len(split)
     inter = split.inter_feat
     scored, labels = model.loss_positions(inter[list_field], inter[length_field], inter[iid])
     assert _terms(inter[list_field], scored, labels) == expected

@@ -116,7 +116,7 @@ class RPG(GenerativeRecommender):
         """The default tokenizer pipeline (fitted on the prefix rows' items), then, with `rpg_all_positions`, the
         training split reduced to the rows that hold each user's sequence once (`sequence_rows`). Runs inside
         GenRecDataset.build, before any data loader exists, so every loader (RecBole's, device_batches) and the
-        step count of the learning-rate schedule see the reduced split. `train_dataset.rpg_prefix_rows` keeps the
+        step count of the learning-rate schedule see the reduced split. `train_dataset.prefix_rows` keeps the
         number of prefix rows (= loss targets) it replaces."""
         semantic_ids = super().build_semantic_ids(config, dataset, train_dataset)
         if config["rpg_all_positions"]:
@@ -125,7 +125,7 @@ class RPG(GenerativeRecommender):
             keep = sequence_rows(inter[train_dataset.uid_field].numpy(), inter[list_field].numpy(),
                                  inter[config["ITEM_LIST_LENGTH_FIELD"]].numpy(),
                                  inter[train_dataset.iid_field].numpy())
-            train_dataset.rpg_prefix_rows = len(inter)
+            train_dataset.prefix_rows = len(inter)
             train_dataset.inter_feat = inter[torch.from_numpy(keep)]
             logger.info(f"RPG (rpg_all_positions): {len(keep):,} training rows (each user's sequence once, the loss "
                         f"at every position) hold the {len(inter):,} prefix rows' targets")
