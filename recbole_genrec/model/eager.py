@@ -157,17 +157,18 @@ class EAGER(GenerativeRecommender):
         return (weights @ (hidden * decoder.d_model ** -0.5).unsqueeze(-1)).squeeze(-1)
 
     def decoding_step(self, stream):
-        """The beam search's step for one stream: the decoder's incremental step, its logits turned into
-        log-probabilities normalised over the node choices of the step (first-level nodes, then the children of
-        the beam's last node; Trm4Rec_trainer.predict's `cls_emb`) and -inf for every other token."""
+        """The beam search's step for one stream: the decoder's incremental step, scored on the step's node choices
+        only (first-level nodes, then the children of the beam's last node; Trm4Rec_trainer.predict's `cls_emb`),
+        log-probabilities normalised over them and -inf for every other token of the vocabulary. Only those rows
+        of the output projection are computed (128 of 16k tokens at the paper's size)."""
         decoder = self.decoders[stream]
 
         def step(tokens, state):
             choices = self.node_choices(stream, tokens, state.length)  # state.length = tokens decoded so far
-            logits, state = decoder.decode_step(tokens, state)
-            logits = logits.float()
-            log_probs = logits.gather(1, choices).log_softmax(-1)
-            return logits.fill_(float("-inf")).scatter_(1, choices, log_probs), state
+            hidden, state = decoder.decode_step_hidden(tokens, state)
+            log_probs = self.node_logits(stream, hidden, choices).float().log_softmax(-1)
+            scores = log_probs.new_full((len(tokens), decoder.vocab_size), float("-inf"))
+            return scores.scatter_(1, choices, log_probs), state
 
         return step
 
@@ -277,8 +278,8 @@ class EAGER(GenerativeRecommender):
         total = torch.zeros(codes.shape[0], device=memory.device)
         for level in range(codes.shape[1]):
             choices = self.node_choices(stream, token, level)
-            logits, state = decoder.decode_step(token, state)
-            logits = logits.float().gather(1, choices)  # [B * C, branches]
+            hidden, state = decoder.decode_step_hidden(token, state)
+            logits = self.node_logits(stream, hidden, choices).float()  # [B * C, branches]
             token = codes[:, level]
             total += logits.gather(1, token.unsqueeze(1) - choices[:, :1]).squeeze(1) - logits.logsumexp(-1)
         return total.view(users, per_user)

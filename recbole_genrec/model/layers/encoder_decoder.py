@@ -347,6 +347,12 @@ class EncoderDecoder(nn.Module):
 
     def decode_step(self, last_token: Tensor, state: DecoderState) -> Tuple[Tensor, DecoderState]:
         """One decoding step for every row: last_token [N] -> (logits [N, vocab], state with the step appended)."""
+        hidden, state = self.decode_step_hidden(last_token, state)
+        return self.lm_logits(hidden), state
+
+    def decode_step_hidden(self, last_token: Tensor, state: DecoderState) -> Tuple[Tensor, DecoderState]:
+        """`decode_step` before the output projection: (hidden [N, d], new state), for callers that score a few
+        tokens per row only (EAGER's tree-structured softmax)."""
         hidden = self.dropout(self.embedding(last_token)[:, None, :])
         device = last_token.device
         bias = self.decoder_position_bias(torch.arange(state.length, state.length + 1, device=device),
@@ -361,4 +367,4 @@ class EncoderDecoder(nn.Module):
         hidden = self.dropout(self.decoder_norm(hidden))
         new_state = DecoderState(state.memory_keys, state.memory_values, state.memory_mask, new_keys, new_values,
                                  state.rows_per_memory, state.length + 1)
-        return self.lm_logits(hidden[:, 0]), new_state
+        return hidden[:, 0], new_state
