@@ -82,7 +82,39 @@ def swapped_tiger_class():
     return CornacModuleTIGER
 
 
-def one_row(seed, threads, quick=False):
+def cornac_init_tiger_class():
+    """Our TIGER with cornac's output layer AND its initialisation of what differs: untied per-level softmax
+    (settings below), the head at PyTorch's nn.Linear default (uniform, std about 0.07 at d64) instead of T5's
+    std 1.0, and the decoder's start vector (our PAD row) at std 0.02 like cornac's learned BOS."""
+    import math
+
+    import torch
+    from torch import nn
+
+    from recbole_genrec.model.tiger import TIGER
+
+    class CornacInitTIGER(TIGER):
+        def __init__(self, config, dataset):
+            super().__init__(config, dataset)
+            backbone = self.backbone
+            assert backbone.lm_head is not None and self.level_softmax, "needs tie_embeddings False, sid_softmax level"
+            nn.init.kaiming_uniform_(backbone.lm_head.weight, a=math.sqrt(5))
+            with torch.no_grad():
+                backbone.embedding.weight[0].normal_(std=0.02)
+
+    from recbole_genrec.model import tiger as tiger_module
+
+    CornacInitTIGER.__module__ = tiger_module.__name__
+    CornacInitTIGER.__qualname__ = CornacInitTIGER.__name__
+    tiger_module.CornacInitTIGER = CornacInitTIGER
+    return CornacInitTIGER
+
+
+MODULES = {"cornac": (swapped_tiger_class, {}),
+           "ours_cornac_init": (cornac_init_tiger_class, {"tie_embeddings": False, "sid_softmax": "level"})}
+
+
+def one_row(seed, threads, quick=False, module="cornac"):
     import torch
 
     import peers
@@ -90,9 +122,11 @@ def one_row(seed, threads, quick=False):
 
     if threads:
         torch.set_num_threads(threads)
-    swapped, get_model = swapped_tiger_class(), registry.get_model
+    make_class, overrides = MODULES[module]
+    swapped, get_model = make_class(), registry.get_model
     registry.get_model = lambda name: swapped if name == "TIGER" else get_model(name)
-    return peers.run_ours("TIGER", "ml-100k", peers.settings_for("TIGER", quick=quick), seed, None)
+    return peers.run_ours("TIGER", "ml-100k", peers.settings_for("TIGER", quick=quick, overrides=overrides), seed,
+                          None)
 
 
 def main(argv=None):
@@ -104,29 +138,33 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default="results/peers-ml100k-swap")
     parser.add_argument("--quick", action="store_true", help="peers.py's --quick sizes (one epoch): a smoke run")
+    parser.add_argument("--module", default="cornac", choices=sorted(MODULES),
+                        help="cornac: cornac's TIGERSeq2Seq; ours_cornac_init: our EncoderDecoder with cornac's "
+                             "output layer and initialisation of the head and the start vector")
     parser.add_argument("--row", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.row is not None:
-        print("SWAP_ROW " + json.dumps(one_row(args.row, args.threads, args.quick)))
+        print("SWAP_ROW " + json.dumps(one_row(args.row, args.threads, args.quick, args.module)))
         return
     import peers
     from recbole_genrec.measure import hardware
 
     os.makedirs(os.path.join(args.out, "logs"), exist_ok=True)
     for seed in range(args.first_seed, args.first_seed + args.seeds):
-        log = os.path.join(args.out, "logs", f"TIGER-{IMPLEMENTATION}-{seed}.log")
-        command = [sys.executable, os.path.abspath(__file__), f"--row={seed}"]
+        implementation = IMPLEMENTATION if args.module == "cornac" else f"{args.module}_in_recbole_genrec"
+        log = os.path.join(args.out, "logs", f"TIGER-{implementation}-{seed}.log")
+        command = [sys.executable, os.path.abspath(__file__), f"--row={seed}", f"--module={args.module}"]
         command += [f"--threads={args.threads}"] * bool(args.threads) + ["--quick"] * args.quick
         with open(log, "w") as handle:
             subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, check=True)
         with open(log) as handle:
             line = next(line for line in handle if line.startswith("SWAP_ROW "))
-        row = {**json.loads(line[len("SWAP_ROW "):]), "model": "TIGER", "implementation": IMPLEMENTATION,
+        row = {**json.loads(line[len("SWAP_ROW "):]), "model": "TIGER", "implementation": implementation,
                "seed": seed, "dataset": "ml-100k", "threads": args.threads, "hardware": hardware(),
                "date": datetime.date.today().isoformat(),
                "command": "python benchmarks/peer_module_swap.py " + " ".join(argv or sys.argv[1:])}
         peers.append_csv(os.path.join(args.out, "peers.csv"), row)
-        print(f"TIGER {IMPLEMENTATION} seed {seed}: R@10 {row['recall@10']:.4f} N@10 {row['ndcg@10']:.4f}",
+        print(f"TIGER {implementation} seed {seed}: R@10 {row['recall@10']:.4f} N@10 {row['ndcg@10']:.4f}",
               flush=True)
 
 
