@@ -121,6 +121,10 @@ def run(argv=None):
     set_threads(options.get("threads"))
     if "recommend" in options:
         return recommend_main(options, overrides)
+    stray = [f"--{name}" for name in RECOMMEND_OPTIONS if name in options]
+    if stray:
+        raise ValueError(f"{', '.join(stray)} belong{'s' if len(stray) == 1 else ''} to the recommendation mode: add "
+                         f"--recommend=CHECKPOINT (a saved/<Model>-<time>.pth of a training run).")
     models = [m.strip() for m in options.get("model", "TIGER").split(",") if m.strip()]
     config_files = [resolve_properties_path(f) for f in options.get("config_files", "").replace(",", " ").split() if f]
     profile = resolve_profile(options.get("profile", "none" if "dataset" in options else "quickstart"))
@@ -174,6 +178,9 @@ def recommend_main(options, overrides):
     to --output=FILE.csv when given; --exclude_seen=False keeps items the user already has; --device (default cpu)."""
     from recbole_genrec.recommend import format_recommendations, recommend, write_recommendations
 
+    if not os.path.isfile(options["recommend"]):
+        raise FileNotFoundError(f"--recommend: checkpoint {options['recommend']} not found (training runs save them "
+                                f"under saved/, e.g. saved/TIGER-Dec-02-2026_04-00-00.pth).")
     extra = sorted(set(overrides) - {"topk", "device"})
     if extra:
         raise ValueError(f"--recommend reads a trained checkpoint; {', '.join('--' + key for key in extra)} would not "
@@ -182,9 +189,6 @@ def recommend_main(options, overrides):
     topk = max(topk) if isinstance(topk, (list, tuple)) else topk
     if isinstance(topk, bool) or not isinstance(topk, int):
         raise ValueError(f"--topk takes an integer, got {topk!r}.")
-    if not os.path.isfile(options["recommend"]):
-        raise FileNotFoundError(f"--recommend: checkpoint {options['recommend']} not found (training runs save them "
-                                f"under saved/, e.g. saved/TIGER-Dec-02-2026_04-00-00.pth).")
     users = [u.strip() for u in options["users"].split(",") if u.strip()] if "users" in options else None
     histories = ([[i.strip() for i in history.split(",") if i.strip()] for history in options["histories"].split(";")]
                  if "histories" in options else None)

@@ -8,8 +8,9 @@ and text embeddings from the training run's caches.
 
 Items a user already has are excluded unless `exclude_seen=False`. A score table excludes them directly; a
 generative model's decoder cannot skip given items, so its beam is widened to K plus the most items any requested
-user has (capped at the catalogue), and the seen items are dropped from its output. Wider beams cost time: the
-README gives latencies with and without exclusion.
+user has (rounded up to a power of two, capped at the catalogue), and the seen items are dropped from its output.
+Wider beams cost time: the README gives latencies with and without exclusion. (LIGER's hybrid inference re-ranks
+only its first `liger_candidates` beams, so a user with many seen items may get fewer than K there.)
 """
 import csv
 import os
@@ -45,38 +46,65 @@ def recommend(checkpoint, users=None, histories=None, k=10, exclude_seen=True, d
     """Top-`k` items for `users` (tokens of the dataset's users; default: every user) and/or `histories` (lists of
     raw item tokens, oldest first, of users the dataset never saw). Returns one Recommendation per user, in the
     order asked (users first, then histories). Unknown user or item tokens are refused with a ValueError naming
-    them, before the model is built."""
-    from recbole_genrec.quick_start import load_data, load_model
+    them, before any ranking. One call loads the checkpoint; a server keeps a `Recommender`."""
+    return Recommender(checkpoint, device).recommend(users, histories, k, exclude_seen, batch_size)
 
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}.")
-    saved, config, dataset, train_data, _, _ = load_data(checkpoint, device)
-    sequential = config["MODEL_TYPE"] == ModelType.SEQUENTIAL
-    requests = _requests(dataset, users, histories, sequential, config["model"])
-    n_items = dataset.item_num - 1  # item 0 is RecBole's padding
-    most_seen = max((len(set(seen)) for _, _, seen in requests), default=0) if exclude_seen else 0
-    if k > n_items - most_seen:
-        raise ValueError(f"k={k} asks for more items than {config['dataset']} can give: {n_items} items, of which a "
-                         f"requested user already has {most_seen}. Lower k (or pass exclude_seen=False).")
-    # a generator returns K unseen items among its `width` candidates; the beam is an inference setting (no weight
-    # depends on it), widened here
-    width, beam_key = min(n_items, k + most_seen), _beam_width_key(config)
-    if beam_key is not None:
-        width = config[beam_key] = max(int(config[beam_key]), width)
-    model = load_model(saved, config, train_data).eval()
-    item_tokens = dataset.field2id_token[dataset.iid_field]
-    titles = _item_titles(config, item_tokens)
-    results = []
-    for start in range(0, len(requests), batch_size):
-        chunk = requests[start:start + batch_size]
-        items, scores = _rank(model, dataset, config, chunk, k, width, exclude_seen, sequential)
-        for (label, _, _), row_items, row_scores in zip(chunk, items, scores):
-            keep = row_items > 0
-            row_items, row_scores = row_items[keep][:k], row_scores[keep][:k]
-            results.append(Recommendation(
-                user=label, items=[str(item_tokens[i]) for i in row_items], scores=[float(s) for s in row_scores],
-                titles=[titles[i] for i in row_items] if titles is not None else None))
-    return results
+
+class Recommender:
+    """A checkpoint loaded once (config, dataset, splits, item titles) for many `recommend` calls. The model is
+    built per decoding width: a generative model's beam must hold K plus the items excluded (see the module's
+    docstring); widths are rounded up to a power of two, so a few models serve every request."""
+
+    def __init__(self, checkpoint, device="cpu"):
+        from recbole_genrec.quick_start import load_data
+
+        self.checkpoint, self.config, self.dataset, self.train_data, _, _ = load_data(checkpoint, device)
+        self.sequential = self.config["MODEL_TYPE"] == ModelType.SEQUENTIAL
+        self.n_items = self.dataset.item_num - 1  # item 0 is RecBole's padding
+        self.beam_key = _beam_width_key(self.config)
+        self.trained_width = int(self.config[self.beam_key]) if self.beam_key else None
+        self.item_tokens = self.dataset.field2id_token[self.dataset.iid_field]
+        self.titles = _item_titles(self.config, self.item_tokens)
+        self._models = {}
+
+    def model(self, width):
+        """The checkpoint's model decoding `width` candidates (the beam is an inference setting: no weight depends
+        on it); models without a beam are built once."""
+        from recbole_genrec.quick_start import load_model
+
+        key = width if self.beam_key else None
+        if key not in self._models:
+            if self.beam_key:
+                self.config[self.beam_key] = width
+            self._models[key] = load_model(self.checkpoint, self.config, self.train_data).eval()
+        return self._models[key]
+
+    def recommend(self, users=None, histories=None, k=10, exclude_seen=True, batch_size=256):
+        """See `recommend`."""
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}.")
+        requests = _requests(self.dataset, users, histories, self.sequential, self.config["model"])
+        most_seen = max((len(set(seen)) for _, _, seen in requests), default=0) if exclude_seen else 0
+        if k > self.n_items - most_seen:
+            raise ValueError(f"k={k} asks for more items than {self.config['dataset']} can give: {self.n_items} items, "
+                             f"of which a requested user already has {most_seen}. Lower k (or exclude_seen=False).")
+        # a generator returns K unseen items among its `width` candidates
+        width = min(self.n_items, k + most_seen)
+        if self.beam_key:
+            width = max(self.trained_width, min(self.n_items, 1 << (width - 1).bit_length()))
+        model = self.model(width)
+        results = []
+        for start in range(0, len(requests), batch_size):
+            chunk = requests[start:start + batch_size]
+            items, scores = _rank(model, self.dataset, self.config, chunk, k, width, exclude_seen, self.sequential)
+            for (label, _, _), row_items, row_scores in zip(chunk, items, scores):
+                keep = row_items > 0
+                row_items, row_scores = row_items[keep][:k], row_scores[keep][:k]
+                results.append(Recommendation(
+                    user=label, items=[str(self.item_tokens[i]) for i in row_items],
+                    scores=[float(s) for s in row_scores],
+                    titles=[self.titles[i] for i in row_items] if self.titles is not None else None))
+        return results
 
 
 def _beam_width_key(config):
