@@ -28,7 +28,8 @@ trial runs before ASHA may stop it, default 1).
 Recommendation mode (recbole_genrec/recommend.py): `python run_recbole_genrec.py --recommend=saved/TIGER-....pth
 --users=1,2,3 --topk=10` prints each user's top-K items (item token, score, title) from the trained checkpoint,
 with --histories="I1,I2;I3,I4" (raw item tokens of unseen users, oldest first), --output=recs.csv,
---exclude_seen=False (keep items the user already has; excluded by default), --device=cpu|cuda."""
+--exclude_seen=False (keep items the user already has; excluded by default), --device=cpu|cuda, --state (RecBole's
+log level, WARNING unless given), --cache_dir (where the training run's caches are, when they moved)."""
 import ast
 import os
 import sys
@@ -181,10 +182,12 @@ def recommend_main(options, overrides):
     if not os.path.isfile(options["recommend"]):
         raise FileNotFoundError(f"--recommend: checkpoint {options['recommend']} not found (training runs save them "
                                 f"under saved/, e.g. saved/TIGER-Dec-02-2026_04-00-00.pth).")
-    extra = sorted(set(overrides) - {"topk", "device"})
+    extra = sorted(set(overrides) - {"topk", "device", "state", "cache_dir"})
     if extra:
         raise ValueError(f"--recommend reads a trained checkpoint; {', '.join('--' + key for key in extra)} would not "
-                         f"change it. Options: --users, --histories, --topk, --output, --exclude_seen, --device.")
+                         f"change it. Options: --users, --histories, --topk, --output, --exclude_seen, --device, "
+                         f"--state (RecBole's log level, default WARNING here), --cache_dir (where the training run's "
+                         f"caches are now).")
     topk = overrides.get("topk", 10)
     topk = max(topk) if isinstance(topk, (list, tuple)) else topk
     if isinstance(topk, bool) or not isinstance(topk, int):
@@ -194,12 +197,22 @@ def recommend_main(options, overrides):
                  if "histories" in options else None)
     exclude_seen = parse_flag(options, "exclude_seen") if "exclude_seen" in options else True
     recommendations = recommend(options["recommend"], users=users, histories=histories, k=topk,
-                                exclude_seen=exclude_seen, device=str(overrides.get("device", "cpu")))
+                                exclude_seen=exclude_seen, device=str(overrides.get("device", "cpu")),
+                                config_dict=recommend_settings(overrides))
     print(format_recommendations(recommendations))
     if "output" in options:
         write_recommendations(recommendations, options["output"])
         print(f"Recommendations written to {options['output']}")
     return recommendations
+
+
+def recommend_settings(overrides):
+    """The recommendation mode's config_dict: RecBole's log at WARNING (the table is the output) unless --state is
+    given, and --cache_dir made absolute as a training run's config holds it."""
+    settings = {"state": overrides.get("state", "WARNING")}
+    if "cache_dir" in overrides:
+        settings["cache_dir"] = os.path.abspath(str(overrides["cache_dir"]))
+    return settings
 
 
 def parse_flag(options, name):

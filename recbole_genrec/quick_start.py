@@ -275,15 +275,18 @@ def load_data_and_model(model_file, device=None):
     return config, model, dataset, train_data, valid_data, test_data
 
 
-def load_data(model_file, device=None):
+def load_data(model_file, device=None, config_dict=None):
     """The checkpoint (loaded through the allow-listed unpickler), its config, dataset and splits; no model yet,
-    so that a caller may adjust inference-only settings (recommend.py widens the beam) before `load_model`."""
+    so that a caller may adjust inference-only settings (recommend.py widens the beam) before `load_model`.
+    `config_dict`: settings that change where files are and what is logged, not the model (`state`, `cache_dir`)."""
     import torch
 
     checkpoint = compat.load_checkpoint(model_file, map_location=device)
     config = checkpoint["config"]
     if device is not None:
         config["device"] = torch.device(device)
+    for key, value in (config_dict or {}).items():
+        config[key] = value
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     dataset = create_dataset(config)

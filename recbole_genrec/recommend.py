@@ -42,12 +42,14 @@ class Recommendation:
                 for rank, (item, score, title) in enumerate(zip(self.items, self.scores, titles), 1)]
 
 
-def recommend(checkpoint, users=None, histories=None, k=10, exclude_seen=True, device="cpu", batch_size=256):
+def recommend(checkpoint, users=None, histories=None, k=10, exclude_seen=True, device="cpu", batch_size=256,
+              config_dict=None):
     """Top-`k` items for `users` (tokens of the dataset's users; default: every user) and/or `histories` (lists of
     raw item tokens, oldest first, of users the dataset never saw). Returns one Recommendation per user, in the
     order asked (users first, then histories). Unknown user or item tokens are refused with a ValueError naming
-    them, before any ranking. One call loads the checkpoint; a server keeps a `Recommender`."""
-    return Recommender(checkpoint, device).recommend(users, histories, k, exclude_seen, batch_size)
+    them, before any ranking. One call loads the checkpoint; a server keeps a `Recommender`. `config_dict`: where
+    the caches are and what is logged (`cache_dir`, `state`), quick_start.load_data's."""
+    return Recommender(checkpoint, device, config_dict).recommend(users, histories, k, exclude_seen, batch_size)
 
 
 class Recommender:
@@ -55,10 +57,10 @@ class Recommender:
     built per decoding width: a generative model's beam must hold K plus the items excluded (see the module's
     docstring); widths are rounded up to a power of two, so a few models serve every request."""
 
-    def __init__(self, checkpoint, device="cpu"):
+    def __init__(self, checkpoint, device="cpu", config_dict=None):
         from recbole_genrec.quick_start import load_data
 
-        self.checkpoint, self.config, self.dataset, self.train_data, _, _ = load_data(checkpoint, device)
+        self.checkpoint, self.config, self.dataset, self.train_data, _, _ = load_data(checkpoint, device, config_dict)
         self.sequential = self.config["MODEL_TYPE"] == ModelType.SEQUENTIAL
         self.n_items = self.dataset.item_num - 1  # item 0 is RecBole's padding
         self.beam_key = _beam_width_key(self.config)
