@@ -7,10 +7,10 @@ written: the checkpoint is read through the allow-listed unpickler (compat.load_
 and text embeddings from the training run's caches.
 
 Items a user already has are excluded unless `exclude_seen=False`. A score table excludes them directly; a
-generative model's decoder cannot skip given items, so its beam is widened to K plus the most items any requested
-user has (rounded up to a power of two, capped at the catalogue), and the seen items are dropped from its output.
-Wider beams cost time: the README gives latencies with and without exclusion. (LIGER's hybrid inference re-ranks
-only its first `liger_candidates` beams, so a user with many seen items may get fewer than K there.)
+generative model's decoder cannot skip given items: the seen items are dropped from its output, and a user left with
+fewer than K is decoded again with a beam twice as wide (up to the catalogue). Wider beams cost time: the README
+gives latencies with and without exclusion. (LIGER's hybrid inference re-ranks only its first `liger_candidates`
+beams, so a user with many seen items may get fewer than K there.)
 """
 import csv
 import os
@@ -54,15 +54,17 @@ def recommend(checkpoint, users=None, histories=None, k=10, exclude_seen=True, d
 
 class Recommender:
     """A checkpoint loaded once (config, dataset, splits, item titles) for many `recommend` calls. The model is
-    built per decoding width: a generative model's beam must hold K plus the items excluded (see the module's
-    docstring); widths are rounded up to a power of two, so a few models serve every request."""
+    built per decoding width (a wider beam for users whose seen items fill the first one: see the module's
+    docstring); widths are powers of two, so a few models serve every request."""
 
     def __init__(self, checkpoint, device="cpu", config_dict=None):
+        from recbole_genrec import registry
         from recbole_genrec.quick_start import load_data
 
         self.checkpoint, self.config, self.dataset, self.train_data, _, _ = load_data(checkpoint, device, config_dict)
         self.sequential = self.config["MODEL_TYPE"] == ModelType.SEQUENTIAL
         self.n_items = self.dataset.item_num - 1  # item 0 is RecBole's padding
+        self.generative = hasattr(registry.get_model(self.config["model"]), "generate_topk")
         self.beam_key = _beam_width_key(self.config)
         self.trained_width = int(self.config[self.beam_key]) if self.beam_key else None
         self.item_tokens = self.dataset.field2id_token[self.dataset.iid_field]
@@ -90,23 +92,41 @@ class Recommender:
         if k > self.n_items - most_seen:
             raise ValueError(f"k={k} asks for more items than {self.config['dataset']} can give: {self.n_items} items, "
                              f"of which a requested user already has {most_seen}. Lower k (or exclude_seen=False).")
-        # a generator returns K unseen items among its `width` candidates
-        width = min(self.n_items, k + most_seen)
-        if self.beam_key:
-            width = max(self.trained_width, min(self.n_items, 1 << (width - 1).bit_length()))
-        model = self.model(width)
         results = []
         for start in range(0, len(requests), batch_size):
             chunk = requests[start:start + batch_size]
-            items, scores = _rank(model, self.dataset, self.config, chunk, k, width, exclude_seen, self.sequential)
-            for (label, _, _), row_items, row_scores in zip(chunk, items, scores):
-                keep = row_items > 0
-                row_items, row_scores = row_items[keep][:k], row_scores[keep][:k]
+            for (label, _, _), (row_items, row_scores) in zip(chunk, self._rank_unseen(chunk, k, exclude_seen)):
                 results.append(Recommendation(
                     user=label, items=[str(self.item_tokens[i]) for i in row_items],
                     scores=[float(s) for s in row_scores],
                     titles=[self.titles[i] for i in row_items] if self.titles is not None else None))
         return results
+
+    def _rank_unseen(self, chunk, k, exclude_seen):
+        """[(item ids, scores)] per request, best first. A score table masks the seen items; a generator decodes
+        `width` candidates (at least K, the trained beam), and the rows left with fewer than K unseen ones are
+        decoded again at twice the width, up to the catalogue: most users need no second pass."""
+        width, pending, ranked = self._width(k), list(range(len(chunk))), [None] * len(chunk)
+        while pending:
+            rows = [chunk[i] for i in pending]
+            items, scores = _rank(self.model(width), self.dataset, self.config, rows, k, width, exclude_seen,
+                                  self.sequential)
+            again = []
+            for i, row_items, row_scores in zip(pending, items, scores):
+                keep = row_items > 0
+                if self.generative and keep.sum() < k and width < self.n_items:
+                    again.append(i)
+                else:
+                    ranked[i] = (row_items[keep][:k], row_scores[keep][:k])
+            pending, width = again, self._width(2 * width)
+        return ranked
+
+    def _width(self, candidates):
+        """The decoding width for `candidates`: the catalogue at most; for a beam, at least the trained one and a
+        power of two (so a few models serve every request)."""
+        if not self.beam_key:
+            return min(self.n_items, candidates)
+        return max(self.trained_width, min(self.n_items, 1 << (candidates - 1).bit_length()))
 
 
 def _beam_width_key(config):

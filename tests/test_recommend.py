@@ -88,3 +88,45 @@ def test_command_line_prints_the_table_and_writes_the_csv(checkpoint, tmp_path, 
     assert all(row["item"] in ALL_ITEMS and row["item"] not in USER_ITEMS[row["user"]] for row in rows)
     assert main([f"--recommend={path}", "--users=NOT-A-USER"]) == 1
     assert "NOT-A-USER" in capsys.readouterr().err
+
+
+def test_a_model_that_scores_user_ids_ranks_dataset_users_only(tiny):
+    """BPR (RecBole's, non-sequential): dataset users through full_sort_predict; a raw history cannot be scored."""
+    path = run_recbole_genrec("BPR", "tiny-beauty", config_dict=tiny(embedding_size=16))["checkpoint"]
+    [recommendation] = recommend(path, users=USERS[:1], k=5)
+    assert len(set(recommendation.items)) == 5 and not set(recommendation.items) & set(USER_ITEMS[USERS[0]])
+    assert recommendation.scores == sorted(recommendation.scores, reverse=True)
+    with pytest.raises(ValueError, match="BPR scores users by their id"):
+        recommend(path, histories=[USER_ITEMS[USERS[0]][:2]])
+
+
+def test_a_generator_decodes_again_wider_until_k_unseen_items_come_out():
+    """Rows whose seen items fill the beam are decoded again at twice the width (powers of two, from the trained
+    beam), the others not: a generator that ranks items 1, 2, 3, ... and a user who has items 1-12."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from recbole_genrec.recommend import Recommender
+
+    widths = []
+
+    class RanksInOrder:
+        ITEM_SEQ, ITEM_SEQ_LEN = "item_id_list", "item_length"
+
+        def generate_topk(self, interaction, width):
+            widths.append((len(interaction), width))
+            items = torch.arange(1, width + 1).repeat(len(interaction), 1)
+            return items, -items.float()
+
+    recommender = Recommender.__new__(Recommender)
+    recommender.__dict__.update(
+        dataset=SimpleNamespace(uid_field="user_id", iid_field="item_id", field2seqlen={"item_id_list": 20},
+                                item_num=101),
+        config={"device": torch.device("cpu"), "LIST_SUFFIX": "_list"}, sequential=True, generative=True,
+        n_items=100, beam_key="beam_size", trained_width=4, model=lambda width: RanksInOrder())
+    heavy, light = ("heavy", 1, list(range(1, 13))), ("light", 2, [50])
+    (heavy_items, heavy_scores), (light_items, _) = recommender._rank_unseen([heavy, light], k=5, exclude_seen=True)
+    assert heavy_items.tolist() == [13, 14, 15, 16, 17] and heavy_scores.tolist() == [-13, -14, -15, -16, -17]
+    assert light_items.tolist() == [1, 2, 3, 4, 5]
+    assert widths == [(2, 8), (1, 16), (1, 32)]  # only the heavy user is decoded again
