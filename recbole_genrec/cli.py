@@ -23,7 +23,13 @@ configurations, default 10; grid search: samples per grid point, default 1), --s
 --ray_address (join a running cluster, e.g. auto or HOST:6379; default: a local Ray), --ray_num_cpus (local Ray),
 --cpus_per_trial (default 1), --gpus_per_trial (default 0; fractions share a GPU), --max_concurrent,
 --tune_dir (default ray_results/<model>-<dataset>-<time>), --scheduler=asha|fifo, --grace_period (evaluations a
-trial runs before ASHA may stop it, default 1)."""
+trial runs before ASHA may stop it, default 1).
+
+Recommendation mode (recbole_genrec/recommend.py): `python run_recbole_genrec.py --recommend=saved/TIGER-....pth
+--users=1,2,3 --topk=10` prints each user's top-K items (item token, score, title) from the trained checkpoint,
+with --histories="I1,I2;I3,I4" (raw item tokens of unseen users, oldest first), --output=recs.csv,
+--exclude_seen=False (keep items the user already has; excluded by default), --device=cpu|cuda, --state (RecBole's
+log level, WARNING unless given), --cache_dir (where the training run's caches are, when they moved)."""
 import ast
 import os
 import sys
@@ -33,7 +39,8 @@ from recbole_genrec.paths import QUICKSTART_PROFILE, resolve_properties_path
 CLI_OPTIONS = ("model", "dataset", "config_files", "results_file", "profile", "threads", "dry_run")
 TUNE_OPTIONS = ("tune", "trials", "search", "ray_address", "ray_num_cpus", "cpus_per_trial", "gpus_per_trial",
                 "max_concurrent", "tune_dir", "scheduler", "grace_period")
-CLI_OPTIONS += TUNE_OPTIONS
+RECOMMEND_OPTIONS = ("recommend", "users", "histories", "output", "exclude_seen")
+CLI_OPTIONS += TUNE_OPTIONS + RECOMMEND_OPTIONS
 ALLOW_UNKNOWN_KEYS = "allow_unknown_keys"  # as recbole_genrec.config (not imported here: it imports RecBole)
 
 
@@ -113,6 +120,12 @@ def run(argv=None):
     the result rows (or the TuningResult); raises on bad input. `main` is the entry point that exits."""
     options, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     set_threads(options.get("threads"))
+    if "recommend" in options:
+        return recommend_main(options, overrides)
+    stray = [f"--{name}" for name in RECOMMEND_OPTIONS if name in options]
+    if stray:
+        raise ValueError(f"{', '.join(stray)} belong{'s' if len(stray) == 1 else ''} to the recommendation mode: add "
+                         f"--recommend=CHECKPOINT (a saved/<Model>-<time>.pth of a training run).")
     models = [m.strip() for m in options.get("model", "TIGER").split(",") if m.strip()]
     config_files = [resolve_properties_path(f) for f in options.get("config_files", "").replace(",", " ").split() if f]
     profile = resolve_profile(options.get("profile", "none" if "dataset" in options else "quickstart"))
@@ -158,6 +171,48 @@ def run(argv=None):
         plot_results(rows, png)
         print(f"Results written to {results_file} and {png}")
     return rows
+
+
+def recommend_main(options, overrides):
+    """--recommend=CHECKPOINT: the top-K items (--topk, default 10) for --users=U1,U2 (tokens of the dataset's users)
+    and/or --histories="I1,I2;I3" (raw item tokens, oldest first, `;` between users), printed as a table and written
+    to --output=FILE.csv when given; --exclude_seen=False keeps items the user already has; --device (default cpu)."""
+    from recbole_genrec.recommend import format_recommendations, recommend, write_recommendations
+
+    if not os.path.isfile(options["recommend"]):
+        raise FileNotFoundError(f"--recommend: checkpoint {options['recommend']} not found (training runs save them "
+                                f"under saved/, e.g. saved/TIGER-Dec-02-2026_04-00-00.pth).")
+    extra = sorted(set(overrides) - {"topk", "device", "state", "cache_dir"})
+    if extra:
+        raise ValueError(f"--recommend reads a trained checkpoint; {', '.join('--' + key for key in extra)} would not "
+                         f"change it. Options: --users, --histories, --topk, --output, --exclude_seen, --device, "
+                         f"--state (RecBole's log level, default WARNING here), --cache_dir (where the training run's "
+                         f"caches are now).")
+    topk = overrides.get("topk", 10)
+    topk = max(topk) if isinstance(topk, (list, tuple)) else topk
+    if isinstance(topk, bool) or not isinstance(topk, int):
+        raise ValueError(f"--topk takes an integer, got {topk!r}.")
+    users = [u.strip() for u in options["users"].split(",") if u.strip()] if "users" in options else None
+    histories = ([[i.strip() for i in history.split(",") if i.strip()] for history in options["histories"].split(";")]
+                 if "histories" in options else None)
+    exclude_seen = parse_flag(options, "exclude_seen") if "exclude_seen" in options else True
+    recommendations = recommend(options["recommend"], users=users, histories=histories, k=topk,
+                                exclude_seen=exclude_seen, device=str(overrides.get("device", "cpu")),
+                                config_dict=recommend_settings(overrides))
+    print(format_recommendations(recommendations))
+    if "output" in options:
+        write_recommendations(recommendations, options["output"])
+        print(f"Recommendations written to {options['output']}")
+    return recommendations
+
+
+def recommend_settings(overrides):
+    """The recommendation mode's config_dict: RecBole's log at WARNING (the table is the output) unless --state is
+    given, and --cache_dir made absolute as a training run's config holds it."""
+    settings = {"state": overrides.get("state", "WARNING")}
+    if "cache_dir" in overrides:
+        settings["cache_dir"] = os.path.abspath(str(overrides["cache_dir"]))
+    return settings
 
 
 def parse_flag(options, name):

@@ -50,7 +50,12 @@ CODE_KEYS = (
 MULTI_TYPE_KEYS = {
     "topk": ("int", "list"), "metrics": ("str", "list"), "gpu_id": ("str", "int", "list"),
     "additional_feat_suffix": ("str", "list"), ALLOW_UNKNOWN_KEYS: ("bool", "list", "str"),
+    "text_fields": ("list", "str"),  # `--text_fields=title,categories` on the command line
 }
+# An own dataset without a yaml: the `.item` fields embedded as item text when `text_fields` is not set. The usual
+# names present, in the file's order; when none is, every token / token_seq field except ids (`*_id`).
+USUAL_TEXT_FIELDS = ("title", "movie_title", "name", "brand", "categories", "category", "genre", "genres", "class",
+                     "description")
 TYPE_NAMES = {"bool": "a bool", "int": "an int", "float": "a number", "str": "a string", "list": "a list",
               "dict": "a dict"}
 # `valid_metric` may score a subset of the validation users: `inset_ndcg@10` (users whose target occurs in the
@@ -195,6 +200,26 @@ def check_value_types(values, defaults=None):
         raise ValueError(f"Wrong type: {'; '.join(wrong)}.")
 
 
+def atomic_header(path):
+    """{field name: type} of an atomic file's header ({} when the file does not exist)."""
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as handle:
+        header = handle.readline().rstrip("\r\n")
+    return dict(column.split(":", 1) if ":" in column else (column, "") for column in header.split("\t"))
+
+
+def default_text_fields(item_file, item_id_field="item_id"):
+    """The `.item` fields embedded as item text when `text_fields` is not set: the USUAL_TEXT_FIELDS it has, in
+    the file's order, else every token / token_seq field except ids (the item id, `*_id`)."""
+    header = atomic_header(item_file)
+    usual = [name for name in header if name.lower() in USUAL_TEXT_FIELDS]
+    if usual:
+        return usual
+    return [name for name, kind in header.items() if kind in ("token", "token_seq") and name != item_id_field
+            and not name.lower().endswith("_id")]
+
+
 def plugin_property_files(model, dataset):
     """The plugin's yaml files for a run, low to high precedence (those that exist)."""
     paths = (os.path.join(PROPERTIES_DIR, "overall.yaml"), os.path.join(PROPERTIES_DIR, "dataset", f"{dataset}.yaml"),
@@ -251,6 +276,7 @@ class GenRecConfig(Config):
         self._check_metric_names()
         self._resolve_data_path()
         super()._set_default_parameters()
+        self._own_dataset_defaults()
         # RecBole forces ml-100k onto its bundled copy; honour an explicit data_path for it too.
         explicit = self.external_config_dict.get("data_path")
         if self.dataset == "ml-100k" and explicit:
@@ -280,6 +306,28 @@ class GenRecConfig(Config):
             f"Available datasets: {', '.join(available) or 'none'}. "
             f"Put the atomic files in <data_path>/{name}/ and pass --data_path=<data_path>."
         )
+
+    def _own_dataset_defaults(self):
+        """What a dataset without a yaml needs and its files say: the time field in `load_col` when the `.inter`
+        file has one (leave-one-out by time sorts on it), and `text_fields` from the `.item` file's text fields
+        (`default_text_fields`). A value the user set is kept (`--text_fields=a,b` is split at the commas). What
+        was chosen is in `dataset_defaults`, logged when the dataset is created (data.create_dataset)."""
+        cfg, self.dataset_defaults = self.final_config_dict, []
+        inter_file = os.path.join(cfg["data_path"], f"{self.dataset}.inter")
+        inter_columns = (cfg.get("load_col") or {}).get("inter")
+        time_field = cfg["TIME_FIELD"]
+        if (inter_columns and time_field not in inter_columns and "load_col" not in self.external_config_dict
+                and time_field in atomic_header(inter_file)):
+            cfg["load_col"] = {**cfg["load_col"], "inter": list(inter_columns) + [time_field]}
+            self.dataset_defaults.append(f"load_col.inter: {cfg['load_col']['inter']} (the time field "
+                                         f"'{time_field}' of {os.path.basename(inter_file)} added)")
+        if isinstance(cfg.get("text_fields"), str):
+            cfg["text_fields"] = [name.strip() for name in cfg["text_fields"].split(",") if name.strip()]
+        item_file = os.path.join(cfg["data_path"], f"{self.dataset}.item")
+        if cfg.get("text_fields") is None and os.path.isfile(item_file):
+            cfg["text_fields"] = default_text_fields(item_file, cfg["ITEM_ID_FIELD"])
+            self.dataset_defaults.append(f"text_fields: {cfg['text_fields']} (the text fields of "
+                                         f"{os.path.basename(item_file)}; set --text_fields=a,b to choose)")
 
     def _validate(self):
         cfg = self.final_config_dict

@@ -266,21 +266,42 @@ def objective_function(config_dict=None, config_file_list=None, saved=True):
     return run_recbole_genrec(config_dict=config_dict, config_file_list=config_file_list, saved=saved)
 
 
-def load_data_and_model(model_file):
+def load_data_and_model(model_file, device=None):
     """Rebuild config, dataset, splits and the trained model from a checkpoint written by this plugin.
-    Semantic IDs come back from the checkpoint's buffers and the tokenizer cache (no refit)."""
-    checkpoint = compat.load_checkpoint(model_file)
+    Semantic IDs come back from the checkpoint's buffers and the tokenizer cache (no refit). `device`: where the
+    model runs (default: the training run's device)."""
+    checkpoint, config, dataset, train_data, valid_data, test_data = load_data(model_file, device)
+    model = load_model(checkpoint, config, train_data)
+    return config, model, dataset, train_data, valid_data, test_data
+
+
+def load_data(model_file, device=None, config_dict=None):
+    """The checkpoint (loaded through the allow-listed unpickler), its config, dataset and splits; no model yet,
+    so that a caller may adjust inference-only settings (recommend.py widens the beam) before `load_model`.
+    `config_dict`: settings that change where files are and what is logged, not the model (`state`, `cache_dir`)."""
+    import torch
+
+    checkpoint = compat.load_checkpoint(model_file, map_location=device)
     config = checkpoint["config"]
+    if device is not None:
+        config["device"] = torch.device(device)
+    for key, value in (config_dict or {}).items():
+        config[key] = value
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     mark_training_items(train_data, valid_data, test_data)
+    return checkpoint, config, dataset, train_data, valid_data, test_data
+
+
+def load_model(checkpoint, config, train_data):
+    """The checkpoint's model, built from `config` on the training split and loaded with its weights."""
     init_seed(config["seed"], config["reproducibility"])
     model = registry.get_model(config["model"])(config, train_data._dataset).to(config["device"])
     model.load_state_dict(checkpoint["state_dict"])
     model.load_other_parameter(checkpoint.get("other_parameter"))
-    return config, model, dataset, train_data, valid_data, test_data
+    return model
 
 
 def flat_metrics(result):

@@ -1,4 +1,5 @@
-"""Side-by-side results: one row per run, printed as a table, written as CSV, drawn as a bar chart."""
+"""Side-by-side results: one row per run, printed as a table, written as CSV, drawn as a two-panel bar chart
+(quality beside the papers' figures; training and ranking cost)."""
 import csv
 import os
 
@@ -19,7 +20,7 @@ def result_row(run):
         if key in cold_start:
             row[key] = cold_start[key]
     row["valid_score"] = float(run["best_valid_score"]) if run["best_valid_score"] is not None else None
-    for key in ("epochs", "train_seconds", "test_eval_seconds", "tokenizer_seconds", "parameters"):
+    for key in ("epochs", "train_seconds", "test_eval_seconds", "test_users", "tokenizer_seconds", "parameters"):
         row[key] = run.get(key)
     return row
 
@@ -67,25 +68,98 @@ def write_csv(rows, path):
         writer.writerows(rows)
 
 
+# Published test figures at K=10 on our datasets, marked on the plot (BENCHMARKS.md §5, shared/docs/methods.md):
+# {(model, dataset): (recall@10, ndcg@10, source)}. "secondary": a later paper's table, not the method's own.
+PAPER_FIGURES = {
+    ("TIGER", "amazon-beauty"): (0.0648, 0.0384, "paper"),
+    ("RPG", "amazon-beauty"): (0.0809, 0.0464, "paper"),
+    ("LETTER", "amazon-beauty"): (0.0672, 0.0364, "paper (LETTER-TIGER)"),
+    ("LIGER", "amazon-beauty"): (0.0745, 0.0402, "secondary"),
+    ("EAGER", "amazon-beauty"): (0.0836, 0.0525, "secondary"),
+}
+PLOT_METRICS = ("recall", "ndcg")
+
+
+def _plot_k(rows):
+    """K of the plotted metrics: 10 when every row has it, else the largest K all rows share."""
+    shared = set.intersection(*({int(key.rsplit("@", 1)[1]) for key in row if key.startswith("test_recall@")}
+                                for row in rows))
+    return 10 if 10 in shared else max(shared, default=None)
+
+
 def plot_results(rows, path):
-    """Grouped bar chart of the test metrics, one group per metric, one bar per model."""
+    """One bar group per model. Left: test Recall@10 and NDCG@10, the paper's figure marked where one exists for
+    that model and dataset (PAPER_FIGURES). Right: training seconds and test users ranked per second, on log
+    scales (what a user weighs against quality). Rows are result_row's (or the benchmark script's)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    # overall test metrics only (not test_eval_seconds, not the cold-start / in-set breakdown)
-    metrics = [key for key in rows[0] if key.startswith("test_") and "@" in key and "_" not in key[len("test_"):]]
-    width = 0.8 / max(1, len(rows))
-    fig, ax = plt.subplots(figsize=(1.6 * len(metrics) + 2, 3.6))
-    for i, row in enumerate(rows):
-        positions = [m + i * width for m in range(len(metrics))]
-        ax.bar(positions, [row.get(m) or 0.0 for m in metrics], width, label=row["model"])
-    ax.set_xticks([m + width * (len(rows) - 1) / 2 for m in range(len(metrics))])
-    ax.set_xticklabels([m[len("test_"):] for m in metrics])
-    ax.set_ylabel("test score")
-    ax.set_title(f"{rows[0]['dataset']}: test metrics (same split, RecBole metrics)")
-    ax.legend()
+    k, dataset = _plot_k(rows), rows[0]["dataset"]
+    labels = [str(row["model"]) for row in rows]
+    positions = list(range(len(rows)))
+    width = 0.38
+    fig, (quality, training, ranking) = plt.subplots(
+        1, 3, figsize=(max(10.0, 2.2 * len(rows) + 6), 4.4), gridspec_kw={"width_ratios": [2, 1, 1]})
+    tallest = 0.0
+    for offset, metric in zip((-width / 2, width / 2), PLOT_METRICS):
+        values = [row.get(f"test_{metric}@{k}") or 0.0 for row in rows]
+        bars = quality.bar([p + offset for p in positions], values, width, label=f"{metric}@{k}")
+        quality.bar_label(bars, fmt="%.3f", fontsize=7)
+        tallest = max([tallest, *values])
+        for position, row in zip(positions, rows):
+            paper = PAPER_FIGURES.get((str(row["model"]).split()[0], row.get("dataset", dataset))) if k == 10 else None
+            if paper is not None:
+                marker = "*" if paper[2].startswith("paper") else "x"
+                figure = paper[PLOT_METRICS.index(metric)]
+                quality.plot(position + offset, figure, marker=marker, color="black", markersize=10, linestyle="none")
+                tallest = max(tallest, figure)
+    quality.plot([], [], marker="*", color="black", linestyle="none", label="paper's figure")
+    quality.plot([], [], marker="x", color="black", linestyle="none", label="secondary source")
+    quality.set_ylim(0, tallest * 1.35 or 1.0)  # room for the legend above the bars
+    quality.set_xticks(positions, labels, rotation=20, ha="right")
+    quality.set_ylabel("test score")
+    quality.set_title(f"{dataset}: test quality (same split, RecBole metrics)", fontsize=10)
+    quality.legend(fontsize=8, ncol=2, loc="upper left")
+    for axis, values, title, colour, fmt in (
+            (training, [row.get("train_seconds") or 0.0 for row in rows], "training seconds", "tab:gray", "%.0f"),
+            (ranking, [_per_second(row) for row in rows], "test users ranked per second", "tab:green", "%.0f")):
+        bars = axis.bar(positions, values, 0.6, color=colour)
+        axis.bar_label(bars, fmt=fmt, fontsize=7)
+        if any(value > 0 for value in values):
+            axis.set_yscale("log")  # models differ by orders of magnitude here
+        axis.set_xticks(positions, labels, rotation=20, ha="right")
+        axis.set_title(title + " (log scale)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _per_second(row):
+    """Test users ranked per second: the benchmark script's column, or test_users / test_eval_seconds."""
+    from recbole_genrec.measure import per_second
+
+    value = row.get("eval_users_per_s") or per_second(row.get("test_users"), row.get("test_eval_seconds"))
+    return value or 0.0
+
+
+def main(argv=None):
+    """`python -m recbole_genrec.results RESULTS.csv [PLOT.png]`: a results CSV (the command line's --results_file,
+    the benchmark script's tables) printed as a table and drawn again (default: the CSV's name with .png)."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if not args or len(args) > 2 or not args[0].endswith(".csv"):
+        print("usage: python -m recbole_genrec.results RESULTS.csv [PLOT.png]", file=sys.stderr)
+        return 2
+    rows = read_csv(args[0])
+    png = args[1] if len(args) > 1 else args[0][: -len(".csv")] + ".png"
+    print(format_table(rows))
+    plot_results(rows, png)
+    print(f"Plot written to {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

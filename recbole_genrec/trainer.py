@@ -16,14 +16,19 @@ import torch
 from recbole.data.dataloader import FullSortEvalDataLoader
 from recbole.evaluator import Collector
 from recbole.evaluator.collector import DataStruct
+import recbole.trainer.trainer as recbole_trainer
 from recbole.trainer import Trainer
 from recbole.utils import dict2str, set_color
 from torch.nn.utils import clip_grad_norm_
-from tqdm import tqdm
 
 from recbole_genrec import compat
 from recbole_genrec.config import SUBSET_PREFIXES
 from recbole_genrec.data.device_batches import DeviceBatches
+from recbole_genrec.progress import progress
+
+# RecBole's loops (its training epoch, its sampled evaluation) show `show_progress` through progress(): a bar on a
+# terminal, periodic log lines otherwise (a tqdm bar in a log file is one line of carriage returns).
+recbole_trainer.tqdm = progress
 
 
 class GenRecCollector(Collector):
@@ -261,7 +266,7 @@ class GenRecTrainer(Trainer):
         self.model.train()
         batches = self._batches
         if show_progress:
-            batches = tqdm(batches, total=len(batches), ncols=100, desc=set_color(f"Train {epoch_idx:>5}", "pink"))
+            batches = progress(batches, total=len(batches), ncols=100, desc=set_color(f"Train {epoch_idx:>5}", "pink"))
         scaler = torch.amp.GradScaler(enabled=self.enable_scaler)
         amp = torch.autocast(device_type=self.device.type) if self.enable_amp else nullcontext()
         total, parts = None, False
@@ -324,7 +329,7 @@ class GenRecTrainer(Trainer):
         rank = rank or getattr(self.model, "generate_topk", None)
         max_k = max(self.config["topk"])
         batches = (
-            tqdm(eval_data, total=len(eval_data), ncols=100, desc=set_color("Evaluate   ", "pink"))
+            progress(eval_data, total=len(eval_data), ncols=100, desc=set_color("Evaluate   ", "pink"))
             if show_progress else eval_data
         )
         n_users = 0

@@ -1,4 +1,6 @@
 """Datasets and the tokenizer preprocessing hook."""
+from logging import getLogger
+
 from recbole.data import create_dataset as recbole_create_dataset
 from recbole.data import data_preparation
 
@@ -12,6 +14,8 @@ def create_dataset(config):
     from recbole_genrec import registry
 
     check_interactions(config)
+    for default in getattr(config, "dataset_defaults", ()):  # chosen by GenRecConfig for a dataset without a yaml
+        getLogger().info(f"{config['dataset']}: {default}")
     if registry.is_genrec_model(config["model"]):
         return GenRecDataset(config)
     with atomic_reading():  # RecBole's class, reading the atomic files as GenRecDataset does (quoting off)

@@ -119,9 +119,17 @@ def item_text_embeddings(config, dataset) -> np.ndarray:
 def encode_texts(texts, encoder, batch_size=256, device="cpu") -> np.ndarray:
     from sentence_transformers import SentenceTransformer
 
+    from recbole_genrec.progress import on_terminal
+
     model = SentenceTransformer(resolve_encoder_path(encoder), device=device)
     logger.info(f"Encoding {len(texts) - 1} item texts with {encoder_name(encoder)} on {device}")
-    vectors = model.encode(texts, batch_size=batch_size, show_progress_bar=len(texts) > 5000, convert_to_numpy=True)
+    start = time.perf_counter()
+    # one encode call over all texts (it batches them by length; chunks would change the batches, and so the
+    # vectors' last bits): its own bar on a terminal, the rate once done in a log
+    vectors = model.encode(texts, batch_size=batch_size, show_progress_bar=on_terminal(), convert_to_numpy=True)
+    seconds = time.perf_counter() - start
+    logger.info(f"Encoded {len(texts) - 1} item texts in {seconds:.1f} s ({(len(texts) - 1) / max(seconds, 1e-9):.0f} "
+                f"texts/s)")
     vectors = vectors.astype(np.float32)
     vectors[0] = 0.0  # padding row
     return vectors

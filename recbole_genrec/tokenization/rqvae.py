@@ -20,8 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
+from recbole_genrec.progress import progress
 from recbole_genrec.tokenization.base import Tokenizer, standardization_stats
 from recbole_genrec.tokenization.kmeans import kmeans
 
@@ -270,8 +270,8 @@ class RQVAETokenizer(Tokenizer):
         n_reseeded = 0
         start = time.time()
         epoch_loss = epoch_reconstruction = first_loss = first_reconstruction = float("nan")
-        progress = tqdm(range(epochs), desc="RQ-VAE", leave=False, disable=None)
-        for epoch in progress:
+        epoch_progress = progress(range(epochs), desc="RQ-VAE epochs", leave=False)
+        for epoch in epoch_progress:
             self.network.train()
             self._on_epoch_start(epoch, seed)
             order = (torch.randperm(len(fit_inputs), generator=generator) if n_batches > 1
@@ -295,7 +295,7 @@ class RQVAETokenizer(Tokenizer):
                     f"RQ-VAE loss is {epoch_loss} at epoch {epoch + 1}/{epochs}. Lower the tokenizer lr "
                     f"(now {lr:g}), or check the item vectors for extreme values."
                 )
-            progress.set_postfix(loss=f"{epoch_loss:.4f}", refresh=False)
+            epoch_progress.set_postfix(loss=f"{epoch_loss:.4f}", refresh=False)
             reset_due = (epoch + 1) % reset_interval == 0 and epoch + 1 + reset_interval <= epochs
             if params["dead_code_reset"] and reset_due:
                 dead_per_level = self.network.reset_dead_codes(fit_inputs, generator)
@@ -306,7 +306,7 @@ class RQVAETokenizer(Tokenizer):
                 checks.append((epoch + 1, rate))
                 if best is None or rate < best[0]:  # strictly lower, as the official trainer: the earliest wins
                     best = (rate, epoch + 1, copy.deepcopy(self.network.state_dict()))
-        progress.close()
+        epoch_progress.close()
         if best is not None:
             self.network.load_state_dict(best[2])
         kept = f", weights of epoch {best[1]} kept (collision rate {best[0]:.4f})" if best is not None else ""
