@@ -10,7 +10,7 @@ from conftest import TINY_TIGER, check_run_and_reload, trained_model
 TINY_COLAREC = {
     **{key: TINY_TIGER[key] for key in ("d_model", "num_heads", "d_kv", "d_ff", "train_batch_size", "learning_rate")},
     "cf_params": {"model": "LightGCN", "embedding_size": 8, "epochs": 2},
-    "tokenizer_params": {"branches": 8, "niter": 10},
+    "tokenizer_params": {"branches": 8, "niter": 10, "cluster_size_max": "subtree"},
     "num_encoder_layers": 1, "num_decoder_layers": 1, "beam_size": 20, "sample_item_num": 4,
 }
 
@@ -50,13 +50,47 @@ def test_user_side_samples_in_training_and_reads_newest_first_in_evaluation(cola
         assert not any(sampled[row, len(chosen):])  # real items first
 
 
-def test_representation_is_the_state_at_the_last_separator(colarec):
-    model, _ = colarec
+def test_encoder_input_is_task_then_id_and_content_per_item_then_eos(colarec):
+    model, _ = colarec  # the random-init path: one content token (the projected text embedding) per item
     items = torch.tensor([[5, 9, 0], [7, 0, 0], [0, 0, 0]])
+    slot_items, slot_parts, mask, eos = model.encoder_layout(items)
+    assert slot_items.tolist()[0] == [0, 5, 5, 9, 9, 0] and slot_parts.tolist()[0] == [-1, 0, 1, 0, 1, -1]
+    assert eos.tolist() == [5, 3, 1] and mask.tolist()[2] == [True, True] + [False] * 4
     with torch.no_grad():
         memory, mask, state = model.encode_items(items, task=0)
-    assert mask.tolist()[0] == [True] * 7 + [False] * 3 and mask.tolist()[2] == [True] + [False] * 9
-    assert torch.equal(state, memory[torch.arange(3), torch.tensor([6, 3, 0])])
+    assert torch.equal(state, memory[torch.arange(3), eos])  # the representation: the encoder state at EOS
+    model.max_encoder_tokens = 4  # the whole input is cut before the EOS, as the official tokenizer
+    slot_items, _, mask, eos = model.encoder_layout(items)
+    model.max_encoder_tokens = 256
+    assert slot_items.tolist()[0] == [0, 5, 5, 0] and eos.tolist() == [3, 3, 1]
+
+
+def test_per_level_code_embeddings_and_heads_and_a_normalised_beam_step(colarec):
+    model, interaction = colarec
+    assert [head.out_features for head in model.code_heads] == [9, 9, 9]  # 8 codes + the unused class (official 33)
+    assert [table.num_embeddings for table in model.code_embeddings] == [9, 9, 9]
+    with torch.no_grad():
+        memory, mask, _ = model.encode_items(model.user_items(interaction), 0)
+        state = model.backbone.start_decoding(memory, mask)
+        tokens = torch.zeros(len(memory), dtype=torch.long)
+        for level in range(3):
+            scores, state = model.decoding_step(tokens, state)
+            finite = torch.isfinite(scores)
+            allowed = torch.zeros(model.vocab.size, dtype=torch.bool)
+            allowed[[model.vocab.pad_id, *model.vocab.level_range(level)]] = True
+            assert torch.all(finite == allowed) and torch.allclose(scores.logsumexp(-1), torch.zeros(len(scores)), atol=1e-5)
+            tokens = model.vocab.level_start(level) + scores[:, model.vocab.level_range(level)].argmax(-1)
+
+
+def test_negatives_avoid_the_users_training_history_and_the_positives_leaf(colarec):
+    model, _ = colarec
+    history = {(int(u), int(i)) for u, i in zip(model.history_keys // model.n_items, model.history_keys % model.n_items)}
+    users = torch.tensor(sorted({u for u, _ in history}) * 20)
+    positives = torch.tensor([min(i for u2, i in history if u2 == u) for u in users.tolist()])
+    negatives = model.sample_negatives(users, positives)
+    assert not any((u, i) in history for u, i in zip(users.tolist(), negatives.tolist()))
+    assert not (model.item_codes[negatives, :-1] == model.item_codes[positives, :-1]).all(1).any()
+    assert negatives.min() >= 1 and len(set(negatives.tolist())) > 20  # still spread over the catalogue
 
 
 def test_generation_drops_history_items_and_returns_distinct_items(colarec):
@@ -75,7 +109,8 @@ def test_loss_has_gradients_for_ids_content_and_backbone(tiny):
     loss = model.calculate_loss(next(iter(train_data)))
     loss.backward()
     assert torch.isfinite(loss)
-    for parameter in (model.item_id_embedding.weight, model.content_projection.weight, model.backbone.embedding.weight):
+    for parameter in (model.item_id_embedding.weight, model.content_projection.weight, model.backbone.embedding.weight,
+                      model.task_embedding.weight, *model.code_heads.parameters(), *model.code_embeddings.parameters()):
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0
 
 
