@@ -122,3 +122,160 @@ def test_colarec_needs_the_tree_tokenizer(tiny):
     with pytest.raises(ValueError, match="tokenizer` must be HKMeans"):
         _prepare("ColaRec", "tiny-beauty", None, tiny(**{**TINY_COLAREC, "tokenizer": "RQKMeans",
                                                          "tokenizer_params": {"num_levels": 2, "codebook_size": 8}}))
+
+
+# ---- the pretrained path: a local Hugging Face T5 folder (a tiny one made here; nothing is downloaded) ------------
+@pytest.fixture(scope="module")
+def tiny_t5_folder(tmp_path_factory):
+    """A 1+1-layer T5 (d_model 16) and a word-level tokenizer over the fixture's item text, saved with
+    `save_pretrained` as t5-small's folder would be."""
+    import re
+
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+
+    from conftest import FIXTURES
+
+    with open(f"{FIXTURES}/tiny-beauty/tiny-beauty.item", encoding="utf-8") as item_file:
+        words = sorted(set(re.findall(r"\w+|[^\w\s]", item_file.read().lower())))
+    vocab = {word: index for index, word in enumerate(["<pad>", "</s>", "<unk>"] + words)}
+    word_level = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    word_level.normalizer = normalizers.Lowercase()
+    word_level.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=word_level, pad_token="<pad>", eos_token="</s>",
+                                        unk_token="<unk>")
+    torch.manual_seed(0)
+    t5 = T5ForConditionalGeneration(T5Config(
+        vocab_size=len(vocab), d_model=16, d_kv=8, d_ff=32, num_layers=1, num_decoder_layers=1, num_heads=2,
+        feed_forward_proj="relu", decoder_start_token_id=0, pad_token_id=0, eos_token_id=1))
+    folder = tmp_path_factory.mktemp("tiny-t5")
+    t5.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder), t5, tokenizer
+
+
+@pytest.fixture(scope="module")
+def pretrained_colarec(tiny, tiny_t5_folder):
+    folder, _, _ = tiny_t5_folder
+    config, _, model, train_data, _, test_data = _prepare("ColaRec", "tiny-beauty", None,
+                                                          tiny(**TINY_COLAREC, pretrained_t5_path=folder))
+    interaction, _, _, _ = next(iter(test_data))
+    return config, model, train_data, interaction
+
+
+def test_colarec_starts_from_the_local_t5_weights(pretrained_colarec, tiny_t5_folder):
+    from recbole_genrec.model.layers.hf_t5 import parameter_names
+
+    _, t5, _ = tiny_t5_folder
+    _, model, _, _ = pretrained_colarec
+    ours, theirs = dict(model.backbone.named_parameters()), dict(t5.named_parameters())
+    names = parameter_names(1, 1)
+    assert len(names) == len(ours) and model.backbone.d_model == 16 and model.eos_token == 1
+    for our_name, their_name in names.items():  # every backbone weight, encoder and decoder, is the saved one
+        assert torch.equal(ours[our_name], theirs[their_name]), our_name
+    assert model.reads_word_pieces and not hasattr(model, "content_projection")
+
+
+def test_pretrained_colarec_reads_the_history_items_word_pieces_never_the_targets(pretrained_colarec,
+                                                                                   tiny_t5_folder):
+    from recbole_genrec.representation import read_item_text
+
+    _, _, tokenizer = tiny_t5_folder
+    config, model, train_data, interaction = pretrained_colarec
+    dataset = train_data._dataset
+    texts = read_item_text(f"{config['data_path']}/tiny-beauty.item", config["text_fields"],
+                           list(dataset.field2id_token[dataset.iid_field]))
+    expected = tokenizer(texts[7], add_special_tokens=False)["input_ids"][:29]
+    assert model.item_text_tokens.shape[1] == 29 and len(expected) == 29
+    assert model.item_text_tokens[7].tolist() == expected  # item 7's text, as the T5 tokenizer cuts it
+
+    items = model.user_items(interaction)
+    slot_items, slot_parts, _, eos = model.encoder_layout(items)
+    encoder_inputs = []
+    encode = model.backbone.encode_embeddings
+    model.backbone.encode_embeddings = lambda hidden, mask: encode(encoder_inputs.append(hidden) or hidden, mask)
+    try:
+        with torch.no_grad():
+            model.encode_items(items, 0)
+    finally:
+        del model.backbone.encode_embeddings
+    hidden = encoder_inputs[0]
+    content, ids = slot_parts >= 1, slot_parts == 0
+    pieces = model.item_text_tokens[slot_items, (slot_parts - 1).clamp(min=0)]
+    assert content.any() and torch.equal(hidden[content], model.backbone.embedding.weight[pieces[content]])
+    assert torch.equal(hidden[ids], model.item_id_embedding.weight[slot_items[ids]])
+    history, _ = model.history(interaction)
+    target = interaction[config["ITEM_ID_FIELD"]]
+    for row in range(len(items)):
+        read = set(slot_items[row][slot_items[row] > 0].tolist())
+        assert read == set(items[row][items[row] > 0].tolist()) and read <= set(history[row].tolist())
+        if int(target[row]) not in history[row].tolist():
+            assert int(target[row]) not in read
+    assert int(slot_parts.max()) == 29 and int(eos.max()) <= model.max_encoder_tokens - 1
+
+
+def test_pretrained_colarec_trains_and_generates(pretrained_colarec):
+    _, model, train_data, interaction = pretrained_colarec
+    model.train()
+    loss = model.calculate_loss(next(iter(train_data)))
+    loss.backward()
+    assert torch.isfinite(loss) and model.backbone.embedding.weight.grad.abs().sum() > 0  # word pieces are read
+    model.eval()
+    items, _ = model.generate_topk(interaction, 10)
+    assert items.shape == (len(interaction), 10) and torch.all(items >= 1)
+
+
+def test_pretrained_t5_path_must_be_a_t5_folder(tiny, tmp_path):
+    with pytest.raises(ValueError, match="pretrained_t5_path '.*missing' is not a folder"):
+        _prepare("ColaRec", "tiny-beauty", None, tiny(**TINY_COLAREC, pretrained_t5_path=str(tmp_path / "missing")))
+    with pytest.raises(ValueError, match="cannot load a T5 and its tokenizer"):
+        _prepare("ColaRec", "tiny-beauty", None, tiny(**TINY_COLAREC, pretrained_t5_path=str(tmp_path)))
+
+
+def test_lightgcn_trains_on_every_training_interaction_first_items_included(tiny):
+    from recbole.sampler import Sampler
+
+    from recbole_genrec.representation.collaborative import training_interactions
+
+    _, _, model, train_data, _, _ = _prepare("ColaRec", "tiny-beauty", None, tiny(**TINY_COLAREC))
+    split = train_data._dataset
+    inter = split.inter_feat
+    targets = set(zip(inter["user_id"].tolist(), inter["item_id"].tolist()))
+    history = {(user, item) for user, row in zip(inter["user_id"].tolist(), inter["item_id_list"].tolist())
+               for item in row if item}
+    first_rows = inter["item_length"] == 1
+    firsts = set(zip(inter["user_id"][first_rows].tolist(), inter["item_id_list"][first_rows, 0].tolist()))
+    assert firsts - targets  # some users' first item is no row's target: a (user, target) graph would miss it
+
+    pairs = training_interactions(split)
+    edges = set(zip(pairs["user_id"].tolist(), pairs["item_id"].tolist()))
+    assert len(edges) == len(pairs) and edges == targets | history and firsts <= edges
+    graph = split.copy(pairs)
+    matrix = graph.inter_matrix(form="coo")
+    assert matrix.nnz == len(edges) and set(zip(matrix.row.tolist(), matrix.col.tolist())) == edges
+    used = Sampler(["train"], [graph], "uniform").used_ids["train"]  # the BPR negatives avoid these
+    assert all(item in used[user] for user, item in firsts)
+    assert torch.equal(model.history_keys, pairs["user_id"] * model.n_items + pairs["item_id"])
+
+
+def test_subtree_caps_bound_each_cluster_by_its_subtree_leaves_not_an_even_share():
+    import numpy as np
+
+    from recbole_genrec.tokenization import build_tokenizer
+
+    # 100 items: one blob of 70 and three of 10; 4 branches, 4 levels (64 < 100 <= 256 leaves)
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [20.0, 0.0], [0.0, 20.0], [20.0, 20.0]])
+    vectors = np.vstack([np.zeros((1, 2)), centres[np.repeat([0, 1, 2, 3], [70, 10, 10, 10])]
+                         + rng.normal(scale=0.5, size=(100, 2))]).astype(np.float32)
+    params = {"branches": 4, "niter": 20, "collision": "none"}
+    subtree = build_tokenizer("HKMeans", {**params, "cluster_size_max": "subtree"}).fit(vectors, seed=0).codes[1:]
+    even = build_tokenizer("HKMeans", params).fit(vectors, seed=0).codes[1:]
+    assert len(torch.unique(subtree, dim=0)) == 100 and subtree.shape[1] == 4
+    for depth, cap in enumerate([64, 16, 4]):  # hierarchical_cluster.py: size_max = branches ** (levels - level)
+        _, sizes = torch.unique(subtree[:, :depth + 1], dim=0, return_counts=True)
+        assert sizes.max() <= cap
+    assert torch.bincount(subtree[:, 0]).max() > 25  # the blob's clusters may outgrow an even share...
+    assert torch.bincount(even[:, 0]).max() <= 25  # ...which EAGER's default keeps: ceil(100 / 4)
+    with pytest.raises(ValueError, match="cluster_size_max must be one of"):
+        build_tokenizer("HKMeans", {**params, "cluster_size_max": "1024"})
