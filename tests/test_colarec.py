@@ -226,8 +226,14 @@ def test_pretrained_colarec_trains_and_generates(pretrained_colarec):
 
 
 def test_pretrained_t5_path_must_be_a_t5_folder(tiny, tmp_path):
-    with pytest.raises(ValueError, match="pretrained_t5_path '.*missing' is not a folder"):
-        _prepare("ColaRec", "tiny-beauty", None, tiny(**TINY_COLAREC, pretrained_t5_path=str(tmp_path / "missing")))
+    from unittest import mock
+
+    # refused before any work: the CF model is never trained
+    with mock.patch("recbole_genrec.model.colarec.item_cf_embeddings", side_effect=AssertionError("work started")):
+        with pytest.raises(ValueError, match="pretrained_t5_path '.*missing' is not a folder with a saved T5"):
+            _prepare("ColaRec", "tiny-beauty", None,
+                     tiny(**TINY_COLAREC, pretrained_t5_path=str(tmp_path / "missing")))
+    (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ValueError, match="cannot load a T5 and its tokenizer"):
         _prepare("ColaRec", "tiny-beauty", None, tiny(**TINY_COLAREC, pretrained_t5_path=str(tmp_path)))
 

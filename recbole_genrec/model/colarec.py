@@ -35,6 +35,7 @@ from recbole_genrec.model.layers import EncoderDecoder
 from recbole_genrec.model.layers.hf_t5 import from_hf_t5
 from recbole_genrec.representation import (item_cf_embeddings, item_text_embeddings, item_text_tokens,
                                            load_local_t5)
+from recbole_genrec.representation.text import check_local_t5
 from recbole_genrec.representation.collaborative import training_interactions
 
 logger = logging.getLogger("recbole_genrec")
@@ -48,6 +49,8 @@ class ColaRec(GenerativeRecommender):
 
     @classmethod
     def build_semantic_ids(cls, config, dataset, train_dataset):
+        if config["pretrained_t5_path"]:
+            check_local_t5(config["pretrained_t5_path"])  # before the CF model trains
         return fit_semantic_ids(config, dataset, item_cf_embeddings(config, dataset, train_dataset),
                                 fit_mask=cls.tokenizer_fit_mask(config, train_dataset))
 

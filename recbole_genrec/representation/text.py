@@ -71,13 +71,18 @@ def read_item_text(item_file: str, fields, item_tokens):
     return [""] + [text_by_token.get(token, "") for token in item_tokens[1:]]
 
 
+def check_local_t5(path: str):
+    """Raise unless `path` is a folder with a saved model's config.json (cheap: run before any work)."""
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise ValueError(f"pretrained_t5_path '{path}' is not a folder with a saved T5 (no config.json). Point it at "
+                         f"a local folder holding a Hugging Face T5 and its tokenizer (`save_pretrained` of both), or "
+                         f"leave it empty for the random-init model. Models are never downloaded at run time.")
+
+
 def load_local_t5(path: str):
     """(T5ForConditionalGeneration, tokenizer) of a Hugging Face T5 saved with `save_pretrained` (model and tokenizer)
     in the local folder `path`; never downloads (ColaRec starts from t5-small this way)."""
-    if not os.path.isdir(path):
-        raise ValueError(f"pretrained_t5_path '{path}' is not a folder. Point it at a local folder holding a Hugging "
-                         f"Face T5 and its tokenizer (`save_pretrained` of both), or leave it empty for the "
-                         f"random-init model. Models are never downloaded at run time.")
+    check_local_t5(path)
     from transformers import AutoTokenizer, T5ForConditionalGeneration
 
     try:
