@@ -85,6 +85,7 @@ class ColaRec(GenerativeRecommender):
                         "text embedding (one soft token)")
         lengths[0] = 0
         self.register_buffer("content_length", lengths, persistent=False)
+        self.slots_per_item = 1 + int(lengths.max())  # the ID and the longest content
         d_model = self.backbone.d_model
         self.task_embedding = nn.Embedding(2, d_model)
         self.item_id_embedding = nn.Embedding(self.n_items, d_model, padding_idx=0)
@@ -125,7 +126,7 @@ class ColaRec(GenerativeRecommender):
         users, per_row = items.shape
         lengths = (1 + self.content_length[items]) * (items != 0)  # [B, M]
         starts = 1 + lengths.cumsum(1) - lengths
-        parts = torch.arange(1 + int(self.content_length.max()), device=items.device)
+        parts = torch.arange(self.slots_per_item, device=items.device)
         positions = starts.unsqueeze(2) + parts  # [B, M, 1 + C]
         kept = (parts < lengths.unsqueeze(2)) & (positions < self.max_encoder_tokens - 1)
         eos = (1 + lengths.sum(1)).clamp(max=self.max_encoder_tokens - 1)
