@@ -5,6 +5,11 @@ that wants collaborative signals can call `item_cf_embeddings`. The model is Rec
 RecBole's own Trainer on the plugin's training split (the histories the generative model will see), for a fixed
 number of epochs and without the validation split, so nothing of the valid/test targets reaches the embeddings.
 
+LightGCN trains on every interaction of the training split once, each user's first item included: BPR positives are
+all the (user, item) pairs, not only the rows' targets (RecBole's sequential `inter_matrix` already adds the first
+item to the graph, but its loop never samples it as a positive), and its negatives avoid the user's whole training
+history (ColaRec's official CF input is its whole training interaction file).
+
 Contract: float32 [n_items + 1, d]; row 0 (padding) and every item that never occurs in the training split are
 zero vectors (their embeddings were never trained on a positive), so consumers can tell them apart by norm.
 Cached under a fingerprint of the training split's arrays, the model settings and the seed.
@@ -57,7 +62,8 @@ def item_cf_embeddings(config, dataset, train_dataset) -> np.ndarray:
     list_field = train_dataset.iid_field + config["LIST_SUFFIX"]
     training_arrays = [inter[field].numpy() for field in (train_dataset.iid_field, list_field)]
     training_arrays_digests = [array_digest(array) for array in training_arrays]
-    key = fingerprint("cf", params, config["seed"], dataset.item_num, training_arrays_digests)
+    graph = [] if params["model"] == "SASRec" else ["every training interaction"]  # LightGCN's edges
+    key = fingerprint("cf", params, config["seed"], dataset.item_num, training_arrays_digests, *graph)
     cache = ArtifactCache(config["cache_dir"], config["dataset"])
 
     def compute():
@@ -86,8 +92,10 @@ def _train_cf_model(config, train_dataset, params) -> np.ndarray:
 
     # RecBole's own model, configured like a stand-alone run on the same data; the split object is reused, so the
     # CF model sees exactly the plugin's training split: SASRec its sequences (history length included), LightGCN
-    # the graph of its (user, target item) pairs with one uniform negative per pair (BPR).
+    # its (user, item) interactions, each a BPR positive with one uniform negative outside the user's history.
     sequential = params["model"] == "SASRec"
+    if not sequential:
+        train_dataset = train_dataset.copy(training_interactions(train_dataset))
     overrides = {key: value for key, value in params.items() if key != "model"}
     negatives = None if sequential else {"distribution": "uniform", "sample_num": 1, "alpha": 1.0, "dynamic": False,
                                          "candidate_num": 0}
@@ -110,3 +118,21 @@ def _train_cf_model(config, train_dataset, params) -> np.ndarray:
         # LightGCN's item representation is its propagated embedding (the mean over layers), SASRec's its table
         embeddings = model.item_embedding.weight if sequential else model.forward()[1]
         return embeddings.detach().float().cpu().numpy().copy()
+
+
+def training_interactions(train_dataset):
+    """Every (user, item) pair of the training split, once: each row's target and the items of its history. An
+    Interaction of the user and item fields, sorted by user then item, and a history length of 0 (no row is a
+    first-item row for RecBole's sequential `inter_matrix`, which would add those items again)."""
+    import torch
+    from recbole.data.interaction import Interaction
+
+    inter = train_dataset.inter_feat
+    uid, iid = train_dataset.uid_field, train_dataset.iid_field
+    history = inter[iid + train_dataset.config["LIST_SUFFIX"]]
+    users = torch.cat([inter[uid], inter[uid].repeat_interleave(history.shape[1])])
+    items = torch.cat([inter[iid], history.flatten()])
+    real = items > 0
+    pairs = torch.unique(users[real] * train_dataset.item_num + items[real])  # sorted
+    return Interaction({uid: pairs // train_dataset.item_num, iid: pairs % train_dataset.item_num,
+                        train_dataset.item_list_length_field: torch.zeros_like(pairs)})

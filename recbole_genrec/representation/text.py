@@ -71,11 +71,50 @@ def read_item_text(item_file: str, fields, item_tokens):
     return [""] + [text_by_token.get(token, "") for token in item_tokens[1:]]
 
 
-def item_text_embeddings(config, dataset) -> np.ndarray:
-    """Embeddings of every item's text, float32 [n_items + 1, d], cached (cache.py) under a fingerprint of the item
-    file's contents, the fields, the item order and the encoder name. The seconds it took (cache hit or not) are
-    recorded as `dataset.text_seconds`."""
-    start = time.perf_counter()
+def check_local_t5(path: str):
+    """Raise unless `path` is a folder with a saved model's config.json (cheap: run before any work)."""
+    if not os.path.isfile(os.path.join(path, "config.json")):
+        raise ValueError(f"pretrained_t5_path '{path}' is not a folder with a saved T5 (no config.json). Point it at "
+                         f"a local folder holding a Hugging Face T5 and its tokenizer (`save_pretrained` of both), or "
+                         f"leave it empty for the random-init model. Models are never downloaded at run time.")
+
+
+def load_local_t5(path: str):
+    """(T5ForConditionalGeneration, tokenizer) of a Hugging Face T5 saved with `save_pretrained` (model and tokenizer)
+    in the local folder `path`; never downloads (ColaRec starts from t5-small this way)."""
+    check_local_t5(path)
+    from transformers import AutoTokenizer, T5ForConditionalGeneration
+
+    try:
+        model = T5ForConditionalGeneration.from_pretrained(path, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"pretrained_t5_path '{path}': cannot load a T5 and its tokenizer from it ({error}). The "
+                         f"folder needs a T5ForConditionalGeneration's and a tokenizer's `save_pretrained` files.") \
+            from error
+    logger.info(f"Loaded T5 from {path} ({sum(p.numel() for p in model.parameters()):,} parameters, tokenizer "
+                f"vocabulary {len(tokenizer)})")
+    return model, tokenizer
+
+
+def item_text_tokens(config, dataset, tokenizer, max_tokens: int):
+    """Each item's text as `tokenizer`'s word pieces, no special tokens, the first `max_tokens`: (tokens long
+    [n_items + 1, max_tokens] padded with the pad token, lengths long [n_items + 1]); row 0 (padding) is empty."""
+    import torch
+
+    item_file, fields = _text_source(config)
+    texts = read_item_text(item_file, fields, list(dataset.field2id_token[dataset.iid_field]))
+    pieces = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_tokens)["input_ids"]
+    pieces[0] = []
+    tokens = torch.full((len(texts), max_tokens), int(tokenizer.pad_token_id), dtype=torch.long)
+    lengths = torch.tensor([len(row) for row in pieces], dtype=torch.long)
+    for item, row in enumerate(pieces):
+        tokens[item, :len(row)] = torch.tensor(row, dtype=torch.long)
+    return tokens, lengths
+
+
+def _text_source(config):
+    """(the dataset's item file, `text_fields`); raises if no fields are configured."""
     fields = list(config["text_fields"] or [])
     item_file = os.path.join(config["data_path"], f"{config['dataset']}.item")
     if not fields:
@@ -84,6 +123,15 @@ def item_text_embeddings(config, dataset) -> np.ndarray:
                f"representation")
         raise ValueError(f"{config['model']} embeds item text, but no `text_fields` are configured for dataset "
                          f"'{config['dataset']}': {fix}.")
+    return item_file, fields
+
+
+def item_text_embeddings(config, dataset) -> np.ndarray:
+    """Embeddings of every item's text, float32 [n_items + 1, d], cached (cache.py) under a fingerprint of the item
+    file's contents, the fields, the item order and the encoder name. The seconds it took (cache hit or not) are
+    recorded as `dataset.text_seconds`."""
+    start = time.perf_counter()
+    item_file, fields = _text_source(config)
     item_tokens = list(dataset.field2id_token[dataset.iid_field])
     encoder = config["text_encoder"]
     item_file_sha1 = file_digest(item_file) if os.path.isfile(item_file) else None

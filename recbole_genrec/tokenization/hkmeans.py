@@ -1,7 +1,10 @@
 """Hierarchical balanced k-means: a tree over the catalogue whose leaves are single items (EAGER, ColaRec).
 
-The items are split into `branches` clusters of at most ceil(n / branches) items by size-constrained k-means, each
-cluster is split again the same way, and so on; the last code is an item's index inside its leaf cluster. With
+The items are split into `branches` clusters by size-constrained k-means, each cluster is split again the same way,
+and so on; the last code is an item's index inside its leaf cluster. `cluster_size_max` bounds a cluster: `even`,
+at most ceil(n / branches) of its node's n items (EAGER); `subtree`, at most the leaves of the subtree under it,
+branches ** (levels - 1 - depth) (ColaRec's hierarchical_cluster.py: `size_max = cluster ** (length - level)`, 1,024
+then 32 items for 32 branches and 3 levels), which leaves k-means freer and the tree less even. With
 L = ceil(log_branches(n)) levels a node at depth L - 1 holds at most `branches` items, so every item gets a
 distinct ID by construction: no collision policy and no collision digit are needed. Unlike the residual
 quantisers, the codes of a level mean something only under their prefix (a tree, not a codebook per level).
@@ -20,12 +23,17 @@ class HierarchicalKMeansTokenizer(Tokenizer):
     # num_levels 0: the fewest levels whose tree holds the catalogue (EAGER: 128 branches, 2 levels on its data;
     # ColaRec: 32 branches, 3 levels)
     # collision none: leaves are unique, and a collision digit would be a spurious tree level
-    default_params = {"branches": 128, "num_levels": 0, "niter": 50, "standardize": False, "collision": "none"}
+    default_params = {"branches": 128, "num_levels": 0, "niter": 50, "standardize": False, "collision": "none",
+                      "cluster_size_max": "even"}
+    CLUSTER_SIZE_MAX = ("even", "subtree")
 
     def __init__(self, **params):
         super().__init__(**params)
         if int(self.params["branches"]) < 2:
             raise ValueError(f"HKMeans needs branches >= 2, got {self.params['branches']}")
+        if self.params["cluster_size_max"] not in self.CLUSTER_SIZE_MAX:
+            raise ValueError(f"HKMeans: tokenizer_params.cluster_size_max must be one of {self.CLUSTER_SIZE_MAX}, "
+                             f"got {self.params['cluster_size_max']!r}.")
 
     def num_levels_for(self, n_items: int) -> int:
         branches, levels = int(self.params["branches"]), int(self.params["num_levels"])
@@ -49,6 +57,7 @@ class HierarchicalKMeansTokenizer(Tokenizer):
             vectors = (vectors - mean) / std
         branches, niter = int(self.params["branches"]), int(self.params["niter"])
         levels = self.num_levels_for(len(vectors))
+        subtree_caps = self.params["cluster_size_max"] == "subtree"
         codes = np.zeros((len(vectors), levels), dtype=np.int64)
         nodes = [np.arange(len(vectors))]  # the items of every node at the current depth
         for depth in range(levels):
@@ -57,8 +66,10 @@ class HierarchicalKMeansTokenizer(Tokenizer):
                 if depth == levels - 1:
                     codes[items, depth] = np.arange(len(items))  # at most `branches` items: unique leaves
                     continue
+                # None: balanced_kmeans's even bound; subtree: a child holds at most its subtree's leaves
+                size_max = branches ** (levels - 1 - depth) if subtree_caps else None
                 _, assignments = balanced_kmeans(vectors[items], branches, niter=niter,
-                                                 seed=seed + depth * 7919 + node)
+                                                 seed=seed + depth * 7919 + node, size_max=size_max)
                 codes[items, depth] = assignments
                 children += [items[assignments == cluster] for cluster in np.unique(assignments)]
             nodes = children

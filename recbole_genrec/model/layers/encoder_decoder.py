@@ -353,8 +353,13 @@ class EncoderDecoder(nn.Module):
     def decode_step_hidden(self, last_token: Tensor, state: DecoderState) -> Tuple[Tensor, DecoderState]:
         """`decode_step` before the output projection: (hidden [N, d], new state), for callers that score a few
         tokens per row only (EAGER's tree-structured softmax)."""
-        hidden = self.dropout(self.embedding(last_token)[:, None, :])
-        device = last_token.device
+        return self.decode_step_embedded(self.embedding(last_token), state)
+
+    def decode_step_embedded(self, embedded: Tensor, state: DecoderState) -> Tuple[Tensor, DecoderState]:
+        """`decode_step_hidden` on an input embedding [N, d] that is not this model's token (ColaRec's per-level
+        code embeddings) -> (hidden [N, d], new state)."""
+        hidden = self.dropout(embedded[:, None, :])
+        device = embedded.device
         bias = self.decoder_position_bias(torch.arange(state.length, state.length + 1, device=device),
                                           torch.arange(state.length + 1, device=device))
         new_keys, new_values = [], []
