@@ -61,6 +61,7 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
     every validation (RecBole's `Trainer.fit` callback); `evaluate_test=False` skips the test split (test_result
     is None); `on_prepared(config, dataset)` runs once the dataset is loaded, split and tokenized, before the
     model is built."""
+    config_dict = pretrain_first(model, dataset, config_file_list, config_dict)
     measure.reset_peak_gpu_memory()
     config, dataset_obj, model_obj, train_data, valid_data, test_data = _prepare(
         model, dataset, config_file_list, config_dict, on_prepared
@@ -101,6 +102,19 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
         "semantic_ids": getattr(semantic_ids, "cache_path", None),
         "semantic_id_quality": getattr(semantic_ids, "quality", None),
     }
+
+
+def pretrain_first(model, dataset, config_file_list, config_dict):
+    """A model with a pre-training stage (a `pretrain(config, config_file_list, config_dict)` classmethod; MQL4GRec
+    with `pretrain_datasets` set) pre-trains first; the returned settings make fine-tuning start from that
+    checkpoint (`pretrained_checkpoint`). Otherwise `config_dict` unchanged."""
+    config = GenRecConfig(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    pretrain = getattr(config.model_class, "pretrain", None)
+    if pretrain is None or not config["pretrain_datasets"]:
+        return config_dict
+    checkpoint = pretrain(config, config_file_list, dict(config_dict or {}))
+    getLogger().info(f"Pre-trained on {config['pretrain_datasets']}: {checkpoint}; fine-tuning starts from it.")
+    return {**(config_dict or {}), "pretrain_datasets": None, "pretrained_checkpoint": checkpoint}
 
 
 def dry_run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_dict=None):
