@@ -162,17 +162,19 @@ def test_one_vocabulary_across_domains(tiny, tiny_mm, workdir):
     assert merged.backbone.vocab_size == own.backbone.vocab_size
 
 
-@pytest.mark.parametrize("entry, message", [
-    ("tiny-pre,tiny-absent", r"pretrain_datasets: 'tiny-absent' not found: no tiny-absent/tiny-absent\.inter under "
-                             r".*Fix the name or put the domain's atomic files there.*tiny-pre"),
-    ("tiny-beauty", r"pretrain_datasets: 'tiny-beauty' has no tiny-beauty\.text-codes\.json and no "
-                    r"tiny-beauty\.image-codes\.json.*Drop 'tiny-beauty' from pretrain_datasets or add its code "
-                    r"files.*tiny-pre"),
+@pytest.mark.parametrize("setting, message", [
+    ({"pretrain_datasets": "tiny-pre,tiny-absent"},
+     r"pretrain_datasets: 'tiny-absent' not found: no tiny-absent/tiny-absent\.inter under .*Fix the name or put the "
+     r"domain's atomic files there.*tiny-pre"),
+    ({"pretrain_datasets": "tiny-beauty"},
+     r"pretrain_datasets: 'tiny-beauty' has no tiny-beauty\.text-codes\.json and no tiny-beauty\.image-codes\.json"
+     r".*Drop 'tiny-beauty' from pretrain_datasets or add its code files.*tiny-pre"),
+    ({"pretrained_checkpoint": "absent/MQL4GRec.pth"}, r"pretrained_checkpoint absent/MQL4GRec\.pth not found"),
+    ({"mql4grec_tasks": ["seqrec", "seqtext"]}, r"mql4grec_tasks .*'seqtext'.*choose tasks among seqrec, seqimage"),
 ])
-def test_a_bad_pretraining_domain_fails_before_any_work(tiny, tiny_mm, workdir, entry, message):
-    saved = workdir / "bad-domain-run"
-    settings = tiny(**{**tiny_mm, "pretrain_datasets": entry, "checkpoint_dir": str(saved / "saved"),
-                       "cache_dir": str(saved / "cache")})
+def test_bad_pretraining_settings_fail_before_any_work(tiny, tiny_mm, workdir, setting, message):
+    saved = workdir / "bad-setting-run"
+    settings = tiny(**{**tiny_mm, **setting, "checkpoint_dir": str(saved / "saved"), "cache_dir": str(saved / "cache")})
     with pytest.raises(ValueError, match=message):
         run_recbole_genrec("MQL4GRec", "tiny-mm", config_dict=settings)
     assert not saved.exists()  # nothing was read, merged or trained

@@ -283,7 +283,8 @@ def write_pretraining_dataset(root, names, target, out_root):
     folder = os.path.join(out_root, name)
     os.makedirs(folder, exist_ok=True)
     merged_codes = {modality: {} for modality in MODALITIES}
-    with open(os.path.join(folder, f"{name}.inter"), "w", encoding="utf-8") as out:
+    partial = f".{os.getpid()}.partial"  # each file appears whole (os.replace): runs in parallel may share the folder
+    with open(os.path.join(folder, f"{name}.inter{partial}"), "w", encoding="utf-8") as out:
         out.write("user_id:token\titem_id:token\ttimestamp:float\n")
         for domain in names:
             inter, codes, index = pretrain_domain_files(root, domain, target)
@@ -297,6 +298,8 @@ def write_pretraining_dataset(root, names, target, out_root):
                 with open(path, encoding="utf-8") as handle:
                     merged_codes[modality].update({f"{domain}:{item}": code for item, code in json.load(handle).items()})
     for modality, mapping in merged_codes.items():
-        with open(os.path.join(folder, f"{name}.{modality}-codes.json"), "w", encoding="utf-8") as handle:
+        with open(os.path.join(folder, f"{name}.{modality}-codes.json{partial}"), "w", encoding="utf-8") as handle:
             json.dump(mapping, handle)
+    for file in (f"{name}.inter", *(f"{name}.{modality}-codes.json" for modality in MODALITIES)):
+        os.replace(os.path.join(folder, file + partial), os.path.join(folder, file))
     return name, out_root
