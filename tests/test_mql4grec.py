@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from recbole_genrec import compat
-from recbole_genrec.config import GenRecConfig
 from recbole_genrec.model.mql4grec import fuse_two_lists, samples_per_target, write_pretraining_dataset
 from recbole_genrec.quick_start import _prepare, pretrain_first, run_recbole_genrec
 from recbole_genrec.tokenization.published import load_published_codes

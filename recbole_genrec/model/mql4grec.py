@@ -16,9 +16,9 @@ seqimage), mixed as its concatenated datasets are (each sample counts once; `tra
 Inference: the shared constrained beam search twice (seqrec and seqimage inputs, beam 20), each list mapped to
 items; an item in both lists scores (s_text + s_image) / 2 + 1, any other its one score, s = the code's mean token
 log-probability; top-K. Defaults: properties/model/MQL4GRec.yaml; deviations in the README.
-Pre-training (`pretrain_datasets`, see `MQL4GRec.pretrain`): the domains' atomic files and codes are merged into one
-atomic dataset (ids prefixed by the domain), trained with `pretrain_config` on top of the run's settings; fine-tuning
-starts from that checkpoint's backbone (`pretrained_checkpoint`).
+Pre-training (`pretrain_datasets`, `MQL4GRec.pretraining_run`): the domains' atomic files and codes are merged into
+one atomic dataset (ids prefixed by the domain), trained with `pretrain_config` on top of the run's settings;
+fine-tuning starts from that checkpoint's backbone (`pretrained_checkpoint`).
 """
 import json
 import math
@@ -64,9 +64,10 @@ class MQL4GRec(GenerativeRecommender):
                                         f"them.") from error
         code_num = int(config["code_num"])
         for modality, part in parts.items():
-            if max(part.vocab_sizes) > code_num:
-                raise ValueError(f"{published_codes_path(config, modality)} has codes up to {max(part.vocab_sizes) - 1}, "
-                                 f"above code_num {code_num}: raise code_num to at least {max(part.vocab_sizes)}.")
+            needed = max(part.vocab_sizes)
+            if needed > code_num:
+                raise ValueError(f"{published_codes_path(config, modality)} has codes up to {needed - 1}, above "
+                                 f"code_num {code_num}: raise code_num to at least {needed}.")
             part.vocab_sizes = [code_num] * part.n_levels  # one vocabulary across domains (module docstring)
         semantic_ids = SemanticIds.concat(parts)
         semantic_ids.fit_seconds = 0.0  # nothing is fitted: the codes are read
@@ -84,7 +85,7 @@ class MQL4GRec(GenerativeRecommender):
         config["train_batch_samples"] = samples
         config["train_batch_size"] = max(1, round(samples / per_target))
 
-    # ---- the pre-training stage (run by quick_start.pretrain_first before fine-tuning) ----------------------
+    # ---- the pre-training stage (quick_start.pretrain_first runs it before fine-tuning) ----------------------
     @classmethod
     def check_config(cls, config):
         """Before any work (GenRecConfig): the task list, the pre-trained checkpoint and every pre-training
@@ -100,21 +101,16 @@ class MQL4GRec(GenerativeRecommender):
             pretrain_domain_files(os.path.dirname(config["data_path"]), name, config["dataset"])
 
     @classmethod
-    def pretrain(cls, config, config_file_list, config_dict):
-        """Pre-train on `pretrain_datasets` (merged into one atomic dataset under `cache_dir`) with the run's
-        settings and `pretrain_config` on top; no validation (the last epoch is kept), no test. Returns the
-        checkpoint path."""
-        from recbole_genrec.quick_start import run_recbole_genrec
-
+    def pretraining_run(cls, config, config_dict):
+        """(dataset, settings) of the pre-training run on `pretrain_datasets` (merged into one atomic dataset under
+        `cache_dir`): the run's settings with `pretrain_config` on top; no validation (the last epoch is kept)."""
         name, data_root = write_pretraining_dataset(os.path.dirname(config["data_path"]), pretrain_domains(config),
                                                     config["dataset"], os.path.join(config["cache_dir"], "pretrain"))
         settings = {key: value for key, value in config_dict.items() if key != "dataset"}
         settings.update(config["pretrain_config"] or {})
         settings.update(data_path=data_root, load_col={"inter": list(PRETRAIN_COLUMNS)}, pretrain_datasets=None,
                         pretrained_checkpoint=None, eval_step=0)
-        result = run_recbole_genrec(model=cls.__name__, dataset=name, config_file_list=config_file_list,
-                                    config_dict=settings, evaluate_test=False)
-        return result["checkpoint"]
+        return name, settings
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -296,7 +292,8 @@ def write_pretraining_dataset(root, names, target, out_root):
                     out.write(f"{domain}:{user}\t{domain}:{item}\t{time}\n")
             for modality, path in codes.items():
                 with open(path, encoding="utf-8") as handle:
-                    merged_codes[modality].update({f"{domain}:{item}": code for item, code in json.load(handle).items()})
+                    codes_of_domain = json.load(handle)
+                merged_codes[modality].update({f"{domain}:{item}": code for item, code in codes_of_domain.items()})
     for modality, mapping in merged_codes.items():
         with open(os.path.join(folder, f"{name}.{modality}-codes.json{partial}"), "w", encoding="utf-8") as handle:
             json.dump(mapping, handle)
