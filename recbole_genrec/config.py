@@ -45,6 +45,7 @@ CODE_KEYS = (
     "POS_ITEMS", "REORDER_ITEM_SEQ", "eta", "encoding", "tail_ratio", "token_num_threshold",
     "xgb_early_stopping_rounds", "cin", "contrast", "feature_num", "has_residual", "norm", "sim", "use_filter",
     "device_batches", "mixed_precision", "train_time_budget", ALLOW_UNKNOWN_KEYS,
+    "train_batch_samples",  # MQL4GRec: train_batch_size in samples, kept when it converts it to training targets
 )
 # RecBole keys whose values may take several forms (its Config normalises them).
 MULTI_TYPE_KEYS = {
