@@ -45,6 +45,7 @@ CODE_KEYS = (
     "POS_ITEMS", "REORDER_ITEM_SEQ", "eta", "encoding", "tail_ratio", "token_num_threshold",
     "xgb_early_stopping_rounds", "cin", "contrast", "feature_num", "has_residual", "norm", "sim", "use_filter",
     "device_batches", "mixed_precision", "train_time_budget", ALLOW_UNKNOWN_KEYS,
+    "train_batch_samples",  # MQL4GRec: train_batch_size in samples, kept when it converts it to training targets
 )
 # RecBole keys whose values may take several forms (its Config normalises them).
 MULTI_TYPE_KEYS = {
@@ -360,6 +361,9 @@ class GenRecConfig(Config):
                     f"Inconsistent config: {beam_key} ({beam}) must be >= the largest topk ({max_k}); "
                     f"raise `{beam_key}` or lower `topk`."
                 )
+            check = getattr(self.model_class, "check_config", None)
+            if check is not None:  # a model's own settings (MQL4GRec: its pre-training domains and checkpoint)
+                check(self)
             mode = cfg["eval_args"].get("mode", "full")
             if any(m != "full" for m in (mode.values() if isinstance(mode, dict) else [mode])):
                 raise ValueError(

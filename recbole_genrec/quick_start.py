@@ -61,6 +61,7 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
     every validation (RecBole's `Trainer.fit` callback); `evaluate_test=False` skips the test split (test_result
     is None); `on_prepared(config, dataset)` runs once the dataset is loaded, split and tokenized, before the
     model is built."""
+    config_dict = pretrain_first(model, dataset, config_file_list, config_dict)
     measure.reset_peak_gpu_memory()
     config, dataset_obj, model_obj, train_data, valid_data, test_data = _prepare(
         model, dataset, config_file_list, config_dict, on_prepared
@@ -103,15 +104,41 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
     }
 
 
+def pretraining_stage(model, dataset, config_file_list, config_dict):
+    """(model, dataset, settings) of the pre-training run a model's `pretraining_run(config, config_dict)` hook
+    prepares when the run asks for one (MQL4GRec with `pretrain_datasets`), else None."""
+    config = GenRecConfig(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    prepare = getattr(config.model_class, "pretraining_run", None)
+    if prepare is None or not config["pretrain_datasets"]:
+        return None
+    return (config["model"], *prepare(config, dict(config_dict or {})))
+
+
+def pretrain_first(model, dataset, config_file_list, config_dict):
+    """Run the model's pre-training stage if the run asks for one; the returned settings make fine-tuning start
+    from its checkpoint (`pretrained_checkpoint`). Otherwise `config_dict` unchanged."""
+    stage = pretraining_stage(model, dataset, config_file_list, config_dict)
+    if stage is None:
+        return config_dict
+    result = run_recbole_genrec(*stage[:2], config_file_list=config_file_list, config_dict=stage[2],
+                                evaluate_test=False)
+    getLogger().info(f"Pre-trained on {stage[1]}: {result['checkpoint']}; fine-tuning starts from it.")
+    return {**(config_dict or {}), "pretrain_datasets": None, "pretrained_checkpoint": result["checkpoint"]}
+
+
 def dry_run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_dict=None):
-    """Everything `run_recbole_genrec` does up to and including its first training batch, then stop: the config
-    checks, the dataset load and its checks, representation and tokenization (with the collapse check), the split,
-    the model and its trainer (optimizer, learning-rate schedule), and one forward and backward pass of the first
-    training batch, whose loss and gradients must be finite. No optimizer step and nothing saved: no checkpoint, no
-    results, no TensorBoard file (the caches a real run would fill, text embeddings and semantic IDs, are kept for
-    it, and RecBole's log records the dry run). Returns what was built, for the command line's "ready" line."""
+    """Everything `run_recbole_genrec` does up to and including its first training batch (first a pre-training
+    stage's, when the run has one: `pretraining_stage`), then stop: the config checks, the dataset load and its
+    checks, representation and tokenization (with the collapse check), the split, the model and its trainer
+    (optimizer, learning-rate schedule), and one forward and backward pass of the first training batch, whose loss
+    and gradients must be finite. No optimizer step and nothing saved: no checkpoint, no results, no TensorBoard
+    file (the caches a real run would fill, text embeddings and semantic IDs, are kept for it, and RecBole's log
+    records the dry run). Returns what was built, for the command line's "ready" line."""
     import torch
 
+    stage = pretraining_stage(model, dataset, config_file_list, config_dict)
+    if stage is not None:  # the pre-training stage's first batch too (its merged data, model and trainer)
+        dry_run_recbole_genrec(*stage[:2], config_file_list=config_file_list, config_dict=stage[2])
     config, dataset_obj, model_obj, train_data, _, _ = _prepare(model, dataset, config_file_list, config_dict)
     trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
     try:

@@ -1,4 +1,5 @@
-"""MQL4GRec: published text and image codes, five fine-tuning tasks in one vocabulary, two beams fused."""
+"""MQL4GRec: published text and image codes, five fine-tuning tasks in one vocabulary, two beams fused; the
+pre-training stage on other domains, batches counted in samples."""
 import json
 import os
 import shutil
@@ -6,28 +7,27 @@ import shutil
 import pytest
 import torch
 
-from recbole_genrec.model.mql4grec import fuse_two_lists
-from recbole_genrec.quick_start import _prepare
+from recbole_genrec import compat
+from recbole_genrec.model.mql4grec import fuse_two_lists, samples_per_target, write_pretraining_dataset
+from recbole_genrec.quick_start import _prepare, pretrain_first, run_recbole_genrec
 from recbole_genrec.tokenization.published import load_published_codes
 
 from conftest import FIXTURES, check_run_and_reload, trained_model
 
 TINY_MQL = {
     "d_model": 32, "num_heads": 2, "d_kv": 16, "d_ff": 64, "num_encoder_layers": 1, "num_decoder_layers": 1,
-    "beam_size": 10, "warmup_steps": 10, "train_batch_size": 256, "learning_rate": 0.003,
+    "beam_size": 10, "warmup_steps": 10, "train_batch_size": 256, "learning_rate": 0.003, "code_num": 8,
 }
+TINY_PRETRAIN = {"mql4grec_tasks": ["seqrec", "seqimage"], "epochs": 1, "train_batch_size": 512, "learning_rate": 0.003}
 
 
-@pytest.fixture(scope="session")
-def tiny_mm(workdir):
-    """tiny-beauty's interactions with synthetic published codes: text codes 4 x 8 with one collision, image
-    codes 4 x 8 unique (as the published amazon-instruments-mm files: text collides a little, image not)."""
-    root = workdir / "mm-data"
-    folder = root / "tiny-mm"
+def write_domain(folder, name, seed):
+    """tiny-beauty's interactions as domain `name`, with synthetic published codes (4 x 8 per modality): text codes
+    with one collision, image codes unique (as the published amazon-instruments-mm files)."""
     folder.mkdir(parents=True)
-    shutil.copy(os.path.join(FIXTURES, "tiny-beauty", "tiny-beauty.inter"), folder / "tiny-mm.inter")
-    items = sorted({line.split("\t")[1] for line in open(folder / "tiny-mm.inter").read().splitlines()[1:]})
-    generator = torch.Generator().manual_seed(0)
+    shutil.copy(os.path.join(FIXTURES, "tiny-beauty", "tiny-beauty.inter"), folder / f"{name}.inter")
+    items = sorted({line.split("\t")[1] for line in open(folder / f"{name}.inter").read().splitlines()[1:]})
+    generator = torch.Generator().manual_seed(seed)
     for modality, letters in (("text", "abcd"), ("image", "ABCD")):
         codes = torch.stack([torch.randperm(8 ** 3, generator=generator)[:len(items)] // 64,
                              torch.randperm(8 ** 3, generator=generator)[:len(items)] // 8 % 8,
@@ -35,7 +35,17 @@ def tiny_mm(workdir):
         if modality == "text":
             codes[1] = codes[0]  # one published collision
         mapping = {item: [f"<{letters[l]}_{int(c)}>" for l, c in enumerate(row)] for item, row in zip(items, codes)}
-        (folder / f"tiny-mm.{modality}-codes.json").write_text(json.dumps(mapping))
+        (folder / f"{name}.{modality}-codes.json").write_text(json.dumps(mapping))
+
+
+@pytest.fixture(scope="session")
+def tiny_mm(workdir):
+    """tiny-mm (the fine-tuning target) and tiny-pre (a pre-training domain: same interactions, other codes) side
+    by side, and tiny-beauty without code files."""
+    root = workdir / "mm-data"
+    write_domain(root / "tiny-mm", "tiny-mm", seed=0)
+    write_domain(root / "tiny-pre", "tiny-pre", seed=1)
+    shutil.copytree(os.path.join(FIXTURES, "tiny-beauty"), root / "tiny-beauty")
     return {"data_path": str(root), "dataset": "tiny-mm", **TINY_MQL}
 
 
@@ -102,3 +112,84 @@ def test_mql4grec_ignores_the_target_item(tiny, tiny_mm):
         items, scores = model.generate_topk(interaction, 10)
         blinded_items, blinded_scores = model.generate_topk(_blinded(model, interaction), 10)
     assert torch.equal(items, blinded_items) and torch.allclose(scores, blinded_scores)
+
+
+def test_fine_tuning_starts_from_the_pretrained_checkpoint_weights(tiny, tiny_mm):
+    settings = tiny(**tiny_mm, pretrain_datasets="tiny-pre", pretrain_config=TINY_PRETRAIN)
+    fine_tuning = pretrain_first("MQL4GRec", "tiny-mm", None, settings)
+    checkpoint = compat.load_checkpoint(fine_tuning["pretrained_checkpoint"], map_location="cpu")
+    assert checkpoint["config"]["dataset"] == "pretrain-tiny-pre" and checkpoint["config"]["mql4grec_tasks"] == [
+        "seqrec", "seqimage"] and checkpoint["config"]["learning_rate"] == 0.003
+    pretrained = {k[len("backbone."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("backbone.")}
+    model = _prepare("MQL4GRec", "tiny-mm", None, fine_tuning)[2]
+    scratch = _prepare("MQL4GRec", "tiny-mm", None, tiny(**tiny_mm))[2]
+    weights = model.backbone.state_dict()
+    assert set(weights) == set(pretrained)
+    assert all(torch.equal(weights[key], pretrained[key]) for key in weights)
+    assert not torch.equal(scratch.backbone.embedding.weight, model.backbone.embedding.weight)
+    # the catalogue is the target's: its codes, not the pre-training domain's
+    assert torch.equal(model.item_codes, scratch.item_codes)
+
+
+def test_one_vocabulary_across_domains(tiny, tiny_mm, workdir):
+    """A code token is the same embedding row in every domain (`<a_c>` -> 2 + c, `<B_c>` -> 2 + 5 x code_num + c)
+    and in the merged pre-training dataset."""
+    code_num, levels, built = 8, 4, {}
+    for domain in ("tiny-mm", "tiny-pre"):
+        _, dataset, model, *_ = _prepare("MQL4GRec", domain, None, tiny(**tiny_mm))
+        item_tokens = list(dataset.field2id_token[dataset.iid_field])
+        built[domain] = model, item_tokens
+        codes = {m: json.loads((workdir / "mm-data" / domain / f"{domain}.{m}-codes.json").read_text())
+                 for m in ("text", "image")}
+        for item in range(1, len(item_tokens)):
+            for modality, first_level in (("text", 0), ("image", levels)):
+                published = [int(token.split("_")[1][:-1]) for token in codes[modality][item_tokens[item]]]
+                assert model.tokens(modality)[item].tolist() == [2 + (first_level + level) * code_num + code
+                                                                 for level, code in enumerate(published)]
+    # the merged pre-training dataset keeps every item's tokens: the same rows as in its own domain
+    name, root = write_pretraining_dataset(str(workdir / "mm-data"), ["tiny-pre"], "tiny-mm", str(workdir / "merged"))
+    _, dataset, merged, *_ = _prepare("MQL4GRec", name, None, tiny(**{**tiny_mm, "data_path": root,
+                                                                       "load_col": {"inter": ["user_id", "item_id",
+                                                                                              "timestamp"]}}))
+    merged_ids = {token: index for index, token in enumerate(dataset.field2id_token[dataset.iid_field])}
+    own, own_tokens = built["tiny-pre"]
+    assert len(merged_ids) == len(own_tokens)
+    for item in range(1, len(own_tokens)):
+        for modality in ("text", "image"):
+            assert torch.equal(merged.tokens(modality)[merged_ids[f"tiny-pre:{own_tokens[item]}"]],
+                               own.tokens(modality)[item])
+    assert merged.backbone.vocab_size == own.backbone.vocab_size
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"pretrain_datasets": "tiny-pre,tiny-absent"},
+     r"pretrain_datasets: 'tiny-absent' not found: no tiny-absent/tiny-absent\.inter under .*Fix the name or put the "
+     r"domain's atomic files there.*tiny-pre"),
+    ({"pretrain_datasets": "tiny-beauty"},
+     r"pretrain_datasets: 'tiny-beauty' has no tiny-beauty\.text-codes\.json and no tiny-beauty\.image-codes\.json"
+     r".*Drop 'tiny-beauty' from pretrain_datasets or add its code files.*tiny-pre"),
+    ({"pretrained_checkpoint": "absent/MQL4GRec.pth"}, r"pretrained_checkpoint absent/MQL4GRec\.pth not found"),
+    ({"mql4grec_tasks": ["seqrec", "seqtext"]}, r"mql4grec_tasks .*'seqtext'.*choose tasks among seqrec, seqimage"),
+])
+def test_bad_pretraining_settings_fail_before_any_work(tiny, tiny_mm, workdir, setting, message):
+    saved = workdir / "bad-setting-run"
+    settings = tiny(**{**tiny_mm, **setting, "checkpoint_dir": str(saved / "saved"), "cache_dir": str(saved / "cache")})
+    with pytest.raises(ValueError, match=message):
+        run_recbole_genrec("MQL4GRec", "tiny-mm", config_dict=settings)
+    assert not saved.exists()  # nothing was read, merged or trained
+
+
+def test_train_batch_size_counts_samples(tiny, tiny_mm):
+    config, dataset, model, train_data, *_ = _prepare("MQL4GRec", "tiny-mm", None,
+                                                      tiny(**{**tiny_mm, "train_batch_size": 300}))
+    targets, items = len(train_data.dataset), dataset.item_num - 1
+    per_target = samples_per_target(config["mql4grec_tasks"], items, targets)
+    assert per_target == pytest.approx(3 + 2 * items / targets)
+    assert train_data.step == round(300 / per_target) and config["train_batch_samples"] == 300
+    counted = []
+    task_loss = model.task_loss
+    model.task_loss = lambda input_ids, mask, target: counted.append(len(target)) or task_loss(input_ids, mask, target)
+    model.calculate_loss(next(iter(train_data)))
+    assert len(counted) == 5 and abs(sum(counted) - 300) <= per_target + 2  # rounding to whole targets and items
+    # pre-training's two sequence tasks: 2 samples per target
+    assert samples_per_target(["seqrec", "seqimage"], items, targets) == 2

@@ -16,8 +16,10 @@ How each README command is run (the lists below are asserted against the README,
   after one epoch, 16% after 20) and the collapse check would refuse them. `SHORT_FIT` lists those commands.
 - Commands on data that is not shipped (`NOT_SHIPPED`) pass every check before the dataset lookup, which must fail
   naming the dataset.
-Data: amazon-beauty and amazon-instruments-mm ship in dataset/ (with amazon-beauty's text embeddings); ml-100k is
-RecBole's bundled copy (recbole/dataset_example/ml-100k, installed with recbole, so CI has it: asserted below)."""
+Data: amazon-beauty and the MQL4GRec domains (amazon-instruments-mm, amazon-arts-mm, amazon-games-mm) ship in
+dataset/ (with amazon-beauty's text embeddings); ml-100k is RecBole's bundled copy (recbole/dataset_example/ml-100k,
+installed with recbole, so CI has it: asserted below). A command with --pretrain_datasets also dry-runs the first
+batch of its pre-training stage."""
 import glob
 import os
 import re

@@ -1,12 +1,13 @@
-"""MQL4GRec — Multimodal Quantitative Language for Generative Recommendation (Zhai et al., ICLR 2025), fine-tuning.
+"""MQL4GRec — Multimodal Quantitative Language for Generative Recommendation (Zhai et al., ICLR 2025): pre-training
+on other domains, then fine-tuning on the target dataset.
 
 Representation and tokenization: every item has a text code and an image code (4 levels x 256 each), the
 "quantitative languages" of its two modalities; here they are the codes the authors published for the dataset
 (`<dataset>.text-codes.json`, `.image-codes.json`; tokenization/published.py), used as published. Both sit side by
 side in `item_codes` (text columns first) and in one token vocabulary: text codes, then image codes, then the soft
 prompt tokens of the tasks that have one. Backbone: TIGER's T5-style encoder-decoder (4 + 4 layers, d_model 128).
-Training, the five fine-tuning tasks of the official code, mixed as its concatenated datasets are (each sample
-counts once):
+Training, the tasks of `mql4grec_tasks` (fine-tuning: all five of the official code; pre-training: seqrec and
+seqimage), mixed as its concatenated datasets are (each sample counts once; `train_batch_size` counts samples):
   seqrec        history as text codes -> next item's text code
   seqimage      history as image codes -> next item's image code
   fusionseqrec  prompt + history in one modality -> next item's code in the other (50/50 per sample)
@@ -15,8 +16,13 @@ counts once):
 Inference: the shared constrained beam search twice (seqrec and seqimage inputs, beam 20), each list mapped to
 items; an item in both lists scores (s_text + s_image) / 2 + 1, any other its one score, s = the code's mean token
 log-probability; top-K. Defaults: properties/model/MQL4GRec.yaml; deviations in the README.
+Pre-training (`pretrain_datasets`, `MQL4GRec.pretraining_run`): the domains' atomic files and codes are merged into
+one atomic dataset (ids prefixed by the domain), trained with `pretrain_config` on top of the run's settings;
+fine-tuning starts from that checkpoint's backbone (`pretrained_checkpoint`).
 """
+import json
 import math
+import os
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +35,18 @@ from recbole_genrec.tokenization.published import load_published_codes, publishe
 
 MODALITIES = ("text", "image")
 PROMPTED_TASKS = ("item2image", "image2item", "fusionseqrec")
+SEQUENCE_TASKS = ("seqrec", "seqimage", "fusionseqrec")  # one sample per training target
+TRANSLATION_TASKS = ("item2image", "image2item")  # one sample per catalogue item
+TASKS = SEQUENCE_TASKS + TRANSLATION_TASKS
+PRETRAIN_COLUMNS = ("user_id", "item_id", "timestamp")
+
+
+def samples_per_target(tasks, n_items, n_targets):
+    """Training samples one training target (RecBole row) stands for: one per sequence task, and per translation
+    task the catalogue's items spread over the targets, as the official concatenated datasets count them."""
+    sequence = sum(task in SEQUENCE_TASKS for task in tasks)
+    translation = sum(task in TRANSLATION_TASKS for task in tasks)
+    return sequence + translation * n_items / max(1, n_targets)
 
 
 class MQL4GRec(GenerativeRecommender):
@@ -44,10 +62,55 @@ class MQL4GRec(GenerativeRecommender):
                 raise FileNotFoundError(f"MQL4GRec reads each item's text and image codes from files beside the "
                                         f"dataset; {error} Try --dataset=amazon-instruments-mm, which ships "
                                         f"them.") from error
+        code_num = int(config["code_num"])
+        for modality, part in parts.items():
+            needed = max(part.vocab_sizes)
+            if needed > code_num:
+                raise ValueError(f"{published_codes_path(config, modality)} has codes up to {needed - 1}, above "
+                                 f"code_num {code_num}: raise code_num to at least {needed}.")
+            part.vocab_sizes = [code_num] * part.n_levels  # one vocabulary across domains (module docstring)
         semantic_ids = SemanticIds.concat(parts)
         semantic_ids.fit_seconds = 0.0  # nothing is fitted: the codes are read
         semantic_ids.cache_path = ", ".join(published_codes_path(config, modality) for modality in MODALITIES)
+        cls.count_batches_in_samples(config, dataset, train_dataset)
         return semantic_ids
+
+    @staticmethod
+    def count_batches_in_samples(config, dataset, train_dataset):
+        """`train_batch_size` counts samples, as the official HF batches do; a RecBole batch row (training target)
+        stands for `samples_per_target` samples, so the loader gets that many fewer rows. Runs before any loader
+        exists; the samples are kept in `train_batch_samples` (a reloaded checkpoint's config converts again)."""
+        samples = config["train_batch_samples"] or config["train_batch_size"]
+        per_target = samples_per_target(config["mql4grec_tasks"], dataset.item_num - 1, len(train_dataset.inter_feat))
+        config["train_batch_samples"] = samples
+        config["train_batch_size"] = max(1, round(samples / per_target))
+
+    # ---- the pre-training stage (quick_start.pretrain_first runs it before fine-tuning) ----------------------
+    @classmethod
+    def check_config(cls, config):
+        """Before any work (GenRecConfig): the task list, the pre-trained checkpoint and every pre-training
+        domain (atomic file with user_id, item_id, timestamp and both code files, beside the target dataset)."""
+        unknown = [task for task in config["mql4grec_tasks"] or () if task not in TASKS]
+        if unknown or not config["mql4grec_tasks"]:
+            raise ValueError(f"mql4grec_tasks {config['mql4grec_tasks']!r}: choose tasks among {', '.join(TASKS)}.")
+        checkpoint = config["pretrained_checkpoint"]
+        if checkpoint and not os.path.isfile(checkpoint):
+            raise ValueError(f"pretrained_checkpoint {checkpoint} not found: give the .pth file a pre-training run "
+                             f"saved, or pre-train in the same command with --pretrain_datasets=DOMAIN,...")
+        for name in pretrain_domains(config):
+            pretrain_domain_files(os.path.dirname(config["data_path"]), name, config["dataset"])
+
+    @classmethod
+    def pretraining_run(cls, config, config_dict):
+        """(dataset, settings) of the pre-training run on `pretrain_datasets` (merged into one atomic dataset under
+        `cache_dir`): the run's settings with `pretrain_config` on top; no validation (the last epoch is kept)."""
+        name, data_root = write_pretraining_dataset(os.path.dirname(config["data_path"]), pretrain_domains(config),
+                                                    config["dataset"], os.path.join(config["cache_dir"], "pretrain"))
+        settings = {key: value for key, value in config_dict.items() if key != "dataset"}
+        settings.update(config["pretrain_config"] or {})
+        settings.update(data_path=data_root, load_col={"inter": list(PRETRAIN_COLUMNS)}, pretrain_datasets=None,
+                        pretrained_checkpoint=None, eval_step=0)
+        return name, settings
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -73,9 +136,29 @@ class MQL4GRec(GenerativeRecommender):
             num_encoder_layers=int(config["num_encoder_layers"]), num_decoder_layers=int(config["num_decoder_layers"]),
             dropout=float(config["dropout"]),
         )
+        self.tasks = tuple(config["mql4grec_tasks"])
         # The official datasets hold one translation sample per item and one sequence sample per training target;
         # a batch of B targets is matched by this many items per translation task.
         self.items_per_sequence = (self.n_items - 1) / max(1, len(dataset.inter_feat))
+        if config["pretrained_checkpoint"]:
+            self.load_pretrained_backbone(config["pretrained_checkpoint"])
+
+    def load_pretrained_backbone(self, path):
+        """Fine-tuning starts from a pre-training run's backbone (embeddings and layers; the catalogue is this
+        dataset's). The shared vocabulary makes every row mean the same token in both (module docstring)."""
+        from recbole_genrec import compat
+
+        state = compat.load_checkpoint(path, map_location="cpu")["state_dict"]
+        backbone = {key[len("backbone."):]: value for key, value in state.items() if key.startswith("backbone.")}
+        own = self.backbone.state_dict()
+        differ = [f"{key} {tuple(backbone[key].shape)} vs {tuple(own[key].shape)}" for key in own
+                  if key in backbone and backbone[key].shape != own[key].shape]
+        missing = [key for key in own if key not in backbone]
+        if differ or missing:
+            raise ValueError(f"pretrained_checkpoint {path} does not fit this model ({'; '.join(differ[:3])}"
+                             f"{' missing ' + ', '.join(missing[:3]) if missing else ''}): pre-train with the same "
+                             f"backbone sizes, code_num and prompt_tokens as the fine-tuning run.")
+        self.backbone.load_state_dict(backbone)
 
     def tokens(self, modality):
         return getattr(self, f"{modality}_tokens")
@@ -102,25 +185,27 @@ class MQL4GRec(GenerativeRecommender):
         target = interaction[self.POS_ITEM_ID]
         users = len(items)
         losses, counts = [], []
-        for modality in MODALITIES:  # seqrec, seqimage
-            losses.append(self.task_loss(*self.sequence_input(items, modality), self.tokens(modality)[target]))
+        for task, modality in (("seqrec", "text"), ("seqimage", "image")):
+            if task in self.tasks:
+                losses.append(self.task_loss(*self.sequence_input(items, modality), self.tokens(modality)[target]))
+                counts.append(users)
+        if "fusionseqrec" in self.tasks:  # each sample's history in one modality, its target in the other (50/50)
+            text_in = (torch.rand(users, device=items.device) < 0.5).unsqueeze(1)
+            text_input, text_mask = self.sequence_input(items, "text", "fusionseqrec")
+            image_input, image_mask = self.sequence_input(items, "image", "fusionseqrec")
+            fused_target = torch.where(text_in, self.tokens("image")[target], self.tokens("text")[target])
+            losses.append(self.task_loss(torch.where(text_in, text_input, image_input),
+                                         torch.where(text_in, text_mask, image_mask), fused_target))
             counts.append(users)
-        # fusionseqrec: each sample's history in one modality, its target in the other (50/50)
-        text_in = torch.rand(users, device=items.device) < 0.5
-        text_input, text_mask = self.sequence_input(items, "text", "fusionseqrec")
-        image_input, image_mask = self.sequence_input(items, "image", "fusionseqrec")
-        fused_target = torch.where(text_in.unsqueeze(1), self.tokens("image")[target], self.tokens("text")[target])
-        losses.append(self.task_loss(torch.where(text_in.unsqueeze(1), text_input, image_input),
-                                     torch.where(text_in.unsqueeze(1), text_mask, image_mask), fused_target))
-        counts.append(users)
         # item2image / image2item on catalogue items drawn at the datasets' ratio
         n_items = max(1, math.ceil(users * self.items_per_sequence))
         catalogue_items = torch.randint(1, self.n_items, (n_items, 1), device=items.device)
         for source, task in (("text", "item2image"), ("image", "image2item")):
-            other = "image" if source == "text" else "text"
-            losses.append(self.task_loss(*self.sequence_input(catalogue_items, source, task),
-                                         self.tokens(other)[catalogue_items[:, 0]]))
-            counts.append(n_items)
+            if task in self.tasks:
+                other = "image" if source == "text" else "text"
+                losses.append(self.task_loss(*self.sequence_input(catalogue_items, source, task),
+                                             self.tokens(other)[catalogue_items[:, 0]]))
+                counts.append(n_items)
         return sum(loss * count for loss, count in zip(losses, counts)) / sum(counts)
 
     # ---- inference ------------------------------------------------------------------------------------------
@@ -149,3 +234,69 @@ def fuse_two_lists(text_items, text_scores, image_items, image_scores, k):
     candidates = torch.stack([text_items, image_items], dim=2).flatten(1)
     scores = torch.stack([text_scores, image_scores], dim=2).flatten(1).masked_fill(candidates < 0, float("-inf"))
     return top_candidates(candidates, mask_duplicates(candidates, scores), k)
+
+
+# ---- pre-training data: several domains as one atomic dataset ------------------------------------------------
+def pretrain_domains(config):
+    """`pretrain_datasets` (a list, or a comma-separated string as the command line gives it) -> names."""
+    value = config["pretrain_datasets"] or []
+    names = value.split(",") if isinstance(value, str) else list(value)
+    return [str(name).strip() for name in names if str(name).strip()]
+
+
+def pretrain_domain_files(root, name, target):
+    """The atomic file and the two code files of pre-training domain `name` under `root` (the target dataset's
+    folder); a clear error naming the domain and the fix when one is missing or the columns differ."""
+    folder = os.path.join(root, name)
+    inter = os.path.join(folder, f"{name}.inter")
+    available = sorted(d for d in os.listdir(root) if d != target
+                       and all(os.path.isfile(os.path.join(root, d, f"{d}.{m}-codes.json")) for m in MODALITIES))
+    fix = f"Domains with both code files beside {target}: {', '.join(available) or 'none'}."
+    if not os.path.isfile(inter):
+        raise ValueError(f"pretrain_datasets: '{name}' not found: no {name}/{name}.inter under {root} (pre-training "
+                         f"domains are read beside the target dataset {target}). Fix the name or put the domain's "
+                         f"atomic files there. {fix}")
+    codes = {m: os.path.join(folder, f"{name}.{m}-codes.json") for m in MODALITIES}
+    absent = [os.path.basename(path) for path in codes.values() if not os.path.isfile(path)]
+    if absent:
+        raise ValueError(f"pretrain_datasets: '{name}' has no {' and no '.join(absent)}: MQL4GRec pre-trains on each "
+                         f"domain's published text and image codes. Drop '{name}' from pretrain_datasets or add its "
+                         f"code files. {fix}")
+    with open(inter, encoding="utf-8") as handle:
+        columns = [field.split(":")[0] for field in handle.readline().rstrip("\n").split("\t")]
+    if not set(PRETRAIN_COLUMNS) <= set(columns):
+        raise ValueError(f"pretrain_datasets: {inter} has columns {columns}; pre-training reads "
+                         f"{', '.join(PRETRAIN_COLUMNS)} (timestamp orders each sequence).")
+    return inter, codes, [columns.index(column) for column in PRETRAIN_COLUMNS]
+
+
+def write_pretraining_dataset(root, names, target, out_root):
+    """The domains' interactions and codes as one atomic dataset `pretrain-<a>+<b>` under `out_root`; user and
+    item ids are prefixed with their domain (`amazon-arts-mm:B003D7B7C2`), so no two domains share a user or an
+    item and RecBole's leave-one-out split trains on each user's items[:-2], as the official per-domain datasets.
+    Returns (dataset name, data_path)."""
+    name = "pretrain-" + "+".join(names)
+    folder = os.path.join(out_root, name)
+    os.makedirs(folder, exist_ok=True)
+    merged_codes = {modality: {} for modality in MODALITIES}
+    partial = f".{os.getpid()}.partial"  # each file appears whole (os.replace): runs in parallel may share the folder
+    with open(os.path.join(folder, f"{name}.inter{partial}"), "w", encoding="utf-8") as out:
+        out.write("user_id:token\titem_id:token\ttimestamp:float\n")
+        for domain in names:
+            inter, codes, index = pretrain_domain_files(root, domain, target)
+            with open(inter, encoding="utf-8") as handle:
+                next(handle)
+                for line in handle:
+                    fields = line.rstrip("\n").split("\t")
+                    user, item, time = (fields[i] for i in index)
+                    out.write(f"{domain}:{user}\t{domain}:{item}\t{time}\n")
+            for modality, path in codes.items():
+                with open(path, encoding="utf-8") as handle:
+                    codes_of_domain = json.load(handle)
+                merged_codes[modality].update({f"{domain}:{item}": code for item, code in codes_of_domain.items()})
+    for modality, mapping in merged_codes.items():
+        with open(os.path.join(folder, f"{name}.{modality}-codes.json{partial}"), "w", encoding="utf-8") as handle:
+            json.dump(mapping, handle)
+    for file in (f"{name}.inter", *(f"{name}.{modality}-codes.json" for modality in MODALITIES)):
+        os.replace(os.path.join(folder, file + partial), os.path.join(folder, file))
+    return name, out_root
