@@ -21,7 +21,7 @@ RECBOLE_EXAMPLE_DIR = os.path.join(os.path.dirname(recbole.__file__), "dataset_e
 # fitted, so a typo cannot surface after an hour of tokenizer fitting or silently select a default.
 CHOICES = {
     "tokenizer_fit_on": ("all", "train"),
-    "lr_scheduler": ("none", "cosine", "inverse_sqrt", "linear"),
+    "lr_scheduler": ("none", "constant", "cosine", "inverse_sqrt", "linear"),
     "mixed_precision": ("none", "bf16"),
     "liger_inference": ("hybrid", "dense", "generative"),
     "liger_valid_inference": ("hybrid", "dense", "generative"),

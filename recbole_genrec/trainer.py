@@ -155,7 +155,7 @@ def _bf16_autocast(loss_func):
 
 class GenRecTrainer(Trainer):
     """RecBole's Trainer with: the shared evaluator above, a warm-up + decay learning-rate schedule
-    (`lr_scheduler`: none | cosine | inverse_sqrt | linear; `warmup_steps`, or `warmup_ratio` of all optimiser
+    (`lr_scheduler`: none | constant | cosine | inverse_sqrt | linear; `warmup_steps`, or `warmup_ratio` of all optimiser
     steps, which overrides it when set; `warmup_shape`: linear ramp or constant), a clear error on a diverging loss,
     checkpoint loading that works on torch >= 2.6, and wall-clock timings of training and evaluation.
 
@@ -195,7 +195,7 @@ class GenRecTrainer(Trainer):
         (LETTER-TIGER's 0.01). `warmup_shape`: linear (a ramp from lr / warmup to lr) or constant (lr held, T5's
         inverse-sqrt schedule, lr x sqrt(warmup / step) afterwards: the TIGER paper's "0.01 for the first 10k
         steps, then inverse square root decay"). After the warm-up: cosine or linear decay to 0 at the end of the
-        budget, or inverse-sqrt."""
+        budget, inverse-sqrt, or constant (the lr held: HF's constant_with_warmup)."""
         kind = self.config["lr_scheduler"] or "none"  # validated by GenRecConfig
         if kind == "none":
             return None
@@ -213,6 +213,8 @@ class GenRecTrainer(Trainer):
             step += 1
             if step <= warmup:
                 return 1.0 if constant_warmup else step / warmup
+            if kind == "constant":  # HF's constant_with_warmup
+                return 1.0
             if kind == "inverse_sqrt":
                 return math.sqrt(max(warmup, 1) / step)
             progress = min(1.0, (step - warmup) / max(1, total - warmup))

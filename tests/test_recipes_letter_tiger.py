@@ -228,6 +228,14 @@ def test_inverse_sqrt_after_linear_or_constant_warmup():
     assert constant[399] == pytest.approx(0.5) and constant[100:] == linear[100:]
 
 
+def test_constant_after_warmup():
+    """MQL4GRec's pre-training schedule (HF's constant_with_warmup): a linear ramp over a share of the steps, then the
+    base rate held to the end."""
+    rates = _learning_rates(10, 30, 300, lr_scheduler="constant", warmup_ratio=1 / 30)
+    assert rates[0] == pytest.approx(0.1) and rates[9] == pytest.approx(1.0)
+    assert rates[10:300] == [1.0] * 290
+
+
 def test_new_trainer_keys_are_known_and_typed():
     check_known_keys({"warmup_ratio": 0.01, "warmup_shape": "constant"})
     check_value_types({"warmup_ratio": 0.01, "warmup_shape": "constant"})
