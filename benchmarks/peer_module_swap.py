@@ -82,10 +82,11 @@ def swapped_tiger_class():
     return CornacModuleTIGER
 
 
-def cornac_init_tiger_class():
-    """Our TIGER with cornac's output layer AND its initialisation of what differs: untied per-level softmax
-    (settings below), the head at PyTorch's nn.Linear default (uniform, std about 0.07 at d64) instead of T5's
-    std 1.0, and the decoder's start vector (our PAD row) at std 0.02 like cornac's learned BOS."""
+def cornac_init_tiger_class(head_init=True, start_std=0.02):
+    """Our TIGER with cornac's initialisation of what differs: with an untied head (`tie_embeddings: False`), the head
+    at PyTorch's nn.Linear default (uniform, std about 0.07 at d64) instead of T5's std 1.0 (`head_init`), and the
+    decoder's start vector (our PAD row, T5's std 1.0) at `start_std` like cornac's learned BOS (0.02; None keeps
+    T5's)."""
     import math
 
     import torch
@@ -97,10 +98,12 @@ def cornac_init_tiger_class():
         def __init__(self, config, dataset):
             super().__init__(config, dataset)
             backbone = self.backbone
-            assert backbone.lm_head is not None and self.level_softmax, "needs tie_embeddings False, sid_softmax level"
-            nn.init.kaiming_uniform_(backbone.lm_head.weight, a=math.sqrt(5))
-            with torch.no_grad():
-                backbone.embedding.weight[0].normal_(std=0.02)
+            if head_init:
+                assert backbone.lm_head is not None, "head_init needs tie_embeddings: False"
+                nn.init.kaiming_uniform_(backbone.lm_head.weight, a=math.sqrt(5))
+            if start_std is not None:
+                with torch.no_grad():
+                    backbone.embedding.weight[0].normal_(std=start_std)
 
     from recbole_genrec.model import tiger as tiger_module
 
@@ -110,8 +113,14 @@ def cornac_init_tiger_class():
     return CornacInitTIGER
 
 
+UNTIED_LEVEL = {"tie_embeddings": False, "sid_softmax": "level"}
+# module -> (model class factory, settings on top of peers.py's TIGER settings)
 MODULES = {"cornac": (swapped_tiger_class, {}),
-           "ours_cornac_init": (cornac_init_tiger_class, {"tie_embeddings": False, "sid_softmax": "level"})}
+           # cornac's output layer and its initialisation of the head and the start vector
+           "ours_cornac_init": (cornac_init_tiger_class, UNTIED_LEVEL),
+           # one part at a time: the head's initialisation alone, the start vector alone (T5's tied output layer)
+           "ours_head_init": (lambda: cornac_init_tiger_class(head_init=True, start_std=None), UNTIED_LEVEL),
+           "ours_small_start": (lambda: cornac_init_tiger_class(head_init=False, start_std=0.02), {})}
 
 
 def one_row(seed, threads, quick=False, module="cornac"):
@@ -140,7 +149,8 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="peers.py's --quick sizes (one epoch): a smoke run")
     parser.add_argument("--module", default="cornac", choices=sorted(MODULES),
                         help="cornac: cornac's TIGERSeq2Seq; ours_cornac_init: our EncoderDecoder with cornac's "
-                             "output layer and initialisation of the head and the start vector")
+                             "output layer and initialisation of the head and the start vector; ours_head_init, "
+                             "ours_small_start: one of the two")
     parser.add_argument("--row", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.row is not None:
