@@ -10,7 +10,7 @@ Every model trains on the same split (RecBole leave-one-out `LS: valid_and_test`
 scored by RecBole's metric classes through the plugin's evaluator. SASRec always uses the protocol below (RecBole's
 implementation, cross-entropy loss); `--stock_sasrec` adds the same SASRec run through stock RecBole only (its own
 loader, training loop and evaluator): the reference for speed. Plugin runs use the trainer's device-resident batches
-and bf16 autocast (CUDA only; a no-op on a CPU) unless `--no_device_batches` / `--precision=none`.
+and, on a GPU, bf16 autocast, unless `--no_device_batches` / `--precision=none` (`--precision=bf16` on a CPU too).
 
 `--profile` is the main CLI's: `none` (default) takes the papers' model defaults
 (`properties/model/<Model>.yaml`), `quickstart` the CPU quick-start profile
@@ -71,13 +71,18 @@ def parse_args(argv):
     parser.add_argument("--append", action="store_true", help="add to the table already in --out")
     parser.add_argument("--config_files", default="", help="comma-separated yaml files for every model")
     parser.add_argument("--no_device_batches", action="store_true", help="plugin runs use RecBole's loader")
-    parser.add_argument("--precision", choices=("bf16", "none"), default="bf16", help="plugin runs, CUDA only")
+    parser.add_argument("--precision", choices=("bf16", "none"), default=None,
+                        help="plugin runs; default bf16 on a GPU, none on a CPU (where bf16 is slower)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (on a shared CPU, 1 thread avoids oversubscription stalls)")
     parser.add_argument("--study_histories", default="20,50")
     parser.add_argument("--study_beams", default="10,20,50")
     args, rest = parser.parse_known_args(argv)
     _, overrides = parse_overrides(rest)
+    if args.precision is None:
+        import torch
+
+        args.precision = "bf16" if torch.cuda.is_available() else "none"
     args.overrides = {k: v for k, v in overrides.items() if ":" not in k}
     args.per_model = {}
     for key, value in overrides.items():
@@ -145,8 +150,6 @@ def context_of(args, model=None):
 
 
 def run_main(args):
-    import torch
-
     from recbole_genrec.quick_start import run_recbole_genrec, run_stock_recbole
 
     rows = []
@@ -155,7 +158,7 @@ def run_main(args):
         run = run_recbole_genrec(model, args.dataset, config_file_list=args.config_files,
                                  config_dict=model_config(model, args))
         runner = "plugin" + ("" if args.no_device_batches else ", device batches")
-        runner += ", bf16" if args.precision == "bf16" and torch.cuda.is_available() else ""
+        runner += ", bf16" if args.precision == "bf16" else ""
         rows.append(measured_row(run, model, runner, time.time() - start, context_of(args, model)))
     if args.stock_sasrec:
         if args.config_files:

@@ -2,6 +2,7 @@
 import logging
 import os
 import sys
+from contextlib import nullcontext
 from functools import partial
 from logging import getLogger
 from time import time
@@ -146,8 +147,8 @@ def dry_run_recbole_genrec(model=None, dataset=None, config_file_list=None, conf
             trainer._build_scheduler(len(train_data))
         batch = next(iter(train_data)).to(trainer.device)
         model_obj.train()
-        autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16) if getattr(trainer, "bf16", False)
-                    else torch.autocast(device_type="cpu", enabled=False))
+        autocast = (torch.autocast(device_type=trainer.device.type, dtype=torch.bfloat16)
+                    if getattr(trainer, "bf16", False) else nullcontext())
         with autocast:
             losses = model_obj.calculate_loss(batch)
         loss = sum(losses) if isinstance(losses, tuple) else losses

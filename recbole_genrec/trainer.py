@@ -142,12 +142,12 @@ class TimeBudget:
             return trainer.best_valid_score, trainer.best_valid_result
 
 
-def _bf16_autocast(loss_func):
-    """`loss_func` under CUDA bf16 autocast; it runs inside RecBole's own autocast region (disabled unless
-    `enable_amp`), and the inner region is the one that applies."""
+def _bf16_autocast(loss_func, device_type):
+    """`loss_func` under bf16 autocast on `device_type`; it runs inside RecBole's own autocast region (disabled
+    unless `enable_amp`), and the inner region is the one that applies."""
 
     def wrapped(interaction):
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+        with torch.autocast(device_type=device_type, dtype=torch.bfloat16):
             return loss_func(interaction)
 
     return wrapped
@@ -164,8 +164,8 @@ class GenRecTrainer(Trainer):
       and batched by a shuffled index (`data/device_batches.py`), without RecBole's per-batch collate; the epoch's
       loss is summed on the device (one host sync per epoch instead of one per step; a diverging loss is reported at
       the end of its epoch). Same batches, same order as RecBole's loader.
-    - `mixed_precision: bf16`: the loss is computed under `torch.autocast(cuda, bfloat16)`; CUDA only (on a CPU it
-      is a no-op, said once in the log).
+    - `mixed_precision: bf16`: the loss is computed under `torch.autocast(<device>, bfloat16)`, on a GPU for speed,
+      on a CPU for a rehearsal of the GPU run's code path (benchmarks/gpu_suite.py --rehearse; slower there).
     - `train_time_budget: SECONDS`: no new epoch starts after that many seconds of `fit`; the best checkpoint so
       far is kept (`stopped_by_time_budget` is then True). For benchmarks on machines lent for a fixed time.
     Training time excludes validation; the device batches' one-time copy counts as training time."""
@@ -183,9 +183,7 @@ class GenRecTrainer(Trainer):
         self.device_batches = bool(config["device_batches"])
         self._batches = None
         precision = config["mixed_precision"] or "none"  # validated by GenRecConfig
-        self.bf16 = precision == "bf16" and self.device.type == "cuda"
-        if precision == "bf16" and not self.bf16:
-            self.logger.info(f"mixed_precision: bf16 is CUDA-only; training in float32 on {self.device.type}.")
+        self.bf16 = precision == "bf16"
         self.time_budget = TimeBudget(config["train_time_budget"])
 
     # ---- training -------------------------------------------------------------------------------------------
@@ -254,7 +252,7 @@ class GenRecTrainer(Trainer):
         start = time()
         loss_func = loss_func or self.model.calculate_loss
         if self.bf16:
-            loss_func = _bf16_autocast(loss_func)
+            loss_func = _bf16_autocast(loss_func, self.device.type)
         if self._batches is not None and self._batches.source is train_data:
             loss = self._train_device_epoch(epoch_idx, loss_func, show_progress)
         else:

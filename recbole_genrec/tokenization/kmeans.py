@@ -3,16 +3,13 @@ k-means). Plain k-means and a size-constrained ("balanced") variant used by LETT
 import math
 from contextlib import contextmanager
 
-import faiss
 import numpy as np
+
+from recbole_genrec.tokenization.faiss_index import faiss, flat_l2
 
 # Below this many points faiss's OpenMP threads cost more than they save (LETTER re-clusters 256-code codebooks
 # every epoch: 6 ms on one thread, 30-80 ms on two busy cores where the threads spin-wait).
 SINGLE_THREAD_MAX_POINTS = 4096
-
-
-def faiss_gpu_available() -> bool:
-    return hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0
 
 
 def _as_float32(x) -> np.ndarray:
@@ -36,7 +33,7 @@ def nearest_centroid(x: np.ndarray, centroids: np.ndarray):
     """(assignments [n] int64, squared distances to the assigned centroid [n] float32), exact, via faiss."""
     x = _as_float32(x)
     centroids = _as_float32(centroids)
-    index = faiss.IndexFlatL2(x.shape[1])
+    index = flat_l2(x.shape[1], len(x))
     index.add(centroids)
     distances, assignments = index.search(x, 1)
     return assignments[:, 0].astype(np.int64), distances[:, 0]
@@ -60,7 +57,7 @@ def kmeans(x: np.ndarray, k: int, niter: int = 50, seed: int = 2020, gpu: bool |
 
     Returns (centroids [k', d] float32, assignments [n] int64) with k' = min(k, number of distinct points):
     with no more distinct points than clusters the points themselves are the centroids (exact, no faiss run).
-    gpu=None uses faiss's GPU k-means when a GPU build with a visible GPU is installed."""
+    gpu=None uses a GPU index when faiss has one and `x` is large enough (faiss_index.py), False the CPU."""
     x = _as_float32(x)
     if k < 1:
         raise ValueError(f"k-means needs k >= 1, got {k}")
@@ -69,11 +66,11 @@ def kmeans(x: np.ndarray, k: int, niter: int = 50, seed: int = 2020, gpu: bool |
         centroids = np.ascontiguousarray(distinct_points)
         assignments, _ = nearest_centroid(x, centroids)
         return centroids, assignments
-    use_gpu = faiss_gpu_available() if gpu is None else bool(gpu) and faiss_gpu_available()
     # min_points_per_centroid=1: small catalogues are the normal case here, faiss's "too few points" warning is noise.
     clustering = faiss.Kmeans(
-        x.shape[1], int(k), niter=int(niter), seed=int(seed), gpu=use_gpu, verbose=False, min_points_per_centroid=1
+        x.shape[1], int(k), niter=int(niter), seed=int(seed), verbose=False, min_points_per_centroid=1
     )
+    clustering.index = flat_l2(x.shape[1], len(x), gpu)  # faiss.Kmeans assigns points with this index
     with _faiss_threads_for(len(x)):
         clustering.train(x)
         centroids = np.ascontiguousarray(clustering.centroids, dtype=np.float32)

@@ -31,11 +31,11 @@ digit by digit."""
 import logging
 import math
 
-import faiss
 import numpy as np
 import torch
 
 from recbole_genrec.tokenization.base import Tokenizer, standardization_stats
+from recbole_genrec.tokenization.faiss_index import faiss, flat_l2
 
 logger = logging.getLogger("recbole_genrec")
 
@@ -142,9 +142,13 @@ class OPQTokenizer(Tokenizer):
             pq.cp.seed = int(seed)
             pq.cp.min_points_per_centroid = 1
         ivfpq.pq.cp.niter = int(self.params["pq_niter"])
+        # The sub-quantisers' k-means assign points with a GPU index when faiss has one (faiss_index.py); Python
+        # owns these indexes, so the quantisers' pointers to them are cleared after training.
+        assign = [flat_l2(d // m, n_fit) for _ in (opq_pq, ivfpq.pq)]
+        opq_pq.assign_index, ivfpq.pq.assign_index = assign
         opq.pq = opq_pq
         index.train(np.ascontiguousarray(x[fit_mask]))
-        opq.pq = None  # opq_pq is owned by Python; do not leave a dangling pointer in the index
+        opq.pq = opq_pq.assign_index = ivfpq.pq.assign_index = None  # opq_pq is owned by Python too
 
         rotated = opq.apply(x)
         self.coarse_centroid = ivfpq.quantizer.reconstruct(0).copy()  # IVF1's one cell; the PQ encodes x - it

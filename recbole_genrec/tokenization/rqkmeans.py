@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from recbole_genrec.tokenization.base import Tokenizer, standardization_stats
-from recbole_genrec.tokenization.kmeans import faiss_gpu_available, kmeans, nearest_centroid, squared_distances
+from recbole_genrec.tokenization.kmeans import kmeans, nearest_centroid, squared_distances
 
 logger = logging.getLogger("recbole_genrec")
 
@@ -23,11 +23,10 @@ class RQKMeansTokenizer(Tokenizer):
             residuals = (vectors - mean) / std
         else:
             residuals = vectors.copy()
-        use_gpu = faiss_gpu_available()
         codes = np.zeros((len(vectors), num_levels), dtype=np.int64)
         self.codebooks = []
         for level in range(num_levels):
-            centroids, _ = kmeans(residuals[fit_mask], codebook_size, niter=self.params["niter"], seed=seed + level, gpu=use_gpu)
+            centroids, _ = kmeans(residuals[fit_mask], codebook_size, niter=self.params["niter"], seed=seed + level)
             if len(centroids) < codebook_size:
                 logger.info(
                     f"RQKMeans level {level + 1}: only {len(centroids)} distinct residuals among {int(fit_mask.sum())} "
