@@ -18,10 +18,14 @@ for arg in "$@"; do
     esac
 done
 mkdir -p "$out"
+: >"$out/gpu-suite.log"
 if [ -z "${rehearse:-}" ] && compgen -G ".whl/*.whl" >/dev/null; then
-    "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-        || { echo "gpu_suite.sh: installing .whl/*.whl failed" >&2; exit 1; }
+    "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
+        .whl/*.whl 2>&1 | tee -a "$out/gpu-suite.log" || { echo "gpu_suite.sh: installing .whl/*.whl failed" >&2; exit 1; }
     export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 fi
+if [ -z "${rehearse:-}" ] && command -v nvidia-smi >/dev/null; then  # the driver, which torch does not report
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee -a "$out/gpu-suite.log"
+fi
 left=$((570 - ($(date +%s) - GPU_SUITE_START)))
-OUT=$out timeout --kill-after=10 "$left" "$python" benchmarks/gpu_suite.py "$@" 2>&1 | tee "$out/gpu-suite.log"
+OUT=$out timeout --kill-after=10 "$left" "$python" benchmarks/gpu_suite.py "$@" 2>&1 | tee -a "$out/gpu-suite.log"
