@@ -1,5 +1,6 @@
 r"""The GPU suite (issue 16): one command for a GPU host lent for minutes, without warning or network.
 
+    python benchmarks/gpu_suite.py --prefit      # here, before: the tokenizers fitted into .whl/gpu-suite-cache.tar.xz
     bash benchmarks/gpu_suite.sh                 # on the GPU host, from the checkout root (installs .whl offline)
     bash benchmarks/gpu_suite.sh --rehearse      # here, on a CPU: the same code paths on the test fixture
 
@@ -30,6 +31,14 @@ How each model's minutes are spent (the `settings` column lists every change to 
   papers' settings elsewhere can be carried in `cache/` (keys do not depend on the device) and the SLOT entry dropped.
 The estimates behind SLOT (epochs, shares) are not measured on a GPU yet: a first run's rows (epochs reached,
 whether the budget stopped training) are what to tune them by.
+
+`--prefit` (here, on a CPU, before a GPU session; no time limit) runs each model up to its first training batch
+with the suite's exact settings (`dry_run_recbole_genrec`), so its semantic IDs (and LETTER's CF embeddings) are fitted
+into the suite's cache (`cache/gpu-suite`), and packs that cache into PREFIT_ARCHIVE (in `.whl`, so carrying `.whl`
+brings it). The suite unpacks it before its first model: the tokenizer stages are then cache hits (their keys do not
+depend on the device) and the slot goes to training. This matters most for RPG: faiss's OPQ fit (32 x 256 codes) runs
+on the CPU there (no faiss-gpu on the lent image); here, on amazon-beauty with 2 faiss threads on CPU-2's shared cores
+(load average 10-15), it did not finish in 10 minutes, and took 162 s with one OPQ and one PQ iteration (of 50 and 25).
 
 `--rehearse` runs the same code paths on the CPU (bf16 autocast on the CPU, device batches, the budgets, the row
 writing) on the test fixture (tests/fixtures/tiny-beauty) with tiny models and a 1-second suite budget (every model
@@ -90,6 +99,8 @@ REHEARSAL = {
 REHEARSAL_COMMON = {"epochs": 2, "eval_step": 1, "MAX_ITEM_LIST_LENGTH": 10,
                     "sid_collapse": "warn"}  # 287 items on 8-code levels collide
 FIXTURE_CONFIG = os.path.join(ROOT, "tests", "fixtures", "tiny-beauty.yaml")
+SUITE_CACHE = os.path.join("cache", "gpu-suite")  # the suite's own cache folder, all of it packed by --prefit
+PREFIT_ARCHIVE = os.path.join(".whl", "gpu-suite-cache.tar.xz")  # rehearsing: in the output folder
 COLUMNS = ["model", "runner", "test_recall@5", "test_recall@10", "test_ndcg@5", "test_ndcg@10", "test_cold_recall@10",
            "valid_score", "epochs", "stopped_by_time_budget", "budget_seconds", "train_time_budget",
            "prepare_seconds", "text_seconds", "tokenizer_seconds", "train_seconds", "test_eval_seconds",
@@ -102,6 +113,7 @@ def parse_args(argv):
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rehearse", action="store_true", help="the CPU rehearsal on the test fixture")
+    parser.add_argument("--prefit", action="store_true", help="fit the tokenizers here and pack their cache")
     parser.add_argument("--models", default=",".join(MODELS), help="comma-separated, a subset of the suite's")
     parser.add_argument("--budget", type=float, default=None,
                         help="seconds for the whole suite from the start of gpu_suite.sh (default 540; 1 rehearsing)")
@@ -116,6 +128,8 @@ def parse_args(argv):
     args.out = args.out or os.environ.get("OUT") or os.path.join("results", "gpu-suite")
     args.dataset = "tiny-beauty" if args.rehearse else "amazon-beauty"
     args.config_files = [FIXTURE_CONFIG] if args.rehearse else None
+    args.cache_dir = args.overrides.get("cache_dir") or (os.path.join(args.out, "cache") if args.rehearse else SUITE_CACHE)
+    args.archive = os.path.join(args.out, "gpu-suite-cache.tar.xz") if args.rehearse else PREFIT_ARCHIVE
     return args
 
 
@@ -133,10 +147,10 @@ def model_settings(model, args):
     """(config dict, the changes to the model's yaml as text) for one model of the suite."""
     from recbole_genrec.config import GenRecConfig
 
-    settings = {**(SASREC_PROTOCOL if model == "SASRec" else {}), "device_batches": True, "mixed_precision": "bf16"}
+    settings = {**(SASREC_PROTOCOL if model == "SASRec" else {}), "device_batches": True, "mixed_precision": "bf16",
+                "cache_dir": args.cache_dir}
     if args.rehearse:
-        out = os.path.abspath(args.out)
-        settings.update(checkpoint_dir=os.path.join(out, "saved"), cache_dir=os.path.join(out, "cache"))
+        settings["checkpoint_dir"] = os.path.join(os.path.abspath(args.out), "saved")
     papers = GenRecConfig(model=model, dataset=args.dataset, config_file_list=args.config_files, config_dict=settings)
     changes = merged(SLOT[model], REHEARSAL_COMMON, REHEARSAL[model]) if args.rehearse else SLOT[model]
     changes = merged({key: papers[key] for key in changes}, changes, args.overrides)
@@ -234,9 +248,41 @@ def write_rows(rows, args):
         handle.write("\n".join(lines) + "\n")
 
 
+def prefit(args):
+    """Each model up to its first training batch with the suite's settings (the caches fill), then the suite's cache
+    folder packed into the archive the suite unpacks."""
+    import tarfile
+
+    from recbole_genrec.quick_start import dry_run_recbole_genrec
+
+    for model in args.models:
+        print(f"[gpu-suite] prefit {model}", flush=True)
+        settings, _ = model_settings(model, args)
+        dry_run_recbole_genrec(model, args.dataset, config_file_list=args.config_files, config_dict=settings)
+    os.makedirs(os.path.dirname(os.path.abspath(args.archive)), exist_ok=True)
+    with tarfile.open(args.archive, "w:xz") as archive:
+        archive.add(args.cache_dir, arcname=".")
+    print(f"[gpu-suite] {args.cache_dir} packed into {args.archive} ({os.path.getsize(args.archive) / 1e6:.2f} MB)")
+
+
+def unpack_prefit(args):
+    """The caches `--prefit` packed, into the suite's cache folder (files already there are kept)."""
+    import tarfile
+
+    if not os.path.isfile(args.archive):
+        print(f"[gpu-suite] no {args.archive}: every tokenizer is fitted here, inside its model's budget", flush=True)
+        return
+    with tarfile.open(args.archive) as archive:
+        members = [m for m in archive.getmembers() if not os.path.exists(os.path.join(args.cache_dir, m.name))]
+        archive.extractall(args.cache_dir, members=members, filter="data")
+    print(f"[gpu-suite] {len(members)} cache entries unpacked from {args.archive} into {args.cache_dir}", flush=True)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    if args.prefit:
+        return prefit(args)
     start = float(os.environ.get("GPU_SUITE_START") or time.time())  # gpu_suite.sh's start: the install counts
     import torch
 
@@ -244,10 +290,14 @@ def main(argv=None):
 
     if torch.cuda.is_available():
         torch.set_float32_matmul_precision("high")  # TF32 for what runs outside bf16 autocast
+        # A warning (once per code site) wherever the host waits for the GPU: the log shows every sync site, and
+        # so whether any sits inside the per-batch training step.
+        torch.cuda.set_sync_debug_mode("warn")
     context = {"runner": "plugin, device batches, bf16 autocast" + (", TF32" if torch.cuda.is_available() else ""),
                "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU",
                "hardware": hardware(), "versions": versions(), "date": datetime.date.today().isoformat(),
                "command": "bash benchmarks/gpu_suite.sh " + " ".join(shlex.quote(a) for a in argv)}
+    unpack_prefit(args)
     rows = []
     for position, model in enumerate(args.models):
         left = max(0.0, start + args.budget - time.time())
@@ -263,4 +313,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(1 if any(row.get("error") for row in main()) else 0)
+    sys.exit(1 if any(row.get("error") for row in main() or []) else 0)

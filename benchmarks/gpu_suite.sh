@@ -2,8 +2,9 @@
 # The GPU suite (issue 16) in one command, from the checkout root of a GPU host without registry access:
 #   bash benchmarks/gpu_suite.sh                # rows in $OUT (else results/gpu-suite): gpu-suite.csv, .md, .log
 #   bash benchmarks/gpu_suite.sh --rehearse     # the CPU rehearsal on the test fixture (tests/test_gpu_suite.py)
-# Installs the wheels that benchmarks/device_wheels.sh put in .whl (carry it; not when rehearsing: they are built for
-# the GPU host's Python 3.12), then runs benchmarks/gpu_suite.py, which fits its models into 540 s counted from here;
+# Unpacks the packages benchmarks/device_wheels.sh packed into .whl/site.tar.xz (carry it, and the tokenizer caches
+# of `gpu_suite.py --prefit`, .whl/gpu-suite-cache.tar.xz; not when rehearsing: they are built for the GPU host's
+# Python 3.12), then runs benchmarks/gpu_suite.py, which fits its models into 540 s counted from here;
 # `timeout` stops it at 570 s whatever happens, inside the lent machine's 600 s per command. Options go to
 # gpu_suite.py (see its docstring).
 set -uo pipefail
@@ -19,9 +20,8 @@ for arg in "$@"; do
 done
 mkdir -p "$out"
 : >"$out/gpu-suite.log"
-if [ -z "${rehearse:-}" ] && compgen -G ".whl/*.whl" >/dev/null; then
-    "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-        .whl/*.whl 2>&1 | tee -a "$out/gpu-suite.log" || { echo "gpu_suite.sh: installing .whl/*.whl failed" >&2; exit 1; }
+if [ -z "${rehearse:-}" ] && [ -f .whl/site.tar.xz ]; then
+    rm -rf /tmp/site && tar -xJf .whl/site.tar.xz -C /tmp || { echo "gpu_suite.sh: unpacking .whl/site.tar.xz failed" >&2; exit 1; }
     export PYTHONPATH=/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}
 fi
 if [ -z "${rehearse:-}" ] && command -v nvidia-smi >/dev/null; then  # the driver, which torch does not report

@@ -64,6 +64,17 @@ def test_failed_model_gets_an_error_row_and_the_suite_goes_on(workdir, monkeypat
         assert [row["model"] for row in csv.DictReader(handle)] == ["RPG", "SASRec"]
 
 
+def test_prefit_packs_the_caches_that_the_suite_then_hits(workdir):
+    """--prefit fits the tokenizer here and packs the cache; the suite unpacks it and fits nothing."""
+    out = workdir / "gpu-suite-prefit"
+    common = ["--rehearse", "--models=RPG", f"--out={out}", "--epochs=1"]
+    gpu_suite.main([*common, "--prefit", f"--cache_dir={workdir / 'cache'}"])
+    assert (out / "gpu-suite-cache.tar.xz").stat().st_size > 0
+    rows = gpu_suite.main([*common, f"--cache_dir={workdir / 'unpacked-cache'}"])
+    assert not rows[0].get("error") and rows[0]["tokenizer_seconds"] == 0.0  # a cache hit
+    assert list((workdir / "unpacked-cache" / "tiny-beauty").glob("sid-OPQ-*.pt"))
+
+
 def test_gpu_settings_scale_batch_and_learning_rate(tmp_path):
     args = gpu_suite.parse_args([f"--out={tmp_path}"])
     assert args.dataset == "amazon-beauty" and args.budget == 540.0
@@ -71,6 +82,7 @@ def test_gpu_settings_scale_batch_and_learning_rate(tmp_path):
     assert tiger["train_batch_size"] == 2048 and tiger["learning_rate"] == pytest.approx(0.001 * math.sqrt(8))
     assert tiger["tokenizer_params"]["epochs"] == 300 and tiger["tokenizer_params"]["codebook_size"] == 256
     assert tiger["device_batches"] is True and tiger["mixed_precision"] == "bf16"
+    assert tiger["cache_dir"] == gpu_suite.SUITE_CACHE and args.archive == gpu_suite.PREFIT_ARCHIVE
     rpg, changed = gpu_suite.model_settings("RPG", args)
     assert rpg["learning_rate"] == 0.01 and "learning_rate" not in changed  # capped at the papers' largest
     sasrec, _ = gpu_suite.model_settings("SASRec", args)
