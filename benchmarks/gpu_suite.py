@@ -1,7 +1,7 @@
 r"""The GPU suite (issue 16): one command for a GPU host lent for minutes, without warning or network.
 
     python benchmarks/gpu_suite.py --prefit      # here, before: the tokenizers fitted into .whl/gpu-suite-cache.tar.xz
-    bash benchmarks/gpu_suite.sh                 # on the GPU host, from the checkout root (installs .whl offline)
+    bash benchmarks/gpu_suite.sh                 # on the GPU host, from the checkout root (offline)
     bash benchmarks/gpu_suite.sh --rehearse      # here, on a CPU: the same code paths on the test fixture
 
 SASRec (CE loss, issue 3's reference protocol), TIGER, RPG, LETTER and LIGER, in this order, on amazon-beauty with
@@ -18,24 +18,26 @@ How each model's minutes are spent (the `settings` column lists every change to 
   kept); the first epoch always runs;
 - the trainer's `device_batches` (the training split on the GPU once, batched by index, the loss summed on the device:
   one host sync per epoch, none per batch) and `mixed_precision: bf16` (autocast); TF32 matrix products elsewhere;
-- batch size: GPU_BATCH (2,048) sequences instead of the papers' 256-1,024. The papers' batches keep a 2023 GPU
-  busy; on an H200 a step of these small models (d_model 128, 4-6 layers) costs about the same at 256 or 2,048 rows
-  (kernel launches, not arithmetic, bound it), so 8x the batch is close to 8x the sequences per second. The learning
-  rate follows Adam's square-root rule (lr x sqrt(2048 / batch), Malladi et al., NeurIPS 2022), capped at 0.01, the
-  largest any of these papers trains with (RPG's, which keeps it); SASRec's protocol batch is 2,048 already;
+- batch size: GPU_BATCH (2,048) sequences instead of the papers' 256-1,024. Estimated, not measured: a TIGER step
+  of 256 rows (4+4 layers, d_model 128, about 84 tokens a row) is about 0.6 TFLOP, a few milliseconds on an H200,
+  about what launching its several hundred kernels costs; at 2,048 rows the arithmetic dominates, so the larger batch
+  buys a few times the sequences per second. The learning rate follows Adam's square-root rule (lr x sqrt(2048 /
+  batch), Malladi et al., NeurIPS 2022), capped at 0.01, the largest any of these papers trains with (RPG's, which
+  keeps it); SASRec's protocol batch is 2,048 already;
 - fewer epochs (SLOT): a budget-stopped cosine schedule would never decay, so each model's schedule is compressed
   into the epochs the slot can hold, with its warm-up kept as the same share of all steps; validation every 5 epochs;
 - evaluation in batches of thousands of users (all 22,363 test users in 1-22 batches; LIGER's 100 beams take 1,024);
 - the tokenizers' fits shortened (RQ-VAE 300 epochs instead of 3,000 / 8,000, LETTER's 200 instead of 20,000 and its
-  CF SASRec 20 epochs instead of 50): the papers' fits alone would outlast the slot. Semantic IDs fitted with the
-  papers' settings elsewhere can be carried in `cache/` (keys do not depend on the device) and the SLOT entry dropped.
+  CF SASRec 20 epochs instead of 50): fitted inside the slot, the papers' fits alone would outlast it. With
+  `--prefit` (below) the papers' fits could be kept (the SLOT tokenizer entries dropped), at the CPU time they take
+  here (LETTER's 20,000 epochs: hours).
 The estimates behind SLOT (epochs, shares) are not measured on a GPU yet: a first run's rows (epochs reached,
 whether the budget stopped training) are what to tune them by.
 
 `--prefit` (here, on a CPU, before a GPU session; no time limit) runs each model up to its first training batch
 with the suite's exact settings (`dry_run_recbole_genrec`), so its semantic IDs (and LETTER's CF embeddings) are fitted
-into the suite's cache (`cache/gpu-suite`), and packs that cache into PREFIT_ARCHIVE (in `.whl`, so carrying `.whl`
-brings it). The suite unpacks it before its first model: the tokenizer stages are then cache hits (their keys do not
+into the suite's cache (`cache/gpu-suite`), and packs that cache into PREFIT_ARCHIVE (carried beside
+`.whl/site.tar.xz`, the packages device_wheels.sh packs). The suite unpacks it before its first model: the tokenizer stages are then cache hits (their keys do not
 depend on the device) and the slot goes to training. This matters most for RPG: faiss's OPQ fit (32 x 256 codes) runs
 on the CPU there (no faiss-gpu on the lent image); here, on amazon-beauty with 2 faiss threads on CPU-2's shared cores
 (load average 10-15), it did not finish in 10 minutes, and took 162 s with one OPQ and one PQ iteration (of 50 and 25).
@@ -99,8 +101,8 @@ REHEARSAL = {
 REHEARSAL_COMMON = {"epochs": 2, "eval_step": 1, "MAX_ITEM_LIST_LENGTH": 10,
                     "sid_collapse": "warn"}  # 287 items on 8-code levels collide
 FIXTURE_CONFIG = os.path.join(ROOT, "tests", "fixtures", "tiny-beauty.yaml")
-SUITE_CACHE = os.path.join("cache", "gpu-suite")  # the suite's own cache folder, all of it packed by --prefit
-PREFIT_ARCHIVE = os.path.join(".whl", "gpu-suite-cache.tar.xz")  # rehearsing: in the output folder
+SUITE_CACHE = os.path.join(ROOT, "cache", "gpu-suite")  # the suite's own cache folder, all of it packed by --prefit
+PREFIT_ARCHIVE = os.path.join(ROOT, ".whl", "gpu-suite-cache.tar.xz")  # rehearsing: in the output folder
 COLUMNS = ["model", "runner", "test_recall@5", "test_recall@10", "test_ndcg@5", "test_ndcg@10", "test_cold_recall@10",
            "valid_score", "epochs", "stopped_by_time_budget", "budget_seconds", "train_time_budget",
            "prepare_seconds", "text_seconds", "tokenizer_seconds", "train_seconds", "test_eval_seconds",
