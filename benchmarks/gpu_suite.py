@@ -1,6 +1,6 @@
 r"""The GPU suite (issue 16): one command for a GPU host lent for minutes, without warning or network.
 
-    python benchmarks/gpu_suite.py --prefit      # here, before: the tokenizers fitted into .whl/gpu-suite-cache.tar.xz
+    python benchmarks/gpu_suite.py --prefit --models=RPG  # here, before: RPG's OPQ codes, for the carry
     bash benchmarks/gpu_suite.sh                 # on the GPU host, from the checkout root (offline)
     bash benchmarks/gpu_suite.sh --rehearse      # here, on a CPU: the same code paths on the test fixture
 
@@ -34,13 +34,15 @@ How each model's minutes are spent (the `settings` column lists every change to 
 The estimates behind SLOT (epochs, shares) are not measured on a GPU yet: a first run's rows (epochs reached,
 whether the budget stopped training) are what to tune them by.
 
-`--prefit` (here, on a CPU, before a GPU session; no time limit) runs each model up to its first training batch
-with the suite's exact settings (`dry_run_recbole_genrec`), so its semantic IDs (and LETTER's CF embeddings) are fitted
-into the suite's cache (`cache/gpu-suite`), and packs that cache into PREFIT_ARCHIVE (carried beside
-`.whl/site.tar.xz`, the packages device_wheels.sh packs). The suite unpacks it before its first model: the tokenizer stages are then cache hits (their keys do not
-depend on the device) and the slot goes to training. This matters most for RPG: faiss's OPQ fit (32 x 256 codes) runs
-on the CPU there (no faiss-gpu on the lent image); here, on amazon-beauty with 2 faiss threads on CPU-2's shared cores
-(load average 10-15), it did not finish in 10 minutes, and took 162 s with one OPQ and one PQ iteration (of 50 and 25).
+`--prefit` (here, on a CPU, before a GPU session; no time limit) runs models up to their first training batch with
+the suite's exact settings (`dry_run_recbole_genrec`), so their semantic IDs (and LETTER's CF embeddings) land in the
+suite's cache (`cache/gpu-suite`), and packs that cache into PREFIT_ARCHIVE, carried beside `.whl/site.tar.xz` (the
+packages device_wheels.sh packs). The suite unpacks it before its first model; those tokenizer stages are then cache
+hits (their keys do not depend on the device). Worth it for RPG (`--prefit --models=RPG`): faiss's OPQ fit (32 x 256
+codes) runs on the CPU on the lent image too (no faiss-gpu there); here, on amazon-beauty with 2 faiss threads on
+CPU-2's shared cores (load average 10-15), it did not finish in 10 minutes, and took 162 s with one OPQ and one PQ
+iteration (of 50 and 25). The RQ-VAE fits (TIGER, LIGER, LETTER) are the GPU's: here TIGER's ran at 0.1 epochs/s
+(2 threads, load average 5-10), its 300 epochs about 45 minutes.
 
 `--rehearse` runs the same code paths on the CPU (bf16 autocast on the CPU, device batches, the budgets, the row
 writing) on the test fixture (tests/fixtures/tiny-beauty) with tiny models and a 1-second suite budget (every model
