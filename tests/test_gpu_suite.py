@@ -87,6 +87,10 @@ def test_gpu_settings_scale_batch_and_learning_rate(tmp_path):
     assert rpg["learning_rate"] == 0.01 and "learning_rate" not in changed  # capped at the papers' largest
     sasrec, _ = gpu_suite.model_settings("SASRec", args)
     assert sasrec["train_batch_size"] == 2048 and sasrec["learning_rate"] == 1e-3 and sasrec["loss_type"] == "CE"
+    letter, _ = gpu_suite.model_settings("LETTER", args)  # every model's settings pass the config checks
+    assert letter["cf_params"]["epochs"] == 20 and letter["cf_params"]["hidden_size"] == 32
+    liger, _ = gpu_suite.model_settings("LIGER", args)
+    assert liger["eval_batch_size"] == 1024 and liger["warmup_ratio"] == 0.05
     assert sum(gpu_suite.SHARES.values()) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="not in the suite"):
         gpu_suite.parse_args(["--models=SASRec,EAGER"])
