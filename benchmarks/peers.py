@@ -546,6 +546,11 @@ def main(argv=None):
         with open(args.worker) as handle:
             return worker(json.load(handle))
     models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if args.hf_users and "TIGER" in models and not (overrides.get("tie_embeddings") is True
+                                                   and overrides.get("sid_softmax") == "vocabulary"):
+        # HF's T5 has one tied vocabulary softmax; TIGER's default (cornac's per-level heads) has no HF counterpart.
+        raise SystemExit("peers.py --hf_users compares decoding with HF's T5, which ties one vocabulary softmax: add "
+                         "--tie_embeddings=True --sid_softmax=vocabulary for TIGER (its default is per-level heads).")
     unknown = [m for m in models if m not in SETTINGS]
     if unknown:
         raise SystemExit(f"peers.py: no peer for {unknown}; cornac ships {sorted(SETTINGS)}.")

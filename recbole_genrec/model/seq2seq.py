@@ -29,6 +29,7 @@ class SemanticIdSeq2Seq(GenerativeRecommender):
             num_decoder_layers=config["num_decoder_layers"],
             dropout=config["dropout"],
             tie_embeddings=config["tie_embeddings"] is not False,
+            start_init_std=config["decoder_start_init_std"],
         )
         # `sid_softmax: level`: one softmax per level over its own codes (what per-level output heads compute), in
         # training and in the beam's scores; `vocabulary` (T5's): one softmax over every token.

@@ -219,14 +219,17 @@ class EncoderDecoder(nn.Module):
     Args:
         vocab_size: number of input/output tokens (special + semantic-ID tokens + any extra, e.g. user tokens).
         tie_embeddings: share the token embedding with the output projection (T5 v1.0); False = separate lm head.
+        start_init_std: initial std of the decoder start token's embedding row (token 0), e.g. 0.02 as a learned
+            BOS vector (cornac's TIGER); None = T5's std 1.0 like every other row.
     """
 
     def __init__(self, vocab_size: int, d_model: int = 128, num_heads: int = 6, d_kv: int = 64, d_ff: int = 1024,
                  num_encoder_layers: int = 4, num_decoder_layers: int = 4, dropout: float = 0.1,
-                 tie_embeddings: bool = True):
+                 tie_embeddings: bool = True, start_init_std: Optional[float] = None):
         super().__init__()
         self.vocab_size, self.d_model, self.num_heads, self.d_kv = vocab_size, d_model, num_heads, d_kv
         self.tie_embeddings = tie_embeddings
+        self.start_init_std = start_init_std
         self.embedding = nn.Embedding(vocab_size, d_model)
         self.dropout = Dropout(dropout)
         # num_encoder_layers 0: a decoder that attends to another model's encoder (EAGER's second stream). The
@@ -245,9 +248,15 @@ class EncoderDecoder(nn.Module):
         self.apply(self._init_weights)
 
     def _init_weights(self, module: nn.Module):
-        """T5's initialisation (Mesh TensorFlow): with unscaled attention, the query absorbs 1/sqrt(d_kv)."""
+        """T5's initialisation (Mesh TensorFlow): with unscaled attention, the query absorbs 1/sqrt(d_kv). An untied
+        lm head keeps nn.Linear's default (uniform, std (3 d)^-0.5, the output logits' scale of the tied head)
+        instead of HF T5 v1.1's std 1.0, whose logits start at std sqrt(d): with cornac's initialisation our TIGER
+        matches cornac's (BENCHMARKS, parity)."""
         if module is self.embedding:
             nn.init.normal_(module.weight, std=1.0)
+            if self.start_init_std is not None:
+                with torch.no_grad():
+                    module.weight[0].normal_(std=self.start_init_std)
         elif isinstance(module, RelativePositionBias):
             nn.init.normal_(module.embedding.weight, std=self.d_model ** -0.5)
         elif isinstance(module, Attention):
@@ -258,8 +267,6 @@ class EncoderDecoder(nn.Module):
         elif isinstance(module, FeedForward):
             nn.init.normal_(module.inner.weight, std=self.d_model ** -0.5)
             nn.init.normal_(module.outer.weight, std=module.inner.out_features ** -0.5)
-        elif module is self.lm_head:
-            nn.init.normal_(module.weight, std=1.0)
 
     # ---- encoder ----------------------------------------------------------------------------------------------
     def encode(self, input_ids: Tensor, attention_mask: Optional[Tensor] = None,
