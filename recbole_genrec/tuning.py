@@ -516,7 +516,9 @@ def run_tuning(model, dataset, hyper_file, config_file_list=None, config_dict=No
                               best_checkpoint=checkpoints[best_index] if best_index is not None else None,
                               tune_dir=tune_dir)
         if result.best_checkpoint:
-            evaluate = ray.remote(num_cpus=cpus_per_trial, num_gpus=min(gpus_per_trial, 1))(_evaluate_checkpoint)
+            # One process scores the best checkpoint: a DDP trial's share of one process (it fits where one ran).
+            evaluate = ray.remote(num_cpus=cpus_per_trial / setup.workers,
+                                  num_gpus=gpus_per_trial / setup.workers)(_evaluate_checkpoint)
             scores = ray.get(evaluate.remote(result.best_checkpoint))
             result.valid_result, result.test_result = scores["valid"], scores["test"]
     finally:

@@ -49,3 +49,22 @@ def test_search_joins_a_two_node_cluster_and_spreads_its_trials(two_node_cluster
     assert result.best_checkpoint.startswith(str(tmp_path / "search" / "checkpoints" / result.best["trial"]))
     with open(tmp_path / "search" / "best_config.yaml") as handle:
         assert yaml.safe_load(handle)["learning_rate"] == best_lr
+
+
+def test_a_trial_can_itself_train_on_two_ddp_processes(two_node_cluster, tiny, tmp_path):
+    """`--nproc=2` in a search (on GPUs: `--gpus_per_trial=2`): each trial is two DDP processes started by Ray
+    Train's TorchTrainer, here one CPU each, so one on each node; they report one validation score per evaluation."""
+    hyper = tmp_path / "SASRec.hyper"
+    hyper.write_text("learning_rate choice [0.003]\n")
+    overrides = tiny(cache_dir=str(tmp_path / "cache"), epochs=2, nproc=2)
+    del overrides["dataset"], overrides["checkpoint_dir"]
+
+    result = run_tuning("SASRec", "tiny-beauty", str(hyper), config_dict=overrides, search="grid", trials=1,
+                        ray_address=two_node_cluster.address, cpus_per_trial=2, scheduler="fifo",
+                        tune_dir=str(tmp_path / "search"), verbose=0)
+
+    [row] = result.rows
+    assert row["status"] == "COMPLETED" and row["evaluations"] == 2 and row["learning_rate"] == 0.003
+    with open(tmp_path / "search" / "checkpoints" / row["trial"] / "summary.json") as handle:
+        assert yaml.safe_load(handle)["processes"] == 2
+    assert set(result.test_result) == {"recall@5", "recall@10", "ndcg@5", "ndcg@10"}
