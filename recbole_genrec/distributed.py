@@ -82,6 +82,10 @@ def spawn(function, config, kwargs):
     if offset + nproc > size:
         raise ValueError(f"offset={offset} + nproc={nproc} exceeds world_size={size}: ranks run from 0 to "
                          f"world_size - 1.")
+    gpus = gpu_list(config["gpu_id"])
+    if torch.cuda.is_available() and gpus and len(gpus.split(",")) < nproc:
+        raise ValueError(f"nproc={nproc} processes need one GPU each, but gpu_id='{gpus}' lists "
+                         f"{len(gpus.split(','))}: set --gpu_id=0,1,... (or --gpu_id= for CPU processes).")
     port = port or free_port()
     kwargs = dict(kwargs)
     kwargs["config_dict"] = {**(kwargs.get("config_dict") or {}), "nproc": nproc, "world_size": size,
@@ -100,6 +104,11 @@ def _spawned_process(local_rank, function, kwargs, queue):
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def gpu_list(gpu_id):
+    """RecBole's `gpu_id` (a string, an int or a list) as CUDA_VISIBLE_DEVICES reads it."""
+    return ",".join(map(str, gpu_id)) if isinstance(gpu_id, (tuple, list)) else str(gpu_id)
 
 
 def free_port():
@@ -122,12 +131,7 @@ def init_device(config_dict):
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
     else:  # spawned: RecBole's semantics, `gpu_id` lists this machine's GPUs
         local_rank = int(config_dict["local_rank"])
-        gpu_id = config_dict.get("gpu_id", "0")
-        gpu_id = ",".join(map(str, gpu_id)) if isinstance(gpu_id, (tuple, list)) else str(gpu_id)
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpu_id
-        if cuda and len(gpu_id.split(",")) < int(config_dict["nproc"]):
-            raise ValueError(f"nproc={config_dict['nproc']} processes need as many GPUs, but gpu_id='{gpu_id}' lists "
-                             f"{len(gpu_id.split(','))}: set --gpu_id=0,1,... (or --gpu_id='' for CPU processes).")
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu_list(config_dict.get("gpu_id", "0"))
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     if cuda:
         torch.cuda.set_device(device)
