@@ -13,6 +13,10 @@ leaves in its directory (`--tune_dir`, default `ray_results/<model>-<dataset>-<t
 - `best_config.yaml`: the tuned keys of the best trial with model and dataset, usable with `--config_files`;
 - `checkpoints/<trial_id>/`: each trial's checkpoint; Ray's own trial directories (logs, RecBole's `log/`).
 
+On a cluster (`ray_address`) trials spread over its nodes (`results.csv`'s `node` column); a trial of `nproc` > 1
+processes (or `gpus_per_trial` > 1, one process per GPU) runs under Ray Train's TorchTrainer, which starts the DDP
+processes and their process group (recbole_genrec/distributed.py does the rest).
+
 Semantic IDs are cached by a fingerprint of the tokenizer's inputs and parameters (`recbole_genrec/cache.py`), so
 trials that only change backbone or optimiser parameters reuse the first trial's tokenizer. Trials of generative
 models prepare their data under a file lock in `cache_dir`: two trials never fit the same tokenizer at once.
@@ -213,8 +217,6 @@ def _run_trial(sampled, setup):
     # RecBole's Config writes gpu_id into CUDA_VISIBLE_DEVICES: give it the GPU Ray assigned to this trial (a DDP
     # trial's processes keep the devices Ray Train made visible; distributed.py picks the local rank's one).
     overrides["gpu_id"] = ",".join(str(i) for i in ray.get_gpu_ids()) if setup.gpus else ""
-    if setup.workers > 1:
-        overrides.pop("nproc", None)  # Ray Train started the processes (and their process group)
     node = ray.get_runtime_context().get_node_id()[:12]  # where the trial ran: results.csv's `node` column
 
     state = {"best": None, "tokenizer_seconds": None}
