@@ -35,9 +35,14 @@ TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER
 
 
 # ---- launching ----------------------------------------------------------------------------------------------------
+# True inside `rank_zero_first`: a rank works by itself there, so what it builds (a collaborative model trained for
+# a tokenizer, with its own config and trainer) is single-process and takes no part in collective calls.
+_alone = False
+
+
 def active():
-    """True in a process of a multi-process group."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    """True in a process of a multi-process group (outside the work one rank does by itself)."""
+    return not _alone and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def rank():
@@ -122,6 +127,8 @@ def init_device(config_dict):
     """Join (or start) the process group when this process is one of several, and set what RecBole's Config sets
     for a distributed run: `local_rank`, `single_spec` False, `device`, quiet logging on ranks other than 0.
     Returns False for a single-process run (RecBole's own `_init_device` then runs)."""
+    if _alone:
+        return False
     external = launched_externally()
     spawned = config_dict.get("local_rank") is not None and (config_dict.get("world_size") or -1) > 0
     if not (external or spawned):
@@ -188,10 +195,16 @@ def _patch_recbole_ddp_wrap():
 def rank_zero_first():
     """Rank 0 runs the block first (loads the data, fits and caches the tokenizer); the others wait, then run it
     and read the caches rank 0 wrote."""
-    if active() and rank() != 0:
+    global _alone
+    group, first = active(), rank() == 0
+    if group and not first:
         dist.barrier()
-    yield
-    if active() and rank() == 0:
+    _alone = group
+    try:
+        yield
+    finally:
+        _alone = False
+    if group and first:
         dist.barrier()
 
 
