@@ -134,10 +134,9 @@ def init_device(config_dict):
     if not (external or spawned):
         return False
     cuda = torch.cuda.is_available() and str(config_dict.get("gpu_id", "0")) != ""
-    if external:  # torchrun / Ray chose the GPUs (CUDA_VISIBLE_DEVICES) and the ranks
-        local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    else:  # spawned: RecBole's semantics, `gpu_id` lists this machine's GPUs
-        local_rank = int(config_dict["local_rank"])
+    # Spawned (`local_rank` in the config, also for a later config of the same process); torchrun / Ray: theirs.
+    local_rank = int(config_dict["local_rank"] if spawned else os.environ.get("LOCAL_RANK", 0))
+    if not external:  # spawned, first config: RecBole's semantics, `gpu_id` lists this machine's GPUs
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu_list(config_dict.get("gpu_id", "0"))
     device = torch.device("cuda", local_rank) if cuda else torch.device("cpu")
     if cuda:
