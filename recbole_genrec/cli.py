@@ -146,6 +146,7 @@ def run(argv=None):
         return tune_main(options, models, dataset, config_files, base, allowed, dry_run=dry_run)
 
     from recbole_genrec.config import GenRecConfig
+    from recbole_genrec.distributed import is_main_process
     from recbole_genrec.quick_start import run_recbole_genrec
     from recbole_genrec.results import format_table, plot_results, result_row, write_csv
 
@@ -162,8 +163,10 @@ def run(argv=None):
         result = run_recbole_genrec(model=model, dataset=dataset, config_file_list=config_files,
                                     config_dict=dict(config_dicts[model]))
         rows.append(result_row(result))
-        if results_file:  # each finished row at once: a later model's failure keeps the earlier rows
+        if results_file and is_main_process():  # each finished row at once (under torchrun: rank 0 writes)
             write_csv(rows, results_file)
+    if not is_main_process():
+        return rows
     table = format_table(rows)
     print(f"\nTest results on {dataset} (leave-one-out, full ranking; scored by RecBole's metrics)\n{table}\n")
     if results_file:

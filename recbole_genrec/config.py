@@ -288,6 +288,13 @@ class GenRecConfig(Config):
                 self.final_config_dict[key] = os.path.abspath(self.final_config_dict[key])
         self._validate()
 
+    def _init_device(self):
+        # One process of a DDP group (--nproc, torchrun, Ray Train): recbole_genrec/distributed.py
+        from recbole_genrec import distributed
+
+        if not distributed.init_device(self.final_config_dict):
+            super()._init_device()
+
     def _resolve_data_path(self):
         """Find `<data_path>/<dataset>/<dataset>.inter`; fail early with the places searched (RecBole itself would
         try to download an unknown dataset and wait for an answer on stdin)."""

@@ -10,25 +10,28 @@ from time import time
 import yaml
 from recbole.utils import get_environment, init_logger, init_seed, set_color
 
-from recbole_genrec import compat, measure, registry
+from recbole_genrec import compat, distributed, measure, registry
 from recbole_genrec.config import GenRecConfig, plugin_property_files
 from recbole_genrec.data import create_dataset, data_preparation, mark_training_items
 
 METRIC_ORDER = ("recall", "ndcg", "hit", "mrr", "precision", "map")
 
 
-def _prepare(model, dataset, config_file_list, config_dict, on_prepared=None):
-    config = GenRecConfig(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+def _prepare(model, dataset, config_file_list, config_dict, on_prepared=None, config=None):
+    config = config or GenRecConfig(model=model, dataset=dataset, config_file_list=config_file_list,
+                                    config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
-    # RecBole's init_logger resets handlers of the root logger only; route this package's logger through it.
-    logging.getLogger("recbole_genrec").propagate = True
-    logger = getLogger()
-    logger.info(config)
-    dataset_obj = create_dataset(config)
-    logger.info(dataset_obj)
-    check_topk_fits_catalogue(config, dataset_obj)
-    train_data, valid_data, test_data = data_preparation(config, dataset_obj)
+    # Several processes: rank 0 creates the log folders and fits the tokenizer first, the others then read its cache.
+    with distributed.rank_zero_first():
+        init_logger(config)
+        # RecBole's init_logger resets handlers of the root logger only; route this package's logger through it.
+        logging.getLogger("recbole_genrec").propagate = True
+        logger = getLogger()
+        logger.info(config)
+        dataset_obj = create_dataset(config)
+        logger.info(dataset_obj)
+        check_topk_fits_catalogue(config, dataset_obj)
+        train_data, valid_data, test_data = data_preparation(config, dataset_obj)
     mark_training_items(train_data, valid_data, test_data)
     if on_prepared is not None:
         on_prepared(config, dataset_obj)
@@ -61,11 +64,19 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
     Hooks for hyper-parameter search (recbole_genrec/tuning.py): `callback_fn(epoch_idx, valid_score)` runs after
     every validation (RecBole's `Trainer.fit` callback); `evaluate_test=False` skips the test split (test_result
     is None); `on_prepared(config, dataset)` runs once the dataset is loaded, split and tokenized, before the
-    model is built."""
+    model is built.
+
+    `nproc` > 1 (RecBole's DDP keys) runs the same call in that many processes and returns rank 0's result
+    (recbole_genrec/distributed.py); under torchrun or Ray Train every process runs it and returns the same metrics."""
     config_dict = pretrain_first(model, dataset, config_file_list, config_dict)
+    config = GenRecConfig(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
+    if distributed.spawn_needed(config):
+        return distributed.spawn(run_recbole_genrec, config, dict(
+            model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict, saved=saved,
+            callback_fn=callback_fn, evaluate_test=evaluate_test, on_prepared=on_prepared))
     measure.reset_peak_gpu_memory()
     config, dataset_obj, model_obj, train_data, valid_data, test_data = _prepare(
-        model, dataset, config_file_list, config_dict, on_prepared
+        model, dataset, config_file_list, config_dict, on_prepared, config=config
     )
     logger = getLogger()
     trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
@@ -90,6 +101,8 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
         "train_seconds": getattr(trainer, "train_seconds", None),
         "test_eval_seconds": getattr(trainer, "last_eval_seconds", None) if evaluate_test else None,
         "test_users": getattr(trainer, "last_eval_users", None) if evaluate_test else None,
+        "test_users_per_rank": getattr(trainer, "last_eval_users_per_rank", None) if evaluate_test else None,
+        "processes": distributed.world_size(),
         "epochs": getattr(trainer, "epochs_trained", None),
         "stopped_by_time_budget": getattr(trainer, "stopped_by_time_budget", False),
         # Training targets: a split a model reduced to whole sequences (RPG's all-position loss) counts the prefix
@@ -97,6 +110,7 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
         "train_sequences": training_targets(train_data),
         "text_seconds": getattr(dataset_obj, "text_seconds", None),
         "tokenizer_seconds": getattr(semantic_ids, "fit_seconds", None),
+        "tokenizer_seconds_per_rank": distributed.per_rank(getattr(semantic_ids, "fit_seconds", None)),
         "peak_gpu_memory_mb": measure.peak_gpu_memory_mb(),
         "parameters": sum(p.numel() for p in model_obj.parameters()),
         "checkpoint": trainer.saved_model_file if saved else None,
@@ -310,7 +324,7 @@ def load_data(model_file, device=None, config_dict=None):
     import torch
 
     checkpoint = compat.load_checkpoint(model_file, map_location=device)
-    config = checkpoint["config"]
+    config = distributed.single_process(checkpoint["config"])
     if device is not None:
         config["device"] = torch.device(device)
     for key, value in (config_dict or {}).items():

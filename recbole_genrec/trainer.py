@@ -21,7 +21,7 @@ from recbole.trainer import Trainer
 from recbole.utils import dict2str, set_color
 from torch.nn.utils import clip_grad_norm_
 
-from recbole_genrec import compat
+from recbole_genrec import compat, distributed
 from recbole_genrec.config import SUBSET_PREFIXES
 from recbole_genrec.data.device_batches import DeviceBatches
 from recbole_genrec.progress import progress
@@ -95,6 +95,12 @@ class ColdStartTally:
         self.cold_rows.append(cold_targets > 0)  # a user with a cold target is a cold user
         self.ranked_cold[topk_items.clamp(min=0).flatten()] = True  # -1 lands on the padding item, never cold
 
+    def gather(self, n_users):
+        """Several processes: every rank's users and the cold items any rank ranked (distributed.py)."""
+        rows = torch.cat(self.cold_rows) if self.cold_rows else torch.zeros(0, dtype=torch.bool)
+        self.cold_rows = [distributed.gather_user_rows(rows, n_users)]
+        self.ranked_cold = distributed.any_rank(self.ranked_cold)
+
     def result(self, evaluator, data_struct, max_k):
         cold_rows = torch.cat(self.cold_rows).cpu() if self.cold_rows else torch.zeros(0, dtype=torch.bool)
         result = {"cold_users": int(cold_rows.sum()), "inset_users": int((~cold_rows).sum())}
@@ -127,7 +133,8 @@ class TimeBudget:
         self.reached = False
 
     def check(self, epochs_done):
-        if self.deadline is not None and epochs_done > 0 and time() > self.deadline:
+        over = self.deadline is not None and epochs_done > 0 and time() > self.deadline
+        if distributed.from_rank_zero(over):  # several processes stop at the same epoch (rank 0's clock)
             raise TimeBudget.Reached()
 
     def run(self, trainer, fit, saved, verbose=True):
@@ -185,6 +192,8 @@ class GenRecTrainer(Trainer):
         precision = config["mixed_precision"] or "none"  # validated by GenRecConfig
         self.bf16 = precision == "bf16"
         self.time_budget = TimeBudget(config["train_time_budget"])
+        # RecBole names the checkpoint by the second: several processes load the one rank 0 writes.
+        self.saved_model_file = distributed.from_rank_zero(self.saved_model_file)
 
     # ---- training -------------------------------------------------------------------------------------------
     def _build_scheduler(self, steps_per_epoch):
@@ -270,21 +279,31 @@ class GenRecTrainer(Trainer):
         scaler = torch.amp.GradScaler(enabled=self.enable_scaler)
         amp = torch.autocast(device_type=self.device.type) if self.enable_amp else nullcontext()
         total, parts = None, False
+        self._batches.set_epoch(epoch_idx)
         for interaction in batches:
             self.optimizer.zero_grad()
+            sync_loss = self._ddp_step_hooks()
             with amp:
                 losses = loss_func(interaction)
             parts = isinstance(losses, tuple)
             loss = sum(losses) if parts else losses
             step = torch.stack([part.detach().float() for part in losses]) if parts else loss.detach().float()
             total = step if total is None else total + step
-            scaler.scale(loss).backward()
+            scaler.scale(loss + sync_loss).backward()
             if self.clip_grad_norm:
                 clip_grad_norm_(self.model.parameters(), **self.clip_grad_norm)
             scaler.step(self.optimizer)
             scaler.update()
         self._check_nan(total.sum())
         return tuple(total.tolist()) if parts else total.item()
+
+    def _ddp_step_hooks(self):
+        """RecBole's per-step DDP set-up (its `_train_epoch` does the same): the gradient all-reduce hooks, and a
+        zero loss term that touches every parameter so that each one is reduced."""
+        if self.config["single_spec"]:
+            return 0
+        self.set_reduce_hook()
+        return self.sync_grad_loss()
 
     def _check_nan(self, loss):
         if not torch.isfinite(loss):
@@ -310,6 +329,7 @@ class GenRecTrainer(Trainer):
         if not eval_data:
             return None
         if load_best_model:
+            distributed.barrier()  # rank 0 has written the checkpoint
             checkpoint_file = model_file or self.saved_model_file
             checkpoint = compat.load_checkpoint(checkpoint_file, self.device)
             self.model.load_state_dict(checkpoint["state_dict"])
@@ -332,11 +352,9 @@ class GenRecTrainer(Trainer):
             progress(eval_data, total=len(eval_data), ncols=100, desc=set_color("Evaluate   ", "pink"))
             if show_progress else eval_data
         )
-        n_users = 0
         cold_start = ColdStartTally.for_dataset(eval_data._dataset, self.device) if self.config["cold_start_eval"] else None
         for batched_data in batches:
             interaction, _, positive_u, positive_i = batched_data
-            n_users += len(interaction)
             if generative:
                 # Only the history reaches the model's generator; RecBole's batch also carries the target item,
                 # which generate_topk must not read (tests/test_leakage.py checks it).
@@ -351,6 +369,13 @@ class GenRecTrainer(Trainer):
                 cold_start.add_batch(len(interaction), topk_items, positive_u.to(self.device), positive_i.to(self.device))
         self.eval_collector.model_collect(self.model)
         data_struct = self.eval_collector.get_data_struct()
+        # Several processes: each ranked its shard of the users; the metrics are computed once, over all of them.
+        rank_users = distributed.shard_size(eval_data.sample_size, distributed.rank(), distributed.world_size())
+        self.last_eval_users_per_rank = distributed.per_rank(rank_users)
+        n_users = sum(self.last_eval_users_per_rank)
+        data_struct = distributed.gather_eval_struct(data_struct, n_users)
+        if cold_start:
+            cold_start.gather(n_users)
         result = self.evaluator.evaluate(data_struct)
         self.last_cold_start = cold_start.result(self.evaluator, data_struct, max_k) if cold_start else None
         if self.last_cold_start:

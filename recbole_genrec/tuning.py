@@ -13,6 +13,10 @@ leaves in its directory (`--tune_dir`, default `ray_results/<model>-<dataset>-<t
 - `best_config.yaml`: the tuned keys of the best trial with model and dataset, usable with `--config_files`;
 - `checkpoints/<trial_id>/`: each trial's checkpoint; Ray's own trial directories (logs, RecBole's `log/`).
 
+On a cluster (`ray_address`) trials spread over its nodes (`results.csv`'s `node` column); a trial of `nproc` > 1
+processes (or `gpus_per_trial` > 1, one process per GPU) runs under Ray Train's TorchTrainer, which starts the DDP
+processes and their process group (recbole_genrec/distributed.py does the rest).
+
 Semantic IDs are cached by a fingerprint of the tokenizer's inputs and parameters (`recbole_genrec/cache.py`), so
 trials that only change backbone or optimiser parameters reuse the first trial's tokenizer. Trials of generative
 models prepare their data under a file lock in `cache_dir`: two trials never fit the same tokenizer at once.
@@ -187,6 +191,7 @@ class _TrialSetup:
     bigger: bool              # valid_metric_bigger
     cpus: float
     gpus: float
+    workers: int = 1          # DDP processes per trial (Ray Train's TorchTrainer when > 1)
 
 
 SUMMARY_FILE = "summary.json"
@@ -201,17 +206,22 @@ def _run_trial(sampled, setup):
 
     from recbole_genrec.quick_start import run_recbole_genrec
 
-    torch.set_num_threads(max(1, int(setup.cpus)))
+    from recbole_genrec import distributed
+
+    torch.set_num_threads(max(1, int(setup.cpus / setup.workers)))
     checkpoint_dir = os.path.join(setup.checkpoint_root, session.get_trial_id())
     os.makedirs(checkpoint_dir, exist_ok=True)
     overrides = dict(setup.fixed)
     overrides.update(merge_params(sampled, setup.base_dicts))
     overrides["checkpoint_dir"] = checkpoint_dir
-    # RecBole's Config writes gpu_id into CUDA_VISIBLE_DEVICES: give it the GPU Ray assigned to this trial.
+    # RecBole's Config writes gpu_id into CUDA_VISIBLE_DEVICES: give it the GPU Ray assigned to this trial (a DDP
+    # trial's processes keep the devices Ray Train made visible; distributed.py picks the local rank's one).
     overrides["gpu_id"] = ",".join(str(i) for i in ray.get_gpu_ids()) if setup.gpus else ""
+    node = ray.get_runtime_context().get_node_id()[:12]  # where the trial ran: results.csv's `node` column
 
     state = {"best": None, "tokenizer_seconds": None}
-    lock = _CacheLock(setup.lock_path) if setup.lock_path else None
+    # Only a trial's rank 0 prepares data under the lock; its other processes wait for it in rank_zero_first.
+    lock = _CacheLock(setup.lock_path) if setup.lock_path and distributed.rank() == 0 else None
 
     def on_prepared(config, dataset):
         semantic_ids = getattr(dataset, "semantic_ids", None)
@@ -224,7 +234,7 @@ def _run_trial(sampled, setup):
         best = state["best"]
         if best is None or (score > best if setup.bigger else score < best):
             state["best"] = best = score
-        metrics = {"valid_score": score, "best_valid_score": best, "epoch": epoch_idx + 1}
+        metrics = {"valid_score": score, "best_valid_score": best, "epoch": epoch_idx + 1, "node": node}
         if state["tokenizer_seconds"] is not None:
             metrics["tokenizer_seconds"] = state["tokenizer_seconds"]
         session.report(metrics)
@@ -239,15 +249,59 @@ def _run_trial(sampled, setup):
     finally:
         if lock:
             lock.release()
+    if not distributed.is_main_process():
+        return
     summary = {
         "best_valid_score": _plain(result["best_valid_score"]),
         "checkpoint": result["checkpoint"],
         "tokenizer_seconds": result["tokenizer_seconds"],
         "epochs": result["epochs"],
         "train_seconds": result["train_seconds"],
+        "node": node,
+        "processes": result["processes"],
     }
     with open(os.path.join(checkpoint_dir, SUMMARY_FILE), "w") as handle:
         json.dump(summary, handle)
+
+
+def trial_processes(base, gpus_per_trial):
+    """DDP processes per trial: `nproc` of the fixed configuration (CPU processes with gloo, or one per GPU), or
+    `gpus_per_trial` when it asks for more than one GPU (one process per GPU)."""
+    nproc = int(base["nproc"] or 1)
+    if gpus_per_trial > 1:
+        if gpus_per_trial != int(gpus_per_trial):
+            raise ValueError(f"--gpus_per_trial={gpus_per_trial:g}: above 1 a trial runs one DDP process per GPU, "
+                             f"so give a whole number (or at most 1 for one process).")
+        if nproc > 1 and nproc != int(gpus_per_trial):
+            raise ValueError(f"--nproc={nproc} and --gpus_per_trial={gpus_per_trial:g} disagree: a DDP trial runs one "
+                             f"process per GPU; drop --nproc.")
+        return int(gpus_per_trial)
+    if nproc > 1 and gpus_per_trial:
+        raise ValueError(f"--nproc={nproc} processes per trial need a GPU each or none: --gpus_per_trial={nproc} "
+                         f"(one process per GPU) or 0 (CPU processes).")
+    return nproc
+
+
+def _ddp_trainable(setup):
+    """A trial of `setup.workers` DDP processes: Ray Train's TorchTrainer starts them (on one node or several),
+    initialises their process group (NCCL with GPUs, gloo without) and runs `_run_trial` in each; the trial's CPUs
+    and GPUs are shared among them."""
+    from ray.air.config import ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from recbole_genrec.distributed import PROCESS_GROUP_TIMEOUT
+
+    def train_loop(sampled):
+        _run_trial(sampled, setup)
+
+    per_worker = {"CPU": setup.cpus / setup.workers, "GPU": setup.gpus / setup.workers}
+    return TorchTrainer(
+        train_loop,
+        torch_config=TorchConfig(backend="nccl" if setup.gpus else "gloo",
+                                 timeout_s=int(PROCESS_GROUP_TIMEOUT.total_seconds())),
+        scaling_config=ScalingConfig(num_workers=setup.workers, use_gpu=bool(setup.gpus),
+                                     resources_per_worker=per_worker, trainer_resources={"CPU": 0}),
+    )
 
 
 def _evaluate_checkpoint(checkpoint):
@@ -418,7 +472,7 @@ def run_tuning(model, dataset, hyper_file, config_file_list=None, config_dict=No
     lock_path = os.path.join(base["cache_dir"], dataset, ".prepare.lock") if registry.is_genrec_model(model) else None
     setup = _TrialSetup(model=model, dataset=dataset, config_files=config_files, fixed=fixed, base_dicts=base_dicts,
                         checkpoint_root=os.path.join(tune_dir, "checkpoints"), lock_path=lock_path, bigger=bigger,
-                        cpus=cpus_per_trial, gpus=gpus_per_trial)
+                        cpus=cpus_per_trial, gpus=gpus_per_trial, workers=trial_processes(base, gpus_per_trial))
 
     # Evaluations per trial (ASHA's time axis): the largest `epochs` over the smallest `eval_step`.
     epochs = space["epochs"].extremes()[1] if "epochs" in space else base["epochs"]
@@ -439,8 +493,11 @@ def run_tuning(model, dataset, hyper_file, config_file_list=None, config_dict=No
                               grace_period=min(max(1, int(grace_period)), max_evaluations),
                               reduction_factor=reduction_factor)
                 if scheduler == "asha" else None)
-        trainable = tune.with_resources(tune.with_parameters(_run_trial, setup=setup),
-                                        {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
+        if setup.workers > 1:
+            trainable, param_space = _ddp_trainable(setup), {"train_loop_config": param_space}
+        else:
+            trainable = tune.with_resources(tune.with_parameters(_run_trial, setup=setup),
+                                            {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
         tuner = tune.Tuner(
             trainable,
             param_space=param_space,
@@ -461,7 +518,9 @@ def run_tuning(model, dataset, hyper_file, config_file_list=None, config_dict=No
                               best_checkpoint=checkpoints[best_index] if best_index is not None else None,
                               tune_dir=tune_dir)
         if result.best_checkpoint:
-            evaluate = ray.remote(num_cpus=cpus_per_trial, num_gpus=gpus_per_trial)(_evaluate_checkpoint)
+            # One process scores the best checkpoint: a DDP trial's share of one process (it fits where one ran).
+            evaluate = ray.remote(num_cpus=cpus_per_trial / setup.workers,
+                                  num_gpus=gpus_per_trial / setup.workers)(_evaluate_checkpoint)
             scores = ray.get(evaluate.remote(result.best_checkpoint))
             result.valid_result, result.test_result = scores["valid"], scores["test"]
     finally:
@@ -480,6 +539,7 @@ def _collect_rows(timer, space, setup, base, valid_metric, bigger):
     """One row per trial, the index of the best finished trial (validation metric only) and each checkpoint."""
     rows, checkpoints = [], []
     for trial in sorted(timer.trials, key=lambda t: t.trial_id):  # ids end with the trial's creation index
+        config = trial.config.get("train_loop_config", trial.config)  # a DDP trial's sampled values (TorchTrainer)
         last = trial.last_result or {}
         summary_path = os.path.join(setup.checkpoint_root, trial.trial_id, SUMMARY_FILE)
         summary = {}
@@ -493,17 +553,18 @@ def _collect_rows(timer, space, setup, base, valid_metric, bigger):
             # A trial is complete when it returned (and wrote its summary; RecBole's early stopping may end it
             # before its last epoch) or when it reached its last evaluation (where ASHA stops every trial);
             # otherwise the scheduler stopped it early.
-            epochs = trial.config.get("epochs", base["epochs"])
-            planned = max(1, int(epochs) // max(1, int(trial.config.get("eval_step", base["eval_step"]))))
+            epochs = config.get("epochs", base["epochs"])
+            planned = max(1, int(epochs) // max(1, int(config.get("eval_step", base["eval_step"]))))
             status, error = ("COMPLETED" if summary or evaluations >= planned else "STOPPED"), ""
         score = summary.get("best_valid_score", last.get("best_valid_score"))
         row = {"trial": trial.trial_id, "status": status}
-        row.update({name: _plain(trial.config.get(name)) for name in space})
+        row.update({name: _plain(config.get(name)) for name in space})
         row[f"valid_{valid_metric.lower()}"] = score
         row["evaluations"] = evaluations
         row["tokenizer_seconds"] = summary.get("tokenizer_seconds", last.get("tokenizer_seconds"))
         seconds = timer.seconds(trial)
         row["seconds"] = round(seconds if seconds is not None else last.get("time_total_s", 0.0), 1)
+        row["node"] = summary.get("node", last.get("node"))
         row["error"] = error
         rows.append(row)
         checkpoint = summary.get("checkpoint")

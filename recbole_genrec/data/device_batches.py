@@ -5,7 +5,9 @@ then copies it to the device. For a sequential model trained without negative sa
 four fields of the (prefix-augmented) training split, so `DeviceBatches` moves those fields to the device once and
 yields `Interaction`s of index-selected rows. Order and batch size are RecBole's: the permutation is drawn from the
 loader's own seeded generator with the same draws its `DataLoader` makes, so on one process a model sees exactly the
-batches RecBole would give it (tests/test_benchmark.py checks SASRec bit for bit on the CPU).
+batches RecBole would give it (tests/test_benchmark.py checks SASRec bit for bit on the CPU). With several processes
+(recbole_genrec/distributed.py) each one takes its shard from the loader's own DistributedSampler, as RecBole's
+loader does.
 """
 import math
 
@@ -28,8 +30,6 @@ class DeviceBatches:
         if config["transform"]:
             raise ValueError(f"device_batches: RecBole data transform '{config['transform']}' needs RecBole's "
                              f"loader; set device_batches: False.")
-        if not config["single_spec"]:
-            raise ValueError("device_batches: distributed training needs RecBole's loader; set device_batches: False.")
         fields = [dataset.uid_field, dataset.iid_field, dataset.iid_field + config["LIST_SUFFIX"],
                   config["ITEM_LIST_LENGTH_FIELD"]]
         inter = dataset.inter_feat
@@ -44,12 +44,21 @@ class DeviceBatches:
         self.batch_size = train_data.step
         self.shuffle = train_data.shuffle
         self.generator = train_data.generator
+        self.sampler = None if config["single_spec"] else train_data.sampler  # this process's shard
 
     def __len__(self):
-        return math.ceil(self.num_rows / self.batch_size)
+        rows = self.num_rows if self.sampler is None else len(self.sampler)
+        return math.ceil(rows / self.batch_size)
+
+    def set_epoch(self, epoch):
+        """The epoch a shard is drawn for (DistributedSampler's seed is its seed + epoch, as in RecBole's loop)."""
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
 
     def order(self):
         """This epoch's row order, as RecBole's shuffling DataLoader draws it from the same generator."""
+        if self.sampler is not None:
+            return torch.tensor(list(self.sampler), dtype=torch.long, device=self.device)
         if not self.shuffle:
             return torch.arange(self.num_rows, device=self.device)
         # The draws torch's DataLoader makes per epoch: its iterator's base seed for workers, RandomSampler's
@@ -61,6 +70,6 @@ class DeviceBatches:
 
     def __iter__(self):
         order = self.order()
-        for start in range(0, self.num_rows, self.batch_size):
+        for start in range(0, len(order), self.batch_size):
             rows = order[start:start + self.batch_size]
             yield Interaction({field: values[rows] for field, values in self.fields.items()})
