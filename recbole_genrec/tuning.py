@@ -539,7 +539,8 @@ def _collect_rows(timer, space, setup, base, valid_metric, bigger):
     """One row per trial, the index of the best finished trial (validation metric only) and each checkpoint."""
     rows, checkpoints = [], []
     for trial in sorted(timer.trials, key=lambda t: t.trial_id):  # ids end with the trial's creation index
-        config = trial.config.get("train_loop_config", trial.config)  # a DDP trial's sampled values (TorchTrainer)
+        sampled = trial.config  # Ray's trial config, not a recbole one
+        config = sampled.get("train_loop_config", sampled)  # a DDP trial's sampled values (TorchTrainer)
         last = trial.last_result or {}
         summary_path = os.path.join(setup.checkpoint_root, trial.trial_id, SUMMARY_FILE)
         summary = {}
