@@ -48,6 +48,7 @@ SHORT_FIT = {  # TIGER's paper defaults (model/TIGER.yaml's RQ-VAE, also under p
     "--model=TIGER,SASRec --dataset=amazon-beauty --results_file=results/beauty.csv",
     "--model=TIGER --dataset=ml-100k",
     "--model=TIGER --dataset=amazon-beauty --config_files=properties/beauty.yaml",
+    "--model=TIGER --dataset=ml-100k --nproc=2 --gpu_id=0,1",
 }
 # Options that do not change what a dry run computes: commands equal up to them run once.
 NOT_COMPUTED = ("--dry_run", "--results_file")
