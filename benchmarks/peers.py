@@ -164,8 +164,16 @@ def side_by_side(model, settings, n_levels, codebook_size, seed=0):
         rows[-2] = ("embd/attn/resid dropout", (ours["embd_dropout"], ours["attn_dropout"], ours["resid_dropout"]),
                     (theirs["embd_dropout"], theirs["attn_dropout"], theirs["resid_dropout"]))
     if model in ("TIGER", "LETTER"):
-        rows.append(("output layer", f"tie_embeddings {ours.get('tie_embeddings', True)}, sid_softmax "
-                     f"{ours.get('sid_softmax', 'vocabulary')}",
+        import yaml
+
+        # What the run uses: these settings, else the model's yaml default.
+        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "properties", "model",
+                            f"{model}.yaml")
+        with open(path) as handle:
+            default = yaml.safe_load(handle)
+        layer = {key: ours.get(key, default.get(key)) for key in ("tie_embeddings", "sid_softmax",
+                                                                   "decoder_start_init_std")}
+        rows.append(("output layer", ", ".join(f"{key} {value}" for key, value in layer.items()),
                      "one head per level (level softmax), untied" if model == "TIGER"
                      else "HF lm_head over all tokens + EOS"))
     if model == "LETTER":
