@@ -178,6 +178,8 @@ class GenRecTrainer(Trainer):
     Training time excludes validation; the device batches' one-time copy counts as training time."""
 
     def __init__(self, config, model):
+        # RecBole's ensure_dir checks then creates: two ranks starting together race on it (FileExistsError).
+        os.makedirs(config["checkpoint_dir"], exist_ok=True)
         super().__init__(config, model)
         self.eval_collector = GenRecCollector(config)
         self.scheduler = None
