@@ -17,7 +17,9 @@ What scales and what stays on rank 0:
   (`rec.topk`, the top-K lists `rec.items`, ...) are gathered onto every rank in dataset order (the sampler's
   padding dropped), and RecBole's metric classes score all users once; every rank gets the same numbers, so early
   stopping agrees;
-- checkpoints, result files and logs: rank 0 only (RecBole's `_save_checkpoint`; the other ranks log errors only).
+- checkpoints, result files and logs: global rank 0 only (on several machines too: RecBole's `_save_checkpoint`
+  writes on every machine's local rank 0); the best weights reach the other ranks by broadcast, not by reading
+  the file (`broadcast_state`); the other ranks log errors only.
 """
 import contextlib
 import os
@@ -219,6 +221,15 @@ def from_rank_zero(value):
     holder = [value]
     dist.broadcast_object_list(holder, src=0)
     return holder[0]
+
+
+def broadcast_state(module):
+    """Rank 0's parameters and buffers copied into `module` on every rank (in place): the best checkpoint reaches
+    the other ranks without their reading rank 0's file, which another machine's disk does not have."""
+    if not active():
+        return
+    for tensor in module.state_dict().values():  # detached views of the module's own storage
+        dist.broadcast(tensor, src=0)
 
 
 def _device():

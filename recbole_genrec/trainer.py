@@ -325,17 +325,31 @@ class GenRecTrainer(Trainer):
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        # RecBole writes on every machine's local rank 0: two machines on one shared file system would write the
+        # same file at once. Global rank 0 writes; the others get the weights by broadcast (evaluate).
+        if distributed.is_main_process():
+            super()._save_checkpoint(epoch, verbose=verbose, **kwargs)
+
     # ---- evaluation -----------------------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
         if not eval_data:
             return None
         if load_best_model:
-            distributed.barrier()  # rank 0 has written the checkpoint
             checkpoint_file = model_file or self.saved_model_file
-            checkpoint = compat.load_checkpoint(checkpoint_file, self.device)
-            self.model.load_state_dict(checkpoint["state_dict"])
-            self.model.load_other_parameter(checkpoint.get("other_parameter"))
+            # Several processes, our own checkpoint: only global rank 0 wrote it (perhaps on another machine's disk),
+            # so rank 0 loads it and broadcasts the weights. A file the user names is read by every rank.
+            from_rank_zero = distributed.active() and model_file is None
+            other_parameter = None
+            if distributed.is_main_process() or not from_rank_zero:
+                checkpoint = compat.load_checkpoint(checkpoint_file, self.device)
+                self.model.load_state_dict(checkpoint["state_dict"])
+                other_parameter = checkpoint.get("other_parameter")
+            if from_rank_zero:
+                distributed.broadcast_state(self.model)
+                other_parameter = distributed.from_rank_zero(other_parameter)
+            self.model.load_other_parameter(other_parameter)
             self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
         if not isinstance(eval_data, FullSortEvalDataLoader):  # sampled evaluation of classic models
             return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)

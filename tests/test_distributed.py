@@ -71,3 +71,50 @@ def test_inconsistent_process_settings_are_refused_before_any_work(tiny, setting
     assert distributed.spawn_needed(config)
     with pytest.raises(ValueError, match=message):
         distributed.spawn(run_recbole_genrec, config, {})
+
+
+def _broadcast_worker(rank, init_file, out_dir):
+    import torch
+    import torch.distributed as dist
+    from torch import nn
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        torch.manual_seed(rank)  # different weights on each rank before the broadcast
+        module = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2))
+        distributed.broadcast_state(module)
+        torch.save(module.state_dict(), os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_the_best_weights_reach_every_rank_by_broadcast_not_by_their_file(tmp_path, two_cpu_processes):
+    # On several machines only global rank 0 has the checkpoint file: the others receive its weights.
+    import torch
+    import torch.multiprocessing as mp
+    from torch import nn
+
+    mp.spawn(_broadcast_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2)
+    torch.manual_seed(0)
+    expected = nn.Sequential(nn.Linear(3, 2), nn.BatchNorm1d(2)).state_dict()
+    for rank in (0, 1):
+        received = torch.load(tmp_path / f"rank{rank}.pt")
+        assert all(torch.equal(received[key], value) for key, value in expected.items()), rank
+
+
+def test_only_global_rank_zero_writes_the_checkpoint(tiny, tmp_path, monkeypatch):
+    # A second machine's first process has local_rank 0 (RecBole's writer condition) but is not global rank 0.
+    from recbole_genrec import registry
+    from recbole_genrec.data import create_dataset, data_preparation
+
+    config = GenRecConfig(model="SASRec", dataset="tiny-beauty",
+                          config_dict=tiny(checkpoint_dir=str(tmp_path / "saved")))
+    dataset = create_dataset(config)
+    train_data, _, _ = data_preparation(config, dataset)
+    trainer = GenRecTrainer(config, registry.get_model("SASRec")(config, train_data._dataset))
+    monkeypatch.setattr(distributed, "is_main_process", lambda: False)
+    trainer._save_checkpoint(0, verbose=False)
+    assert not os.path.exists(trainer.saved_model_file)
+    monkeypatch.setattr(distributed, "is_main_process", lambda: True)
+    trainer._save_checkpoint(0, verbose=False)
+    assert os.path.isfile(trainer.saved_model_file)
