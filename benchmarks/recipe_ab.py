@@ -29,14 +29,23 @@ SIZE = {"MAX_ITEM_LIST_LENGTH": 10, "d_model": 64, "d_ff": 256, "num_heads": 4, 
         "tokenizer_params": {"num_levels": 3, "codebook_size": 32, "niter": 25, "collision": "append_digit"},
         "sid_collapse": "warn", "epochs": 8, "eval_step": 1, "warmup_steps": 100,
         "topk": [5, 10], "show_progress": False}
-# Per model: LETTER keeps its own tokenizer (tokenizer None); its size keys below are merged into each tree's
-# tokenizer_params (the parity benchmark's LETTER size), the rest of those params stay each tree's recipe.
+# Per model: LETTER, EAGER and ColaRec keep their own tokenizer (tokenizer None); their size keys below are merged
+# into each tree's tokenizer_params and cf_params, the rest of those params stay each tree's recipe.
 MODEL_SIZE = {
     "LETTER": {"tokenizer": None,
                "tokenizer_params": {"num_levels": 4, "codebook_size": 32, "latent_dim": 32,
                                     "hidden_dims": [256, 128, 64], "epochs": 150, "n_clusters": 4,
                                     "collision": "reassign_last_level"},
                "cf_params": {"hidden_size": 32, "epochs": 3}},
+    # Tree tokenizers: each tree's own (HKMeans), at the quick profile's branches and CF sizes.
+    "EAGER": {"tokenizer": None,
+              "tokenizer_params": {"branches": 64, "num_levels": 0, "niter": 25, "standardize": False,
+                                   "collision": "none"},
+              "cf_params": {"hidden_size": 64, "inner_size": 128, "epochs": 3}},
+    "ColaRec": {"tokenizer": None,
+                "tokenizer_params": {"branches": 32, "num_levels": 0, "niter": 25, "standardize": False,
+                                     "collision": "none"},
+                "cf_params": {"model": "LightGCN", "embedding_size": 64, "epochs": 5}},
 }
 METRICS = ("recall@5", "recall@10", "ndcg@5", "ndcg@10")
 
