@@ -87,6 +87,15 @@ class Attention(nn.Module):
         n, t, _ = hidden.shape
         return projection(hidden).view(n, t, self.num_heads, self.d_kv).transpose(1, 2)
 
+    def split_heads_fused(self, hidden: Tensor, *projections: nn.Linear) -> Tuple[Tensor, ...]:
+        """`split_heads` of several projections of the same input as one matmul (query, key and value: one pass
+        over the input instead of three, forward and backward). The weights stay separate parameters (the state
+        dict and HF's layout are unchanged); their concatenation is a copy of a few KB per call."""
+        n, t, _ = hidden.shape
+        weight = torch.cat([projection.weight for projection in projections])
+        out = F.linear(hidden, weight).view(n, t, len(projections), self.num_heads, self.d_kv)
+        return out.permute(2, 0, 3, 1, 4).unbind(0)
+
     def attend(self, query: Tensor, key: Tensor, value: Tensor, bias: Optional[Tensor] = None,
                allowed: Optional[Tensor] = None) -> Tensor:
         """query [N, H, Tq, d], key/value [N, H, Tk, d]; `bias` float broadcastable to [N, H, Tq, Tk]; `allowed`
@@ -122,10 +131,9 @@ class EncoderLayer(nn.Module):
         self.ffn = FeedForward(d_model, d_ff, dropout)
         self.dropout = Dropout(dropout)
 
-    def forward(self, hidden: Tensor, position_bias: Tensor, key_allowed: Tensor) -> Tensor:
+    def forward(self, hidden: Tensor, position_bias: Tensor, key_allowed: Optional[Tensor] = None) -> Tensor:
         x = self.attention_norm(hidden)
-        q, k, v = (self.attention.split_heads(x, p) for p in (self.attention.query, self.attention.key,
-                                                                self.attention.value))
+        q, k, v = self.attention.split_heads_fused(x, self.attention.query, self.attention.key, self.attention.value)
         hidden = hidden + self.dropout(self.attention.attend(q, k, v, position_bias, key_allowed))
         return hidden + self.dropout(self.ffn(self.ffn_norm(hidden)))
 
@@ -143,8 +151,9 @@ class DecoderLayer(nn.Module):
 
     def memory_key_values(self, memory: Tensor) -> Tuple[Tensor, Tensor]:
         """Cross-attention keys/values of the encoder output [G, S, d] -> 2 x [G, H, S, d_kv]."""
-        return (self.cross_attention.split_heads(memory, self.cross_attention.key),
-                self.cross_attention.split_heads(memory, self.cross_attention.value))
+        key, value = self.cross_attention.split_heads_fused(memory, self.cross_attention.key,
+                                                            self.cross_attention.value)
+        return key, value
 
     def forward(self, hidden: Tensor, self_bias: Tensor, self_allowed: Optional[Tensor], past_key: Optional[Tensor],
                 past_value: Optional[Tensor], memory_key: Tensor, memory_value: Tensor, memory_allowed: Tensor,
@@ -153,7 +162,7 @@ class DecoderLayer(nn.Module):
         past_key/value [N, H, t, d_kv] or None. Returns (hidden, self-attention keys, values incl. the new ones)."""
         x = self.self_attention_norm(hidden)
         attn = self.self_attention
-        q, k, v = attn.split_heads(x, attn.query), attn.split_heads(x, attn.key), attn.split_heads(x, attn.value)
+        q, k, v = attn.split_heads_fused(x, attn.query, attn.key, attn.value)
         if past_key is not None:
             k, v = torch.cat([past_key, k], dim=2), torch.cat([past_value, v], dim=2)
         hidden = hidden + self.dropout(attn.attend(q, k, v, self_bias, self_allowed))
@@ -289,9 +298,12 @@ class EncoderDecoder(nn.Module):
         hidden = self.dropout(hidden)
         positions = torch.arange(hidden.shape[1], device=hidden.device)
         bias = self.encoder_position_bias(positions, positions)
-        key_allowed = attention_mask.bool()[:, None, None, :]
+        # Padding folded into the position bias once for all layers: a large finite negative (not -inf, so a fully
+        # padded row stays finite), bf16's minimum, which stays finite when a layer casts the mask to bf16 under
+        # autocast (float32's minimum would round to -inf there).
+        mask = bias.masked_fill(~attention_mask.bool()[:, None, None, :], torch.finfo(torch.bfloat16).min)
         for layer in self.encoder_layers:
-            hidden = layer(hidden, bias, key_allowed)
+            hidden = layer(hidden, mask, None)
         return self.dropout(self.encoder_norm(hidden))
 
     # ---- decoder, teacher forcing -----------------------------------------------------------------------------
