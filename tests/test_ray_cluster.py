@@ -12,6 +12,16 @@ from conftest import FIXTURES, ROOT
 ray = pytest.importorskip("ray")
 
 
+def agent_ports():
+    """Free ports for one node's agents: two nodes on one machine otherwise may pick the same agent port, and the
+    trial's runtime environment then fails to start ("the Ray agent couldn't be started due to the port
+    conflict", seen once in a full suite run)."""
+    from recbole_genrec.distributed import free_port
+
+    return {"dashboard_agent_listen_port": free_port(), "metrics_agent_port": free_port(),
+            "metrics_export_port": free_port()}
+
+
 @pytest.fixture
 def two_node_cluster(monkeypatch):
     from ray.cluster_utils import Cluster
@@ -19,8 +29,9 @@ def two_node_cluster(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     # The nodes' workers import this checkout's package, as the driver does (not another installed copy).
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")])))
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
-    cluster.add_node(num_cpus=1)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
+                                                            **agent_ports()})
+    cluster.add_node(num_cpus=1, **agent_ports())
     cluster.wait_for_nodes()
     yield cluster
     ray.shutdown()
