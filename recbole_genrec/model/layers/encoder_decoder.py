@@ -82,17 +82,12 @@ class Attention(nn.Module):
         self.value = nn.Linear(d_model, inner, bias=False)
         self.output = nn.Linear(inner, d_model, bias=False)
 
-    def split_heads(self, hidden: Tensor, projection: nn.Linear) -> Tensor:
-        """[N, T, d_model] -> [N, heads, T, d_kv]."""
+    def split_heads(self, hidden: Tensor, *projections: nn.Linear) -> Tuple[Tensor, ...]:
+        """[N, T, d_model] -> one [N, heads, T, d_kv] per projection. Several projections of the same input (query,
+        key, value) run as one matmul over their concatenated weights: one pass over the input instead of three,
+        forward and backward. The weights stay separate parameters (the state dict and HF's layout are unchanged)."""
         n, t, _ = hidden.shape
-        return projection(hidden).view(n, t, self.num_heads, self.d_kv).transpose(1, 2)
-
-    def split_heads_fused(self, hidden: Tensor, *projections: nn.Linear) -> Tuple[Tensor, ...]:
-        """`split_heads` of several projections of the same input as one matmul (query, key and value: one pass
-        over the input instead of three, forward and backward). The weights stay separate parameters (the state
-        dict and HF's layout are unchanged); their concatenation is a copy of a few KB per call."""
-        n, t, _ = hidden.shape
-        weight = torch.cat([projection.weight for projection in projections])
+        weight = projections[0].weight if len(projections) == 1 else torch.cat([p.weight for p in projections])
         out = F.linear(hidden, weight).view(n, t, len(projections), self.num_heads, self.d_kv)
         return out.permute(2, 0, 3, 1, 4).unbind(0)
 
@@ -131,10 +126,11 @@ class EncoderLayer(nn.Module):
         self.ffn = FeedForward(d_model, d_ff, dropout)
         self.dropout = Dropout(dropout)
 
-    def forward(self, hidden: Tensor, position_bias: Tensor, key_allowed: Optional[Tensor] = None) -> Tensor:
+    def forward(self, hidden: Tensor, mask: Tensor) -> Tensor:
+        """`mask`: the position bias with the padding folded in (EncoderDecoder.encode_embeddings)."""
         x = self.attention_norm(hidden)
-        q, k, v = self.attention.split_heads_fused(x, self.attention.query, self.attention.key, self.attention.value)
-        hidden = hidden + self.dropout(self.attention.attend(q, k, v, position_bias, key_allowed))
+        q, k, v = self.attention.split_heads(x, self.attention.query, self.attention.key, self.attention.value)
+        hidden = hidden + self.dropout(self.attention.attend(q, k, v, mask))
         return hidden + self.dropout(self.ffn(self.ffn_norm(hidden)))
 
 
@@ -151,9 +147,7 @@ class DecoderLayer(nn.Module):
 
     def memory_key_values(self, memory: Tensor) -> Tuple[Tensor, Tensor]:
         """Cross-attention keys/values of the encoder output [G, S, d] -> 2 x [G, H, S, d_kv]."""
-        key, value = self.cross_attention.split_heads_fused(memory, self.cross_attention.key,
-                                                            self.cross_attention.value)
-        return key, value
+        return self.cross_attention.split_heads(memory, self.cross_attention.key, self.cross_attention.value)
 
     def forward(self, hidden: Tensor, self_bias: Tensor, self_allowed: Optional[Tensor], past_key: Optional[Tensor],
                 past_value: Optional[Tensor], memory_key: Tensor, memory_value: Tensor, memory_allowed: Tensor,
@@ -162,14 +156,14 @@ class DecoderLayer(nn.Module):
         past_key/value [N, H, t, d_kv] or None. Returns (hidden, self-attention keys, values incl. the new ones)."""
         x = self.self_attention_norm(hidden)
         attn = self.self_attention
-        q, k, v = attn.split_heads_fused(x, attn.query, attn.key, attn.value)
+        q, k, v = attn.split_heads(x, attn.query, attn.key, attn.value)
         if past_key is not None:
             k, v = torch.cat([past_key, k], dim=2), torch.cat([past_value, v], dim=2)
         hidden = hidden + self.dropout(attn.attend(q, k, v, self_bias, self_allowed))
 
         # Cross-attention: the rows of one memory group become extra query positions of that group.
         x = self.cross_attention_norm(hidden)
-        q = self.cross_attention.split_heads(x, self.cross_attention.query)  # [N, H, T, d_kv]
+        q, = self.cross_attention.split_heads(x, self.cross_attention.query)  # [N, H, T, d_kv]
         n, h, t, d = q.shape
         groups = n // rows_per_memory
         q = q.view(groups, rows_per_memory, h, t, d).transpose(1, 2).reshape(groups, h, rows_per_memory * t, d)
@@ -303,7 +297,7 @@ class EncoderDecoder(nn.Module):
         # autocast (float32's minimum would round to -inf there).
         mask = bias.masked_fill(~attention_mask.bool()[:, None, None, :], torch.finfo(torch.bfloat16).min)
         for layer in self.encoder_layers:
-            hidden = layer(hidden, mask, None)
+            hidden = layer(hidden, mask)
         return self.dropout(self.encoder_norm(hidden))
 
     # ---- decoder, teacher forcing -----------------------------------------------------------------------------
