@@ -10,6 +10,14 @@ on the same RecBole split, cached). Every tokenizer is then also judged against 
 of shared ID prefixes with CF similarity is comparable across tokenizers, including those that never saw it.
 `--profile` is the main CLI's (quickstart, none, or a yaml with shared keys and `per_model:` sections); any further
 `--key=value` is a config override applied to every model (RecBole style, as in the main CLI).
+
+Recipes before/after (`--variants`): a yaml of labelled rows, each `model:` with `tokenizer_params:` merged into
+that model's yaml ones and top-level `config:` keys, e.g. `benchmarks/tokenizer_recipes.yaml`. `--epoch_scale`
+multiplies every row's tokenizer epochs (and collision-check interval) alike, so recipes whose budgets differ keep
+their ratio on a CPU:
+
+    python benchmarks/compare_tokenizers.py --dataset=amazon-beauty --variants=benchmarks/tokenizer_recipes.yaml \
+        --epoch_scale=0.1 --out=results/tok-recipes-beauty.csv
 """
 import argparse
 import os
@@ -21,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from recbole_genrec.cli import load_profile, parse_args, resolve_profile  # noqa: E402  (after the path tweak)
 
 
-def tokenizer_row(model, dataset_name, overrides, reference_overrides, cf_reference):
+def tokenizer_row(model, dataset_name, overrides, reference_overrides, cf_reference, variant=None):
     from recbole.data import data_preparation
 
     from recbole_genrec.config import GenRecConfig
@@ -42,6 +50,7 @@ def tokenizer_row(model, dataset_name, overrides, reference_overrides, cf_refere
     agreement = prefix_cf_agreement(semantic_ids.codes[1:], cf[1:])
     row = {
         "model": model,
+        "variant": variant,
         "tokenizer": quality.get("tokenizer"),
         "codes": "x".join(str(size) for size in quality["vocab_sizes"]),
         "items": quality["n_items"],
@@ -54,9 +63,31 @@ def tokenizer_row(model, dataset_name, overrides, reference_overrides, cf_refere
         "cf_cos_all_pairs": agreement.get("all_pairs"),
     }
     row.update({f"cf_cos_{key}": value for key, value in agreement.items() if key.startswith("same_prefix")})
+    fit = quality.get("fit_report") or {}
+    row["epochs"] = fit.get("epochs")
+    row["kept_epoch"] = fit.get("kept_epoch")
+    row["final_reconstruction_loss"] = fit.get("final_reconstruction_loss")
     row["tokenizer_seconds"] = semantic_ids.fit_seconds
     row["stage_seconds"] = seconds
     return row
+
+
+def recipe_variants(path, epoch_scale=1.0):
+    """[(label, model, settings)] of a variants yaml: each row's tokenizer_params merged into its model's yaml
+    ones (a run's config would replace the whole dict), epochs scaled by `epoch_scale`."""
+    from recbole_genrec.cli import _load_yaml
+    from recbole_genrec.paths import find_properties_dir
+
+    rows = []
+    for label, spec in (_load_yaml(path) or {}).items():
+        model = spec["model"]
+        own = _load_yaml(os.path.join(find_properties_dir(), "model", f"{model}.yaml")) or {}
+        params = {**(own.get("tokenizer_params") or {}), **(spec.get("tokenizer_params") or {})}
+        for key in ("epochs", "collision_check_interval"):
+            if params.get(key):
+                params[key] = max(1, round(params[key] * epoch_scale))
+        rows.append((label, model, {**(spec.get("config") or {}), "tokenizer_params": params}))
+    return rows
 
 
 def main(argv=None):
@@ -66,6 +97,8 @@ def main(argv=None):
     parser.add_argument("--cf_reference", default="LETTER", help="model whose cf_params define the CF vectors")
     parser.add_argument("--out", default=None, help="CSV file for the table")
     parser.add_argument("--profile", default="none", help="quickstart, none, or a profile yaml (see the main CLI)")
+    parser.add_argument("--variants", default=None, help="yaml of labelled recipe rows (replaces --models)")
+    parser.add_argument("--epoch_scale", type=float, default=1.0, help="with --variants: scale every fit's epochs")
     args, rest = parser.parse_known_args(argv)
     overrides = {"state": "WARNING", **parse_args(rest)[1]}
     profile = resolve_profile(args.profile)
@@ -73,8 +106,18 @@ def main(argv=None):
     def settings(model):
         return {**load_profile(model, profile), **overrides} if profile else dict(overrides)
 
-    rows = [tokenizer_row(model, args.dataset, settings(model), settings(args.cf_reference), args.cf_reference)
-            for model in args.models.split(",")]
+    if args.variants:
+        runs = [(label, model, {**settings(model), **variant})
+                for label, model, variant in recipe_variants(args.variants, args.epoch_scale)]
+    else:
+        runs = [(None, model, settings(model)) for model in args.models.split(",")]
+    rows = []
+    for label, model, model_settings in runs:
+        rows.append(tokenizer_row(model, args.dataset, model_settings, settings(args.cf_reference),
+                                  args.cf_reference, variant=label))
+        if args.out:  # a long comparison keeps the rows it has
+            from recbole_genrec.results import write_csv
+            write_csv(rows, args.out)
     from recbole_genrec.results import format_table, write_csv
 
     print(f"\nSemantic-ID quality on {args.dataset} (CF vectors: {args.cf_reference}'s cf_params)\n{format_table(rows)}")

@@ -173,4 +173,37 @@ def test_compare_tokenizers_reports_both_tokenizers_against_the_same_cf_vectors(
     assert [row["tokenizer"] for row in rows] == ["RQVAE", "LETTER"]
     assert rows[0]["cf_cos_all_pairs"] == rows[1]["cf_cos_all_pairs"]  # one set of CF vectors for both
     assert all(0 <= row["collision_rate"] <= 1 and "cf_cos_same_prefix1" in row for row in rows)
-    assert (tmp_path / "t.csv").read_text().startswith("model,tokenizer,codes")
+    assert (tmp_path / "t.csv").read_text().startswith("model,variant,tokenizer,codes")
+    assert rows[0]["epochs"] == TINY_TIGER["tokenizer_params"]["epochs"]
+
+
+def test_compare_tokenizers_variants_merge_into_the_model_yaml_and_scale_every_budget(tmp_path):
+    import importlib.util
+    import os
+
+    import yaml
+
+    from conftest import ROOT
+    from recbole_genrec.paths import find_properties_dir
+
+    spec = importlib.util.spec_from_file_location("compare_tokenizers",
+                                                  os.path.join(ROOT, "benchmarks", "compare_tokenizers.py"))
+    compare = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(compare)
+    variants = tmp_path / "variants.yaml"
+    variants.write_text(yaml.safe_dump({
+        "LETTER before": {"model": "LETTER", "tokenizer_params": {"epochs": 3000, "collision_check_interval": 0}},
+        "LETTER after": {"model": "LETTER"},
+        "LIGER before": {"model": "LIGER", "config": {"tokenizer_fit_on": "all"}},
+    }, sort_keys=False))
+    with open(os.path.join(find_properties_dir(), "model", "LETTER.yaml")) as handle:
+        letter = yaml.safe_load(handle)["tokenizer_params"]
+    rows = compare.recipe_variants(str(variants), epoch_scale=0.01)
+    assert [(label, model) for label, model, _ in rows] == [
+        ("LETTER before", "LETTER"), ("LETTER after", "LETTER"), ("LIGER before", "LIGER")]
+    before, after, liger = (settings for _, _, settings in rows)
+    # the row's keys replace the yaml's, every other yaml key stays (a config's tokenizer_params replaces the dict)
+    assert before["tokenizer_params"] == {**letter, "epochs": 30, "collision_check_interval": 0}
+    assert after["tokenizer_params"] == {**letter, "epochs": round(letter["epochs"] * 0.01),
+                                         "collision_check_interval": round(letter["collision_check_interval"] * 0.01)}
+    assert liger["tokenizer_fit_on"] == "all" and liger["tokenizer_params"]["latent_dim"] == 128
