@@ -253,7 +253,13 @@ USER_ERRORS = (ValueError, FileNotFoundError, KeyError)
 
 def main(argv=None):
     """Entry point of `run_recbole_genrec.py` and of the installed `recbole-genrec` command: 0 when the run
-    finished, 1 with a one-line message on stderr for bad input or a search in which every trial failed."""
+    finished, 1 with a one-line message on stderr for bad input or a search in which every trial failed; --help
+    (or -h) prints this module's description of every option and exits 0."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if "--help" in args or "-h" in args:
+        print(__doc__)
+        return 0
+    argv = args
     try:
         result = run(argv)
     except USER_ERRORS as error:

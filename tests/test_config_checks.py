@@ -171,6 +171,14 @@ def test_console_entry_fails_a_search_in_which_every_trial_failed(monkeypatch, c
     assert "every trial of the search failed" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help_prints_every_mode_and_runs_nothing(monkeypatch, capsys, flag):
+    monkeypatch.setattr(cli, "run", lambda argv=None: pytest.fail("--help must not start a run"))
+    assert cli.main(["--model=TIGER", flag]) == 0
+    out = capsys.readouterr().out
+    assert all(part in out for part in ("--dataset", "--threads", "Tuning mode", "Recommendation mode"))
+
+
 def test_installed_command_reports_a_user_error_in_one_line():
     command = os.path.join(os.path.dirname(sys.executable), "recbole-genrec")
     if not os.path.isfile(command):
