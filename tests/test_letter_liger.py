@@ -77,6 +77,44 @@ def test_sinkhorn_assignment_balances_codes():
     assert counts.sum() == 400 and counts.min() >= 30 and counts.max() <= 70  # 50 each when perfectly balanced
 
 
+def test_batched_sinkhorn_solves_each_padded_problem_as_alone():
+    generator = torch.Generator().manual_seed(1)
+    sizes = [2, 5, 9, 1]
+    problems = [torch.rand(size, 16, generator=generator) ** 3 for size in sizes]
+    padded = torch.stack([torch.cat([p, torch.full((9 - len(p), 16), 1e6)]) for p in problems])  # padding: far
+    batched = sinkhorn_assignment(padded, epsilon=0.003, rows=torch.tensor(sizes))
+    for index, problem in enumerate(problems):
+        assert torch.equal(batched[index, :len(problem)], sinkhorn_assignment(problem, epsilon=0.003))
+
+
+def test_letter_collision_pass_matches_one_group_at_a_time(monkeypatch):
+    from recbole_genrec.tokenization import letter
+    from recbole_genrec.tokenization.rqvae import squared_distances
+
+    tokenizer = build_tokenizer("LETTER", {"codebook_size": 8, "num_levels": 2, "latent_dim": 4})
+    generator = torch.Generator().manual_seed(2)
+    tokenizer.network = type("Net", (), {"codebooks": [None, torch.randn(8, 4, generator=generator)]})()
+    residuals = torch.randn(300, 4, generator=generator)
+    codes = torch.randint(0, 3, (300, 2), generator=generator)  # 9 IDs for 300 items: large collision groups
+
+    def one_group_at_a_time(codes):  # the official generate_indices loop
+        for _ in range(int(tokenizer.params["collision_rounds"])):
+            _, group, sizes = torch.unique(codes, dim=0, return_inverse=True, return_counts=True)
+            colliding = torch.nonzero(sizes[group] > 1).flatten()
+            if not len(colliding):
+                break
+            for value in torch.unique(group[colliding]):
+                members = colliding[group[colliding] == value]
+                distances = squared_distances(residuals[members], tokenizer.network.codebooks[-1])
+                codes[members, -1] = sinkhorn_assignment(distances, 0.003, 50)
+        return codes
+
+    expected = one_group_at_a_time(codes.clone())
+    assert torch.equal(tokenizer._resolve_collisions_by_sinkhorn(residuals, codes.clone()), expected)  # one chunk
+    monkeypatch.setattr(letter, "SINKHORN_CHUNK_ENTRIES", 8 * 40)  # several chunks per round
+    assert torch.equal(tokenizer._resolve_collisions_by_sinkhorn(residuals, codes.clone()), expected)
+
+
 def test_code_groups_sample_another_code_of_the_same_group():
     labels = np.array([0, 1, 0, 2, 1, 0, 2, 2, 1, 3])  # group 3 has one code: no other member to sample
     groups = CodeGroups(labels, "cpu")

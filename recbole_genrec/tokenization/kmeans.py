@@ -172,22 +172,36 @@ def balanced_kmeans(
     return centroids, assignments
 
 
-def sinkhorn_assignment(distances, epsilon: float, iterations: int = 50):
+def sinkhorn_assignment(distances, epsilon: float, iterations: int = 50, rows=None):
     """Balanced assignment of n points to k codes (LETTER's last level, after SwAV's Sinkhorn-Knopp).
 
-    distances: torch [n, k]. The distances are centred and scaled to [-1, 1], turned into a transport plan
-    exp(-d / epsilon) and alternately normalised so that every code receives 1/k of the mass and every point 1/n;
-    each point takes the code of its largest share. Computed in float64 (exp(1/epsilon) overflows float32).
-    Returns long codes [n]."""
+    distances: torch [n, k], or [G, n, k] for G independent problems solved at once, where `rows` [G] gives each
+    problem's number of real points (its first rows; the rest is padding, which gets no mass). Per problem, the
+    distances are centred and scaled to [-1, 1], turned into a transport plan exp(-d / epsilon) and alternately
+    normalised so that every code receives 1/k of the mass and every point 1/n; each point takes the code of its
+    largest share. Computed in float64 (exp(1/epsilon) overflows float32). Returns long codes [n] (or [G, n])."""
     import torch
 
     d = distances.double()
-    middle = (d.max() + d.min()) / 2
-    amplitude = d.max() - middle + 1e-5
-    plan = torch.exp(-((d - middle) / amplitude) / epsilon)
-    plan /= plan.sum()
-    n_points, n_codes = plan.shape
+    batched = d.dim() == 3
+    if not batched:
+        d = d[None]
+    n_problems, n_points, n_codes = d.shape
+    if rows is None:
+        rows = torch.full((n_problems,), n_points, device=d.device)
+    rows = torch.as_tensor(rows, device=d.device)
+    valid = (torch.arange(n_points, device=d.device)[None, :] < rows[:, None])[..., None]  # [G, n, 1]
+    high = d.masked_fill(~valid, float("-inf")).amax((1, 2), keepdim=True)
+    low = d.masked_fill(~valid, float("inf")).amin((1, 2), keepdim=True)
+    middle = (high + low) / 2
+    amplitude = high - middle + 1e-5
+    d = torch.where(valid, d, middle)  # padding: a finite exponent, then no mass
+    plan = torch.exp(-((d - middle) / amplitude) / epsilon) * valid
+    plan /= plan.sum((1, 2), keepdim=True)
+    points = rows.double()[:, None, None]
+    tiny = torch.finfo(torch.float64).tiny
     for _ in range(int(iterations)):
-        plan /= plan.sum(0, keepdim=True) * n_codes
-        plan /= plan.sum(1, keepdim=True) * n_points
-    return plan.argmax(1)
+        plan /= plan.sum(1, keepdim=True) * n_codes
+        plan /= (plan.sum(2, keepdim=True) * points).clamp_min(tiny)  # padding rows stay 0
+    codes = plan.argmax(2)
+    return codes if batched else codes[0]
