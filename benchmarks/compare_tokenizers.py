@@ -99,6 +99,7 @@ def main(argv=None):
     parser.add_argument("--profile", default="none", help="quickstart, none, or a profile yaml (see the main CLI)")
     parser.add_argument("--variants", default=None, help="yaml of labelled recipe rows (replaces --models)")
     parser.add_argument("--epoch_scale", type=float, default=1.0, help="with --variants: scale every fit's epochs")
+    parser.add_argument("--rows", default=None, help="with --variants: only these labels (comma-separated)")
     args, rest = parser.parse_known_args(argv)
     overrides = {"state": "WARNING", **parse_args(rest)[1]}
     profile = resolve_profile(args.profile)
@@ -109,6 +110,12 @@ def main(argv=None):
     if args.variants:
         runs = [(label, model, {**settings(model), **variant})
                 for label, model, variant in recipe_variants(args.variants, args.epoch_scale)]
+        if args.rows:
+            wanted = [label.strip() for label in args.rows.split(",")]
+            unknown = sorted(set(wanted) - {label for label, _, _ in runs})
+            if unknown:
+                raise SystemExit(f"--rows {unknown} not in {args.variants}: {', '.join(label for label, _, _ in runs)}")
+            runs = [run for run in runs if run[0] in wanted]
     else:
         runs = [(None, model, settings(model)) for model in args.models.split(",")]
     rows = []

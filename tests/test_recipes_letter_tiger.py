@@ -186,6 +186,33 @@ def test_rqvae_optimizer_choice():
         RQVAETokenizer(**{**params, "optimizer": "lamb"})
 
 
+def test_adagrad_starts_its_accumulator_as_tensorflow_so_the_first_step_is_not_plus_minus_lr():
+    from recbole_genrec.tokenization.rqvae import google_adagrad
+
+    weight = torch.nn.Parameter(torch.zeros(3))
+    optimizer = google_adagrad([weight], lr=0.4)
+    weight.grad = torch.tensor([1e-3, -1e-2, 0.0])
+    optimizer.step()
+    # TF / Keras / Optax: w -= lr * g / (sqrt(0.1 + g^2) + 1e-7); PyTorch's default would move each weight by 0.4
+    expected = -0.4 * weight.grad / (torch.sqrt(0.1 + weight.grad ** 2) + 1e-7)
+    assert torch.allclose(weight.detach(), expected) and weight.detach().abs().max() < 0.02
+
+
+@pytest.mark.parametrize("optimizer, key, fresh", [("adagrad", "sum", 0.1), ("adamw", "exp_avg_sq", 0.0)])
+def test_a_reseeded_code_restarts_its_optimizer_state(optimizer, key, fresh):
+    tokenizer = RQVAETokenizer(optimizer=optimizer)
+    codebooks = torch.nn.Parameter(torch.zeros(2, 4, 3))
+    tokenizer.network = type("Net", (), {"codebooks": codebooks})()
+    built = RQVAETokenizer.OPTIMIZERS[optimizer]([codebooks], lr=0.1)
+    codebooks.grad = torch.ones_like(codebooks)
+    built.step()
+    before = built.state[codebooks][key].clone()
+    tokenizer._clear_optimizer_state(built, [torch.tensor([1]), torch.tensor([], dtype=torch.long)])
+    after = built.state[codebooks][key]
+    assert torch.all(after[0, 1] == fresh) and torch.equal(after[0, [0, 2, 3]], before[0, [0, 2, 3]])
+    assert torch.equal(after[1], before[1])
+
+
 # ---- trainer: warm-up by ratio, inverse-sqrt ----------------------------------------------------------------------
 def _learning_rates(steps_per_epoch, epochs, steps, **config):
     """The learning rate (base 1.0) after each of `steps` optimiser steps, under GenRecTrainer's schedule."""

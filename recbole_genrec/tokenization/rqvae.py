@@ -9,8 +9,9 @@ initialised by k-means on each level's residuals, and dead codes re-seeded with 
 Recipe switches (tokenizer parameters): `detach_residuals` (False: r_{l+1} = r_l - sg[e_l], so the commitment of
 every level trains the encoder, the paper's loss as written; True: r_{l+1} = sg[r_l - e_l], so only level 0's
 does, as LETTER's official rq.py/vq.py, whose residual is built from the straight-through output);
-`optimizer` (adamw | adagrad, the TIGER paper's); `dead_code_reset`; `collision_check_interval` (keep the weights
-of the check with the lowest collision rate, as LETTER's official trainer, instead of the final ones)."""
+`optimizer` (adamw | adagrad, the TIGER paper's, with TensorFlow's accumulator start: `google_adagrad`);
+`dead_code_reset`; `collision_check_interval` (keep the weights of the check with the lowest collision rate, as
+LETTER's official trainer, instead of the final ones)."""
 import copy
 import logging
 import math
@@ -26,6 +27,14 @@ from recbole_genrec.tokenization.base import Tokenizer, standardization_stats
 from recbole_genrec.tokenization.kmeans import kmeans
 
 logger = logging.getLogger("recbole_genrec")
+
+
+def google_adagrad(params, lr, weight_decay=0.0):
+    """Adagrad as TensorFlow, Keras and Optax define it (the TIGER paper's code is Google's): the squared-gradient
+    accumulator starts at 0.1 and epsilon is 1e-7. PyTorch's starts at 0, which makes the first step +-lr on every
+    weight: at the paper's lr 0.4 that blows the RQ-VAE up (first-epoch reconstruction loss 1.6e8 on 3,000
+    amazon-beauty items) and collapses every codebook to one code (BENCHMARKS §18)."""
+    return torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay, initial_accumulator_value=0.1, eps=1e-7)
 
 KMEANS_INIT_NITER = 25
 ENCODE_BATCH_SIZE = 65536
@@ -185,7 +194,7 @@ class RQVAETokenizer(Tokenizer):
         "collision_check_interval": 0,  # > 0: every that many epochs measure the collision rate of the fit
         # items' codes and keep the weights of the lowest (LETTER's trainer); 0: keep the final weights
     }
-    OPTIMIZERS = {"adamw": torch.optim.AdamW, "adagrad": torch.optim.Adagrad}
+    OPTIMIZERS = {"adamw": torch.optim.AdamW, "adagrad": google_adagrad}
 
     def __init__(self, **params):
         super().__init__(**params)
@@ -338,12 +347,15 @@ class RQVAETokenizer(Tokenizer):
         return (len(codes) - len(torch.unique(codes, dim=0))) / len(codes)
 
     def _clear_optimizer_state(self, optimizer, dead_per_level):
-        """Re-seeded codes start without the momentum of the dead code they replace."""
+        """Re-seeded codes start without the momentum of the dead code they replace (Adagrad's accumulator at
+        its initial value)."""
         state = optimizer.state.get(self.network.codebooks, {})
+        fresh = {"exp_avg": 0.0, "exp_avg_sq": 0.0,  # AdamW's moments
+                 "sum": optimizer.param_groups[0].get("initial_accumulator_value", 0.0)}  # Adagrad's accumulator
         for level, dead in enumerate(dead_per_level):
-            for key in ("exp_avg", "exp_avg_sq", "sum"):  # AdamW's moments, Adagrad's accumulator
+            for key, value in fresh.items():
                 if key in state and len(dead):
-                    state[key][level, dead] = 0.0
+                    state[key][level, dead] = value
 
     @torch.no_grad()
     def _encode(self, inputs, with_last_level_distances=False):
