@@ -273,3 +273,20 @@ def test_semantic_id_cache_key_holds_the_resolved_tokenizer_parameters(text_cach
     monkeypatch.setitem(RQKMeansTokenizer.default_params, "standardize", not default)
     changed = fit_semantic_ids(config, dataset, vectors)
     assert changed.fit_seconds > 0 and changed.cache_path != fitted.cache_path
+
+
+def test_semantic_id_cache_key_holds_the_tokenizer_revision(text_cache, tmp_path, monkeypatch):
+    """A fit that changed under the same parameters (the tokenizer's `revision` raised) refits instead of loading
+    the IDs the old code cached; the cache's record names the revision."""
+    import json
+
+    from recbole_genrec.tokenization import RQKMeansTokenizer
+
+    vectors, _ = text_cache
+    config, dataset = _sid_config(tmp_path)
+    fitted = fit_semantic_ids(config, dataset, vectors)
+    monkeypatch.setattr(RQKMeansTokenizer, "revision", RQKMeansTokenizer.revision + 1)
+    refitted = fit_semantic_ids(config, dataset, vectors)
+    assert refitted.fit_seconds > 0 and refitted.cache_path != fitted.cache_path
+    with open(refitted.cache_path + ".meta.json") as handle:
+        assert json.load(handle)["inputs"]["revision"] == RQKMeansTokenizer.revision

@@ -90,8 +90,9 @@ def fit_semantic_ids(config, dataset, vectors, fit_mask=None, tokenizer=None, to
     params = dict(config["tokenizer_params"] or {}) if tokenizer_params is None else dict(tokenizer_params)
     params.setdefault("device", str(config["device"]))
     tokenizer_obj = build_tokenizer(name, params)  # refuses unknown parameters before anything is read or fitted
-    # The key holds every parameter as the tokenizer resolved it (its defaults included): a changed default then
-    # refits instead of loading IDs fitted under the old one. Not the device: same codes wherever they were fitted.
+    # The key holds every parameter as the tokenizer resolved it (its defaults included) and the tokenizer's
+    # revision: a changed default or fit then refits instead of loading IDs fitted under the old one. Not the
+    # device: same codes wherever they were fitted.
     key_params = {k: v for k, v in tokenizer_obj.params.items() if k != "device"}
     item_tokens = list(dataset.field2id_token[dataset.iid_field])
     n_items = len(item_tokens) - 1
@@ -99,7 +100,9 @@ def fit_semantic_ids(config, dataset, vectors, fit_mask=None, tokenizer=None, to
     seed = config["seed"]
     digests = {"vectors": array_digest(vectors), "fit_mask": array_digest(fit_mask) if fit_mask is not None else None,
                "collaborative": array_digest(collaborative) if collaborative is not None else None}
-    key = fingerprint(kind, name, key_params, seed, digests["vectors"], digests["fit_mask"], digests["collaborative"])
+    revision = tokenizer_obj.revision  # a fit that changed under the same parameters refits
+    key = fingerprint(kind, name, revision, key_params, seed, digests["vectors"], digests["fit_mask"],
+                      digests["collaborative"])
     cache = ArtifactCache(config["cache_dir"], config["dataset"])
     cache_kind = f"{kind}-{name}"
     path = cache.path(cache_kind, key, SEMANTIC_IDS.ext)
@@ -117,7 +120,8 @@ def fit_semantic_ids(config, dataset, vectors, fit_mask=None, tokenizer=None, to
         semantic_ids = tokenizer_obj.fit(vectors, fit_mask=fit_mask, seed=seed, collaborative=collaborative)
         fit_seconds = time.time() - start
         cache.save(cache_kind, key, SEMANTIC_IDS, semantic_ids, n_items=n_items,
-                   inputs={"tokenizer": name, "tokenizer_params": key_params, "seed": seed, **digests})
+                   inputs={"tokenizer": name, "revision": revision, "tokenizer_params": key_params, "seed": seed,
+                           **digests})
         with atomic_path(export_path) as tmp:
             semantic_ids.export(item_tokens, tmp)
         logger.info(f"Semantic IDs fitted in {fit_seconds:.1f}s, saved to [{path}] and exported to [{export_path}]")

@@ -94,6 +94,9 @@ class Tokenizer(ABC):
 
     name = "Tokenizer"
     default_params: dict = {}
+    # Part of the semantic-ID cache key: raise it when a change to the fit gives other codes for the same parameters
+    # and inputs, so that IDs cached by the old code are refitted instead of loaded.
+    revision = 1
     common_params = {"collision": "append_digit", "device": "cpu"}
 
     def __init__(self, **params):
