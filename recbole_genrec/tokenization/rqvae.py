@@ -174,7 +174,7 @@ class ResidualQuantizedVAE(nn.Module):
 
 class RQVAETokenizer(Tokenizer):
     name = "RQVAE"
-    revision = 2  # 2: adagrad as TensorFlow's (accumulator from 0.1)
+    revision = 2  # 2: adagrad as TensorFlow's (accumulator from 0.1); LETTER inherits it (2: batched collision pass)
     default_params = {
         "num_levels": 3,
         "codebook_size": 256,
