@@ -118,15 +118,14 @@ def main(argv=None):
             runs = [run for run in runs if run[0] in wanted]
     else:
         runs = [(None, model, settings(model)) for model in args.models.split(",")]
+    from recbole_genrec.results import format_table, write_csv
+
     rows = []
     for label, model, model_settings in runs:
         rows.append(tokenizer_row(model, args.dataset, model_settings, settings(args.cf_reference),
                                   args.cf_reference, variant=label))
         if args.out:  # a long comparison keeps the rows it has
-            from recbole_genrec.results import write_csv
             write_csv(rows, args.out)
-    from recbole_genrec.results import format_table, write_csv
-
     print(f"\nSemantic-ID quality on {args.dataset} (CF vectors: {args.cf_reference}'s cf_params)\n{format_table(rows)}")
     if args.out:
         write_csv(rows, args.out)

@@ -187,18 +187,23 @@ def sinkhorn_assignment(distances, epsilon: float, iterations: int = 50, rows=No
     if not batched:
         d = d[None]
     n_problems, n_points, n_codes = d.shape
-    if rows is None:
-        rows = torch.full((n_problems,), n_points, device=d.device)
-    rows = torch.as_tensor(rows, device=d.device)
-    valid = (torch.arange(n_points, device=d.device)[None, :] < rows[:, None])[..., None]  # [G, n, 1]
-    high = d.masked_fill(~valid, float("-inf")).amax((1, 2), keepdim=True)
-    low = d.masked_fill(~valid, float("inf")).amin((1, 2), keepdim=True)
+    if rows is None:  # no padding (LETTER's training batches, every step): no masks on that path
+        valid, points = None, float(n_points)
+        high, low = d.amax((1, 2), keepdim=True), d.amin((1, 2), keepdim=True)
+    else:
+        rows = torch.as_tensor(rows, device=d.device)
+        valid = (torch.arange(n_points, device=d.device)[None, :] < rows[:, None])[..., None]  # [G, n, 1]
+        points = rows.double()[:, None, None]
+        high = d.masked_fill(~valid, float("-inf")).amax((1, 2), keepdim=True)
+        low = d.masked_fill(~valid, float("inf")).amin((1, 2), keepdim=True)
     middle = (high + low) / 2
     amplitude = high - middle + 1e-5
-    d = torch.where(valid, d, middle)  # padding: a finite exponent, then no mass
-    plan = torch.exp(-((d - middle) / amplitude) / epsilon) * valid
+    if valid is not None:
+        d = torch.where(valid, d, middle)  # padding: a finite exponent, then no mass
+    plan = torch.exp(-((d - middle) / amplitude) / epsilon)
+    if valid is not None:
+        plan = plan * valid
     plan /= plan.sum((1, 2), keepdim=True)
-    points = rows.double()[:, None, None]
     tiny = torch.finfo(torch.float64).tiny
     for _ in range(int(iterations)):
         plan /= plan.sum(1, keepdim=True) * n_codes

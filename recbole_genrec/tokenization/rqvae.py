@@ -28,6 +28,9 @@ from recbole_genrec.tokenization.kmeans import kmeans
 
 logger = logging.getLogger("recbole_genrec")
 
+KMEANS_INIT_NITER = 25
+ENCODE_BATCH_SIZE = 65536
+
 
 def google_adagrad(params, lr, weight_decay=0.0):
     """Adagrad as TensorFlow, Keras and Optax define it (the TIGER paper's code is Google's): the squared-gradient
@@ -35,9 +38,6 @@ def google_adagrad(params, lr, weight_decay=0.0):
     weight: at the paper's lr 0.4 that blows the RQ-VAE up (first-epoch reconstruction loss 1.6e8 on 3,000
     amazon-beauty items) and collapses every codebook to one code (BENCHMARKS §18)."""
     return torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay, initial_accumulator_value=0.1, eps=1e-7)
-
-KMEANS_INIT_NITER = 25
-ENCODE_BATCH_SIZE = 65536
 
 
 def _mlp(dims, dropout):
