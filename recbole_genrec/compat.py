@@ -6,7 +6,8 @@ call it again through `worker_setup` (they start fresh interpreters).
 Safety (what RecBole 1.2.1 would execute): config values are read as Python literals only (RecBole `eval`s
 command-line, config_dict and hyper-file values), yaml files with a safe loader (RecBole's FullLoader resolves
 `!!python/name:` tags), checkpoints with an allow-listed unpickler (`load_checkpoint`), and RecBole's pickled
-dataset / data-loader caches only when the run opted into them (`save_dataset` / `save_dataloaders`).
+dataset / data-loader files never (whole pickles of Dataset objects cannot pass that allow-list): datasets are
+built from their atomic files, and the options that name such a pickle to read are refused.
 """
 import ast
 import functools
@@ -373,12 +374,20 @@ def load_checkpoint(path, map_location=None):
     weights-only list (tensors, storages, dtypes, devices, OrderedDict) plus RecBole's Config (rebuilt, never
     called), the enums it stores, numpy / scipy data, and the model class and yaml loader a Config names (bound
     after unpickling). Anything else (e.g. a pickle whose `__reduce__` calls `os.system`) is refused with a
-    ValueError before it runs."""
+    ValueError before it runs.
+
+    A stored Config is data, never consent: one that names a RecBole pickle to read (`dataset_save_path`,
+    `dataloaders_save_path`) is refused, and its `save_dataset` / `save_dataloaders` are switched off (reloading a
+    model writes no RecBole pickles)."""
     _loading.configs = []
     try:
         checkpoint = torch.load(path, map_location=map_location, pickle_module=_RESTRICTED_PICKLE,
                                 weights_only=False)  # restricted by _RESTRICTED_PICKLE instead (see above)
         configs = _loading.configs
+    except (RuntimeError, EOFError) as error:  # torch's zip reader on a cut file, pickle's end of a legacy one
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"Cannot read checkpoint {path}: the file is truncated or is not a torch checkpoint "
+                         f"({reason}). Use the complete .pth file a finished run wrote.") from None
     except _RefusedGlobal as error:
         action = "calls" if error.called else "needs the Python global"
         raise ValueError(
@@ -397,6 +406,10 @@ def load_checkpoint(path, map_location=None):
         for key, value in list(vars(config).items()):
             if isinstance(value, _ClassRef):
                 vars(config)[key] = value.target
+        refuse_recbole_pickle_paths(config, f"Refusing to load checkpoint {path}: its stored config")
+        for key in _RECBOLE_PICKLE_WRITES:
+            if key in config:
+                config[key] = False
     return checkpoint
 
 
@@ -433,25 +446,44 @@ def _recbole_resume_checkpoint(self, resume_file):
     self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
 
-def _opted_in(config, *keys):
-    return any(config[key] for key in keys)
+# RecBole's options that make it unpickle a dataset or data-loader file (recbole.data.utils), and those that make
+# it write one. Those pickles hold whole Dataset and DataLoader objects, which no allow-list can admit safely.
+_RECBOLE_PICKLE_READS = ("dataset_save_path", "dataloaders_save_path")
+_RECBOLE_PICKLE_WRITES = ("save_dataset", "save_dataloaders")
+
+
+def refuse_recbole_pickle_paths(config, source):
+    """A ValueError when `config` names a RecBole pickle to read; `source` says whose settings they are."""
+    for key in _RECBOLE_PICKLE_READS:
+        value = config[key] if key in config else None
+        if value:
+            raise ValueError(
+                f"{source} sets {key}={value!r}: RecBole would unpickle that file, and a pickle can run arbitrary "
+                f"code. recbole_genrec never reads RecBole's pickled datasets or data loaders (the dataset is built "
+                f"from its atomic files; the costly parts, text embeddings and semantic IDs, have their own "
+                f"caches): remove {key}."
+            )
 
 
 def _guarded_create_dataset(create_dataset):
     @functools.wraps(create_dataset)
     def wrapper(config):
-        if _opted_in(config, "save_dataset", "dataset_save_path"):
-            return create_dataset(config)  # the run uses RecBole's pickled dataset cache: the user's choice
-        # RecBole would unpickle <checkpoint_dir>/<dataset>-<class>.pth whenever it exists: built from the files
+        # RecBole unpickles `dataset_save_path` or <checkpoint_dir>/<dataset>-<class>.pth whenever it exists: the
+        # same dataset class is built from the files instead; `save_dataset` still writes RecBole's pickle.
+        refuse_recbole_pickle_paths(config, "The run's config")
         dataset_module = importlib.import_module("recbole.data.dataset")
         if hasattr(dataset_module, config["model"] + "Dataset"):
-            return getattr(dataset_module, config["model"] + "Dataset")(config)
-        from recbole.utils import ModelType
+            dataset = getattr(dataset_module, config["model"] + "Dataset")(config)
+        else:
+            from recbole.utils import ModelType
 
-        type2class = {ModelType.GENERAL: "Dataset", ModelType.SEQUENTIAL: "SequentialDataset",
-                      ModelType.CONTEXT: "Dataset", ModelType.KNOWLEDGE: "KnowledgeBasedDataset",
-                      ModelType.TRADITIONAL: "Dataset", ModelType.DECISIONTREE: "Dataset"}
-        return getattr(dataset_module, type2class[config["MODEL_TYPE"]])(config)
+            type2class = {ModelType.GENERAL: "Dataset", ModelType.SEQUENTIAL: "SequentialDataset",
+                          ModelType.CONTEXT: "Dataset", ModelType.KNOWLEDGE: "KnowledgeBasedDataset",
+                          ModelType.TRADITIONAL: "Dataset", ModelType.DECISIONTREE: "Dataset"}
+            dataset = getattr(dataset_module, type2class[config["MODEL_TYPE"]])(config)
+        if config["save_dataset"]:
+            dataset.save()
+        return dataset
 
     wrapper._recbole_genrec_safe = True
     return wrapper
@@ -460,9 +492,10 @@ def _guarded_create_dataset(create_dataset):
 def _guarded_load_split_dataloaders(load_split_dataloaders):
     @functools.wraps(load_split_dataloaders)
     def wrapper(config):
-        if _opted_in(config, "save_dataloaders", "dataloaders_save_path"):
-            return load_split_dataloaders(config)
-        return None  # not <checkpoint_dir>/<dataset>-for-<model>-dataloader.pth, a pickle RecBole loads if present
+        # Never <checkpoint_dir>/<dataset>-for-<model>-dataloader.pth, a pickle RecBole loads whenever it exists:
+        # the split is made again (`save_dataloaders` still writes RecBole's pickle).
+        refuse_recbole_pickle_paths(config, "The run's config")
+        return None
 
     wrapper._recbole_genrec_safe = True
     return wrapper
@@ -470,9 +503,9 @@ def _guarded_load_split_dataloaders(load_split_dataloaders):
 
 def safe_recbole_loading():
     """RecBole's trainer reloads checkpoints with `torch.load` (which cannot read them on torch >= 2.6): through
-    `load_checkpoint` instead. RecBole's dataset and data-loader pickles in `checkpoint_dir` (full pickles, loaded
-    whenever the file exists) are read only when the run opted into them (`save_dataset` / `dataset_save_path`,
-    `save_dataloaders` / `dataloaders_save_path`)."""
+    `load_checkpoint` instead. RecBole's dataset and data-loader pickles (full pickles, loaded whenever the file
+    exists) are never read: `create_dataset` builds from the atomic files, `load_split_dataloaders` finds nothing,
+    and `dataset_save_path` / `dataloaders_save_path` are refused."""
     import sys
 
     import recbole.data

@@ -11,7 +11,7 @@ import yaml
 from recbole.config import Config
 from recbole.utils import ModelType
 
-from recbole_genrec import registry
+from recbole_genrec import compat, registry
 from recbole_genrec.paths import PACKAGE_DIR, PROPERTIES_DIR  # noqa: F401  (the top-level properties/, see paths.py)
 
 # The checkout's top-level dataset/ folder (present for source and editable installs, and for the CLI).
@@ -339,6 +339,7 @@ class GenRecConfig(Config):
 
     def _validate(self):
         cfg = self.final_config_dict
+        compat.refuse_recbole_pickle_paths(self, "The run's config")  # before any work, not at the dataset load
         # Leave-one-out by time (order: TO) sorts on the time field; RecBole's default load_col leaves it out, and
         # the split then fails deep inside RecBole with "[timestamp] is not exist in interaction".
         inter_columns = (cfg.get("load_col") or {}).get("inter")

@@ -13,6 +13,7 @@ from recbole.utils import get_environment, init_logger, init_seed, set_color
 from recbole_genrec import compat, distributed, measure, registry
 from recbole_genrec.config import GenRecConfig, plugin_property_files
 from recbole_genrec.data import create_dataset, data_preparation, mark_training_items
+from recbole_genrec.trainer import GenRecTrainer, unique_checkpoint_file
 
 METRIC_ORDER = ("recall", "ndcg", "hit", "mrr", "precision", "map")
 
@@ -80,6 +81,8 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
     )
     logger = getLogger()
     trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
+    if not isinstance(trainer, GenRecTrainer):  # RecBole's dedicated trainers name checkpoints by the second
+        trainer.saved_model_file = unique_checkpoint_file(config)
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=callback_fn
     )

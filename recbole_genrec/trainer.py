@@ -7,6 +7,7 @@ table of SASRec vs TIGER compares like with like on identical splits.
 """
 import math
 import os
+import uuid
 from contextlib import nullcontext
 from functools import partial
 from time import time
@@ -18,10 +19,11 @@ from recbole.evaluator import Collector
 from recbole.evaluator.collector import DataStruct
 import recbole.trainer.trainer as recbole_trainer
 from recbole.trainer import Trainer
-from recbole.utils import dict2str, set_color
+from recbole.utils import dict2str, get_local_time, set_color
 from torch.nn.utils import clip_grad_norm_
 
 from recbole_genrec import compat, distributed
+from recbole_genrec.cache import atomic_path
 from recbole_genrec.config import SUBSET_PREFIXES
 from recbole_genrec.data.device_batches import DeviceBatches
 from recbole_genrec.progress import progress
@@ -149,6 +151,13 @@ class TimeBudget:
             return trainer.best_valid_score, trainer.best_valid_result
 
 
+def unique_checkpoint_file(config):
+    """RecBole names a checkpoint by model and second: two runs started in the same second (a script, a scheduler,
+    Ray trials on one host) would write, and reload for their test, one file. A random suffix gives each its own."""
+    name = f"{config['model']}-{get_local_time()}-{uuid.uuid4().hex[:8]}.pth"
+    return os.path.join(config["checkpoint_dir"], name)
+
+
 def _bf16_autocast(loss_func, device_type):
     """`loss_func` under bf16 autocast on `device_type`; it runs inside RecBole's own autocast region (disabled
     unless `enable_amp`), and the inner region is the one that applies."""
@@ -194,8 +203,8 @@ class GenRecTrainer(Trainer):
         precision = config["mixed_precision"] or "none"  # validated by GenRecConfig
         self.bf16 = precision == "bf16"
         self.time_budget = TimeBudget(config["train_time_budget"])
-        # RecBole names the checkpoint by the second: several processes load the one rank 0 writes.
-        self.saved_model_file = distributed.from_rank_zero(self.saved_model_file)
+        # One name per run; several processes load the one rank 0 writes.
+        self.saved_model_file = distributed.from_rank_zero(unique_checkpoint_file(config))
 
     # ---- training -------------------------------------------------------------------------------------------
     def _build_scheduler(self, steps_per_epoch):
@@ -328,8 +337,13 @@ class GenRecTrainer(Trainer):
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
         # RecBole writes on every machine's local rank 0: two machines on one shared file system would write the
         # same file at once. Global rank 0 writes; the others get the weights by broadcast (evaluate).
+        # Written to a temporary file and moved into place: a reader never sees a half-written checkpoint.
         if distributed.is_main_process():
-            super()._save_checkpoint(epoch, verbose=verbose, **kwargs)
+            saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+            with atomic_path(saved_model_file) as partial:
+                super()._save_checkpoint(epoch, verbose=False, saved_model_file=partial, **kwargs)
+            if verbose:
+                self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 
     # ---- evaluation -----------------------------------------------------------------------------------------
     @torch.no_grad()

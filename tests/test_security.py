@@ -238,9 +238,9 @@ def test_recbole_trainer_loads_through_the_allow_list(tmp_path):
     assert not marker.exists()
 
 
-def test_recbole_data_caches_are_not_unpickled_unless_enabled(tiny, tmp_path):
+def test_recbole_data_pickles_are_never_unpickled(tiny, tmp_path):
     """RecBole unpickles `<checkpoint_dir>/<dataset>-<class>.pth` and `<dataset>-for-<model>-dataloader.pth`
-    whenever they exist; only a run that enables them (save_dataset / save_dataloaders) reads them."""
+    whenever they exist: never here, not even in a run that writes them (save_dataset / save_dataloaders)."""
     from recbole.data.utils import load_split_dataloaders
 
     from recbole_genrec.data import create_dataset
@@ -251,7 +251,76 @@ def test_recbole_data_caches_are_not_unpickled_unless_enabled(tiny, tmp_path):
     for name in ("tiny-beauty-SequentialDataset.pth", "tiny-beauty-for-SASRec-dataloader.pth"):
         with open(checkpoint_dir / name, "wb") as handle:
             pickle.dump(_Exploit(marker), handle)
-    config = GenRecConfig(model="SASRec", dataset="tiny-beauty", config_dict=tiny(checkpoint_dir=str(checkpoint_dir)))
-    dataset = create_dataset(config)
-    assert dataset.inter_num > 0 and load_split_dataloaders(config) is None
+    for write in (False, True):
+        config = GenRecConfig(model="SASRec", dataset="tiny-beauty", config_dict=tiny(
+            checkpoint_dir=str(checkpoint_dir), save_dataset=write, save_dataloaders=write))
+        dataset = create_dataset(config)
+        assert dataset.inter_num > 0 and load_split_dataloaders(config) is None
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("key", ["dataset_save_path", "dataloaders_save_path"])
+def test_recbole_pickle_paths_are_refused_before_work(tiny, tmp_path, key):
+    """A run's own option naming a RecBole pickle to read is refused when the config is built."""
+    marker = tmp_path / "marker"
+    evil = tmp_path / "evil.pth"
+    with open(evil, "wb") as handle:
+        pickle.dump(_Exploit(marker), handle)
+    with pytest.raises(ValueError, match=rf"The run's config sets {key}=.*evil\.pth.*remove {key}"):
+        GenRecConfig(model="SASRec", dataset="tiny-beauty", config_dict=tiny(**{key: str(evil)}))
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("key", ["dataset_save_path", "dataloaders_save_path"])
+def test_checkpoint_settings_never_opt_into_pickles(tiny_run, tmp_path, capsys, key):
+    """A real checkpoint whose stored config names a malicious pickle (it passes the unpickler: only plain data
+    changed) is refused by load_data_and_model and by `--recommend`, naming the file and the setting; its
+    `save_dataset` / `save_dataloaders` (a checkpoint_dir holding RecBole's default-named pickles) read nothing."""
+    from recbole_genrec.cli import main
+    from recbole_genrec.quick_start import load_data_and_model
+
+    marker = tmp_path / "marker"
+    evil_pickle = tmp_path / "cache.pth"
+    with open(evil_pickle, "wb") as handle:
+        pickle.dump(_Exploit(marker), handle)
+    checkpoint = torch.load(tiny_run["checkpoint"], weights_only=False)  # the test's own file: trusted
+    checkpoint["config"][key] = str(evil_pickle)
+    crafted = tmp_path / "crafted.pth"
+    torch.save(checkpoint, crafted, pickle_protocol=4)
+    with pytest.raises(ValueError) as refused:
+        load_data_and_model(str(crafted))
+    assert f"Refusing to load checkpoint {crafted}: its stored config sets {key}=" in str(refused.value)
+    assert main([f"--recommend={crafted}", "--users=1"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert str(crafted) in err and key in err and len(err.splitlines()) == 1
+    assert not marker.exists()
+
+    # save_* switched on and checkpoint_dir pointed at RecBole's default-named pickles: the reload reads neither.
+    checkpoint["config"][key] = None
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    for name in ("tiny-beauty-SequentialDataset.pth", "tiny-beauty-for-TIGER-dataloader.pth"):
+        with open(saved / name, "wb") as handle:
+            pickle.dump(_Exploit(marker), handle)
+    for write in ("save_dataset", "save_dataloaders"):
+        checkpoint["config"][write] = True
+    checkpoint["config"]["checkpoint_dir"] = str(saved)
+    torch.save(checkpoint, crafted, pickle_protocol=4)
+    config, model, *_ = load_data_and_model(str(crafted))
+    assert model is not None and not config["save_dataset"] and not config["save_dataloaders"]
+    assert not marker.exists()
+
+
+def test_truncated_checkpoint_is_one_line(tiny_run, tmp_path, capsys):
+    from recbole_genrec.cli import main
+    from recbole_genrec.quick_start import load_data_and_model
+
+    with open(tiny_run["checkpoint"], "rb") as handle:
+        data = handle.read()
+    truncated = tmp_path / "truncated.pth"
+    truncated.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=rf"Cannot read checkpoint {truncated}: the file is truncated"):
+        load_data_and_model(str(truncated))
+    assert main([f"--recommend={truncated}", "--users=1"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "truncated" in err and str(truncated) in err
