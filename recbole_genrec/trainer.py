@@ -5,8 +5,10 @@ Classic models (SASRec, ...) are scored exactly as stock RecBole scores them: fu
 go through the same `rec.topk` structure. Either way RecBole's own metric classes compute the numbers, so a
 table of SASRec vs TIGER compares like with like on identical splits.
 """
+import json
 import math
 import os
+import random
 import uuid
 from contextlib import nullcontext
 from functools import partial
@@ -158,6 +160,32 @@ def unique_checkpoint_file(config):
     return os.path.join(config["checkpoint_dir"], name)
 
 
+# Settings that may differ between a run and its resumed continuation: where files go and what is shown.
+RESUME_FREE_KEYS = ("resume_file", "state", "show_progress", "checkpoint_dir", "cache_dir", "device", "gpu_id",
+                    "use_gpu", "local_rank", "log_wandb", "wandb_project", "threads")
+
+
+def config_fingerprint(config):
+    """What a resumed run must share with the run that wrote its state: every setting except RESUME_FREE_KEYS."""
+    values = {key: value for key, value in config.final_config_dict.items() if key not in RESUME_FREE_KEYS}
+    return json.dumps(values, sort_keys=True, default=str)
+
+
+def _rng_state():
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state):
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def _bf16_autocast(loss_func, device_type):
     """`loss_func` under bf16 autocast on `device_type`; it runs inside RecBole's own autocast region (disabled
     unless `enable_amp`), and the inner region is the one that applies."""
@@ -203,6 +231,9 @@ class GenRecTrainer(Trainer):
         precision = config["mixed_precision"] or "none"  # validated by GenRecConfig
         self.bf16 = precision == "bf16"
         self.time_budget = TimeBudget(config["train_time_budget"])
+        self.resume_file = config["resume_file"]
+        self.best_epoch = None
+        self._train_data = None
         # One name per run; several processes load the one rank 0 writes.
         self.saved_model_file = distributed.from_rank_zero(unique_checkpoint_file(config))
 
@@ -255,18 +286,69 @@ class GenRecTrainer(Trainer):
     def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
         if self.scheduler is None:
             self.scheduler = self._build_scheduler(len(train_data))
+        self._train_data = train_data
+        if self.resume_file and os.path.isfile(self.resume_file) and self._restore_training_state():
+            return self.best_valid_score, self.best_valid_result  # that run had finished training
         if self.device_batches and (self._batches is None or self._batches.source is not train_data):
             start = time()
             self._batches = DeviceBatches(train_data, self.device)
             self.train_seconds += time() - start
         fit = partial(super().fit, train_data, valid_data, verbose, saved, show_progress, callback_fn)
-        return self.time_budget.run(self, fit, saved, verbose)
+        result = self.time_budget.run(self, fit, saved, verbose)
+        if self.epochs_trained:  # RecBole's own rule for the best epoch (its "best eval result in epoch" line)
+            self.best_epoch = self.epochs_trained - 1 - self.cur_step * max(self.eval_step, 1)
+        if self.resume_file:
+            self._save_training_state(self.epochs_trained, finished=True)
+        return result
+
+    # ---- resuming -------------------------------------------------------------------------------------------
+    # RecBole's checkpoint keeps the best model; a resume file keeps the last epoch's whole state. RecBole creates
+    # a new GradScaler in every epoch, so no scaler state outlives an epoch.
+    def _save_training_state(self, next_epoch, finished=False):
+        if not distributed.is_main_process():
+            return
+        state = {
+            "fingerprint": config_fingerprint(self.config), "next_epoch": next_epoch, "finished": finished,
+            "cur_step": self.cur_step, "best_valid_score": self.best_valid_score,
+            "best_valid_result": self.best_valid_result, "best_epoch": self.best_epoch,
+            "best_checkpoint": self.saved_model_file, "train_seconds": self.train_seconds,
+            "epochs_trained": self.epochs_trained, "state_dict": self.model.state_dict(),
+            "other_parameter": self.model.other_parameter(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "rng": _rng_state(), "loader_rng": self._train_data.generator.get_state(),
+        }
+        with atomic_path(self.resume_file) as partial_file:
+            torch.save(state, partial_file)
+
+    def _restore_training_state(self):
+        """Continue from the resume file; True when its run had finished training (only the test is left)."""
+        state = compat.load_checkpoint(self.resume_file, self.device)
+        if state["fingerprint"] != config_fingerprint(self.config):
+            raise ValueError(f"resume_file {self.resume_file} holds the state of a run with other settings: give "
+                             f"this run another resume_file, or delete that file to start afresh.")
+        self.model.load_state_dict(state["state_dict"])
+        self.model.load_other_parameter(state["other_parameter"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        for key in ("cur_step", "best_valid_score", "best_valid_result", "best_epoch", "train_seconds",
+                    "epochs_trained"):
+            setattr(self, key, state[key])
+        self.saved_model_file = state["best_checkpoint"]
+        self.start_epoch = state["next_epoch"]
+        _set_rng_state(state["rng"])
+        self._train_data.generator.set_state(state["loader_rng"])
+        self.logger.info(set_color("Resumed", "blue") + f" from {self.resume_file}: " + (
+            "training had finished" if state["finished"] else f"epoch {self.start_epoch} is next"))
+        return state["finished"]
 
     @property
     def stopped_by_time_budget(self):
         return self.time_budget.reached
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        if self.resume_file and epoch_idx > self.start_epoch:  # the previous epoch and its validation are done
+            self._save_training_state(epoch_idx)
         self.time_budget.check(epoch_idx - self.start_epoch)
         self._epoch = epoch_idx
         start = time()
