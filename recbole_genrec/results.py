@@ -68,7 +68,8 @@ def write_csv(rows, path):
         writer.writerows(rows)
 
 
-# Published test figures at K=10 on our datasets, marked on the plot (BENCHMARKS.md §5, shared/docs/methods.md):
+# Published test figures at K=10 on our datasets, marked on the plot (BENCHMARKS.md, "Figures from the papers";
+# shared/docs/methods.md):
 # {(model, dataset): (recall@10, ndcg@10, source)}. "secondary": a later paper's table, not the method's own.
 PAPER_FIGURES = {
     ("TIGER", "amazon-beauty"): (0.0648, 0.0384, "paper"),

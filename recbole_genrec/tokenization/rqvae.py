@@ -36,7 +36,7 @@ def google_adagrad(params, lr, weight_decay=0.0):
     """Adagrad as TensorFlow, Keras and Optax define it (the TIGER paper's code is Google's): the squared-gradient
     accumulator starts at 0.1 and epsilon is 1e-7. PyTorch's starts at 0, which makes the first step +-lr on every
     weight: at the paper's lr 0.4 that blows the RQ-VAE up (first-epoch reconstruction loss 1.6e8 on 3,000
-    amazon-beauty items) and collapses every codebook to one code (BENCHMARKS §18)."""
+    amazon-beauty items) and collapses every codebook to one code (BENCHMARKS.md, "Semantic-ID tokenizers")."""
     return torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay, initial_accumulator_value=0.1, eps=1e-7)
 
 
