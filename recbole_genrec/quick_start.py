@@ -107,6 +107,7 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
         "test_users_per_rank": getattr(trainer, "last_eval_users_per_rank", None) if evaluate_test else None,
         "processes": distributed.world_size(),
         "epochs": getattr(trainer, "epochs_trained", None),
+        "best_epoch": getattr(trainer, "best_epoch", None),
         "stopped_by_time_budget": getattr(trainer, "stopped_by_time_budget", False),
         # Training targets: a split a model reduced to whole sequences (RPG's all-position loss) counts the prefix
         # rows it stands for, so sequences/s stay comparable across models and implementations.

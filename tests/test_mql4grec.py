@@ -100,8 +100,12 @@ def test_mql4grec_end_to_end_and_checkpoint_reload(tiny, tiny_mm):
 
 
 def test_dataset_without_published_codes_names_the_file_and_a_dataset_that_has_them(tiny):
-    with pytest.raises(FileNotFoundError, match=r"tiny-beauty\.text-codes\.json.*amazon-instruments-mm"):
-        _prepare("MQL4GRec", "tiny-beauty", None, tiny(**TINY_MQL))
+    """Refused when the config is built, before the dataset loads."""
+    from recbole_genrec.config import GenRecConfig
+
+    with pytest.raises(ValueError, match=r"tiny-beauty\.text-codes\.json and .*image-codes\.json do not exist.*"
+                                         r"amazon-instruments-mm"):
+        GenRecConfig(model="MQL4GRec", dataset="tiny-beauty", config_dict=tiny(**TINY_MQL))
 
 
 def test_mql4grec_ignores_the_target_item(tiny, tiny_mm):

@@ -88,8 +88,14 @@ class MQL4GRec(GenerativeRecommender):
     # ---- the pre-training stage (quick_start.pretrain_first runs it before fine-tuning) ----------------------
     @classmethod
     def check_config(cls, config):
-        """Before any work (GenRecConfig): the task list, the pre-trained checkpoint and every pre-training
-        domain (atomic file with user_id, item_id, timestamp and both code files, beside the target dataset)."""
+        """Before any work (GenRecConfig): the dataset's code files, the task list, the pre-trained checkpoint and
+        every pre-training domain (atomic file with user_id, item_id, timestamp and both code files, beside the
+        target dataset)."""
+        missing = [path for path in (published_codes_path(config, m) for m in MODALITIES) if not os.path.isfile(path)]
+        if missing:
+            raise ValueError(f"MQL4GRec reads each item's text and image codes from files beside the dataset, and "
+                             f"{' and '.join(missing)} {'do' if len(missing) > 1 else 'does'} not exist. Try "
+                             f"--dataset=amazon-instruments-mm, which ships them.")
         unknown = [task for task in config["mql4grec_tasks"] or () if task not in TASKS]
         if unknown or not config["mql4grec_tasks"]:
             raise ValueError(f"mql4grec_tasks {config['mql4grec_tasks']!r}: choose tasks among {', '.join(TASKS)}.")

@@ -1,0 +1,215 @@
+r"""The leaderboard: every plugin method beside RecBole's classic models, trained to convergence on one split.
+
+    python benchmarks/leaderboard.py --dataset=amazon-beauty
+    python benchmarks/leaderboard.py --dataset=ml-100k --models=SASRec,TIGER --seeds=2020
+    python benchmarks/leaderboard.py --dataset=mydata --data_path=/data/atomic       # own data, no yaml needed
+    python benchmarks/leaderboard.py --dataset=ml-100k --readme                      # also README's headline table
+
+Each row is one (model, seed): the model's sizes from `--profile` (default benchmarks/leaderboard.yaml: the shared
+protocol, then per-model widths), trained with validation NDCG@10 after every epoch and early stopping, its best
+checkpoint tested once, all on RecBole's leave-one-out split and scored by RecBole's metrics through the plugin's
+evaluator. Any other `--key=value` overrides every row's config.
+
+Runs survive interruption: each row trains with its own `resume_file` under `--work_dir`, so a row killed
+mid-training continues from its last epoch when the command runs again, and rows already in the CSV are skipped.
+Finished rows go to `<out>/leaderboard-<dataset>.csv` at once; after every row the summary (mean +- std over
+seeds, the papers' figures in their own column) is written as `<out>/leaderboard-<dataset>.md` and drawn as
+`<out>/leaderboard-<dataset>.png`. A model whose configuration cannot run on the dataset (MQL4GRec without
+published codes) is named with its reason and skipped.
+"""
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:  # run from a checkout without installing the package
+    sys.path.insert(0, ROOT)
+
+DEFAULT_PROFILE = os.path.join(ROOT, "benchmarks", "leaderboard.yaml")
+SEEDS = (2020, 2021, 2022)
+SUMMARY_METRICS = ("recall@10", "ndcg@10")
+README_MARK = "<!-- leaderboard:{dataset} -->"
+README_END = "<!-- /leaderboard -->"
+
+
+def profile_models(path):
+    """The per_model sections' names, in order: the table's models."""
+    import yaml
+
+    with open(path, encoding="utf-8") as handle:
+        return list((yaml.safe_load(handle) or {}).get("per_model", {}))
+
+
+def commit():
+    """The checkout's commit, `+changes` when the package or its yaml files differ from it."""
+    def git(*args):
+        return subprocess.run(["git", "-C", ROOT, *args], capture_output=True, text=True).stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("+changes" if git("status", "--porcelain", "recbole_genrec", "properties") else "")
+
+
+def row_settings(model, seed, args, overrides):
+    from recbole_genrec.cli import load_profile
+
+    folder = os.path.join(args.work_dir, args.dataset, f"{model}-seed{seed}")
+    settings = {**load_profile(model, args.profile), "seed": seed, "checkpoint_dir": folder,
+                "resume_file": os.path.join(folder, "resume.pth"), **overrides}
+    if args.data_path:
+        settings["data_path"] = args.data_path
+    return settings
+
+
+def leaderboard_row(model, seed, result, settings, seconds):
+    """One CSV row: test and validation metrics, the budget and what the run cost."""
+    from recbole_genrec.measure import per_second
+    from recbole_genrec.quick_start import flat_metrics
+
+    row = {"model": model, "seed": seed, "dataset": result["dataset"]}
+    row.update({f"test_{key}": value for key, value in flat_metrics(result["test_result"]).items()})
+    row.update({f"valid_{key}": value for key, value in flat_metrics(result["best_valid_result"]).items()})
+    row.update({"best_epoch": result["best_epoch"], "epochs": result["epochs"], "epoch_cap": settings.get("epochs"),
+                "patience": settings.get("stopping_step"), "train_seconds": result["train_seconds"],
+                "test_users_per_s": per_second(result["test_users"], result["test_eval_seconds"]),
+                "parameters": result["parameters"], "wall_seconds": seconds, "commit": commit()})
+    return row
+
+
+def summary_rows(rows, models):
+    """Mean +- std over seeds per model (sample std; one seed says so), with the paper's figure where one exists."""
+    from recbole_genrec.results import PAPER_FIGURES
+
+    table = []
+    for model in models:
+        runs = [row for row in rows if row["model"] == model]
+        if not runs:
+            continue
+        line = {"model": model, "seeds": len(runs)}
+        for metric in SUMMARY_METRICS:
+            values = [float(row[f"test_{metric}"]) for row in runs]
+            spread = f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else " (one seed)"
+            line[f"test {metric}"] = f"{statistics.mean(values):.4f}{spread}"
+        paper = PAPER_FIGURES.get((model, runs[0]["dataset"]))
+        line["paper R@10 / N@10"] = f"{paper[0]:.4f} / {paper[1]:.4f} ({paper[2]})" if paper else "-"
+        line["best epoch"] = "/".join(str(row["best_epoch"]) for row in runs)
+        line["epochs run (cap)"] = "/".join(str(row["epochs"]) for row in runs) + f" ({runs[0]['epoch_cap']})"
+        line["train s (mean)"] = f"{statistics.mean(float(row['train_seconds']) for row in runs):.0f}"
+        table.append(line)
+    return table
+
+
+def markdown(table):
+    columns = list(table[0]) if table else ["model"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(str(line[c]) for c in columns) + " |" for line in table])
+
+
+def plot(rows, models, path):
+    """Test Recall@10 and NDCG@10 per model: the mean over seeds, each seed a dot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    present = [m for m in models if any(row["model"] == m for row in rows)]
+    fig, axis = plt.subplots(figsize=(max(6.0, 1.1 * len(present) + 2), 4))
+    for offset, metric in zip((-0.2, 0.2), SUMMARY_METRICS):
+        for position, model in enumerate(present):
+            values = [float(row[f"test_{metric}"]) for row in rows if row["model"] == model]
+            axis.bar(position + offset, statistics.mean(values), 0.38, color="tab:blue" if offset < 0 else "tab:orange",
+                     label=metric if position == 0 else None)
+            axis.plot([position + offset] * len(values), values, "k.", markersize=4)
+    axis.set_xticks(range(len(present)), present, rotation=20, ha="right")
+    axis.set_ylabel("test score (mean over seeds, dots: seeds)")
+    axis.set_title(f"{rows[0]['dataset']}: trained to convergence, same split, RecBole's metrics", fontsize=10)
+    axis.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def update_readme(path, dataset, text):
+    """Replace the table between `<!-- leaderboard:<dataset> -->` and `<!-- /leaderboard -->` in the README."""
+    with open(path, encoding="utf-8") as handle:
+        readme = handle.read()
+    mark = README_MARK.format(dataset=dataset)
+    if mark not in readme:
+        raise ValueError(f"{path} has no {mark} ... {README_END} block for the {dataset} table.")
+    head, rest = readme.split(mark, 1)
+    _, tail = rest.split(README_END, 1)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(f"{head}{mark}\n{text}\n{README_END}{tail}")
+
+
+def write_summary(rows, models, args):
+    base = os.path.join(args.out, f"leaderboard-{args.dataset}")
+    table = markdown(summary_rows(rows, models))
+    with open(base + ".md", "w", encoding="utf-8") as handle:
+        handle.write(table + "\n")
+    plot(rows, models, base + ".png")
+    if args.readme:
+        update_readme(os.path.join(ROOT, "README.md"), args.dataset, table)
+    return table
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--data_path", default=None, help="folder holding <dataset>/ (own data)")
+    parser.add_argument("--models", default=None, help="comma-separated (default: the profile's per_model sections)")
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)))
+    parser.add_argument("--profile", default=DEFAULT_PROFILE)
+    parser.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results"))
+    parser.add_argument("--work_dir", default=os.path.join(ROOT, "results", "leaderboard"),
+                        help="checkpoints and resume files, one folder per row")
+    parser.add_argument("--readme", action="store_true", help="write the summary into README.md's table")
+    parser.add_argument("--threads", type=int, default=None)
+    args, rest = parser.parse_known_args(argv)
+    from recbole_genrec.cli import parse_args
+
+    _, overrides = parse_args(rest)
+    return args, overrides
+
+
+def main(argv=None):
+    args, overrides = parse(sys.argv[1:] if argv is None else argv)
+    from recbole_genrec.cli import set_threads
+    from recbole_genrec.config import GenRecConfig
+    from recbole_genrec.quick_start import run_recbole_genrec
+    from recbole_genrec.results import read_csv, write_csv
+
+    set_threads(args.threads)
+    models = [m.strip() for m in (args.models or ",".join(profile_models(args.profile))).split(",") if m.strip()]
+    seeds = [int(seed) for seed in args.seeds.split(",") if seed.strip()]
+    csv_path = os.path.join(args.out, f"leaderboard-{args.dataset}.csv")
+    rows = read_csv(csv_path) if os.path.isfile(csv_path) else []
+    done = {(row["model"], int(row["seed"])) for row in rows}
+    skipped = {}
+    for model in models:  # every configuration checked before the first row trains
+        try:
+            GenRecConfig(model=model, dataset=args.dataset, config_dict=row_settings(model, seeds[0], args, overrides))
+        except ValueError as error:
+            skipped[model] = str(error)
+            print(f"{model} skipped on {args.dataset}: {error}", flush=True)
+    for model in (m for m in models if m not in skipped):
+        for seed in seeds:
+            if (model, seed) in done:
+                print(f"{model} seed {seed}: in {csv_path} already", flush=True)
+                continue
+            settings = row_settings(model, seed, args, overrides)
+            start = time.time()
+            result = run_recbole_genrec(model, args.dataset, config_dict=dict(settings))
+            rows.append(leaderboard_row(model, seed, result, settings, time.time() - start))
+            write_csv(rows, csv_path)
+            print(f"{model} seed {seed}: test {result['test_result']}", flush=True)
+            write_summary(rows, models, args)
+    if rows:
+        print(write_summary(rows, models, args))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
