@@ -40,9 +40,9 @@ NOT_SHIPPED = {
     "--model=SASRec --dataset=mydata --data_path=/data/atomic":
         ("your own atomic files, not shipped: the options and settings must pass, the data lookup must fail",
          "Dataset 'mydata' not found"),
-    "--recommend=saved/TIGER-Dec-02-2026_04-00-00.pth --users=1,2,3 --topk=10":
+    "--recommend=saved/TIGER-Dec-02-2026_04-00-00-3f2a9c1b.pth --users=1,2,3 --topk=10":
         ("a checkpoint of your own training run, not shipped: the lookup must fail naming it",
-         "checkpoint saved/TIGER-Dec-02-2026_04-00-00.pth not found"),
+         "checkpoint saved/TIGER-Dec-02-2026_04-00-00-3f2a9c1b.pth not found"),
 }
 SHORT_FIT = {  # TIGER's paper defaults (model/TIGER.yaml's RQ-VAE, also under properties/beauty.yaml)
     "--model=TIGER,SASRec --dataset=amazon-beauty --results_file=results/beauty.csv",
