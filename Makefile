@@ -24,5 +24,5 @@ test: install
 
 # The environment's versions as the new lock (after `pip install -e ".[cpu,dev,peers]"` with changed dependencies).
 lock:
-	{ sed -n '1,3p' requirements.lock; $(PY) -m pip freeze --exclude-editable | grep -v '^torch=='; } > requirements.lock.new
+	{ sed -n '1,3p' requirements.lock; $(PY) -m pip freeze --all --exclude-editable | grep -v -E '^(torch|pip)=='; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock
