@@ -12,6 +12,7 @@ from recbole.config import Config
 from recbole.utils import ModelType
 
 from recbole_genrec import compat, registry
+from recbole_genrec.trainer import SUBSET_PREFIXES
 from recbole_genrec.paths import PACKAGE_DIR, PROPERTIES_DIR  # noqa: F401  (the top-level properties/, see paths.py)
 
 # The checkout's top-level dataset/ folder (present for source and editable installs, and for the CLI).
@@ -59,9 +60,6 @@ USUAL_TEXT_FIELDS = ("title", "movie_title", "name", "brand", "categories", "cat
                      "description")
 TYPE_NAMES = {"bool": "a bool", "int": "an int", "float": "a number", "str": "a string", "list": "a list",
               "dict": "a dict"}
-# `valid_metric` may score a subset of the validation users: `inset_ndcg@10` (users whose target occurs in the
-# training split) or `cold_ndcg@10` (the others), as computed by trainer.ColdStartTally.
-SUBSET_PREFIXES = ("inset_", "cold_")
 # Metrics whose results are keyed by `name@k` (so `valid_metric` names a K of `topk`); the rest (AUC, ...) not.
 TOPK_KEYED_NEEDS = ("rec.topk", "rec.items")
 

@@ -26,7 +26,6 @@ from torch.nn.utils import clip_grad_norm_
 
 from recbole_genrec import compat, distributed
 from recbole_genrec.cache import atomic_path
-from recbole_genrec.config import SUBSET_PREFIXES
 from recbole_genrec.data.device_batches import DeviceBatches
 from recbole_genrec.progress import progress
 
@@ -68,6 +67,11 @@ class GenRecCollector(Collector):
         for key in ("rec.topk", "rec.meanrank", "rec.score", "rec.items", "data.label"):
             self.data_struct._data_dict.pop(key, None)
         return returned_struct
+
+
+# `valid_metric` may score a subset of the validation users: `inset_ndcg@10` (users whose target occurs in the
+# training split) or `cold_ndcg@10` (the others), as ColdStartTally computes them.
+SUBSET_PREFIXES = ("inset_", "cold_")
 
 
 class ColdStartTally:
