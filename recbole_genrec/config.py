@@ -298,7 +298,9 @@ class GenRecConfig(Config):
         try to download an unknown dataset and wait for an answer on stdin)."""
         name = self.dataset
         explicit = self.external_config_dict.get("data_path")
-        candidates = [explicit] if explicit else [os.path.abspath("dataset"), REPO_DATASET_DIR, RECBOLE_EXAMPLE_DIR]
+        # run from the checkout, ./dataset is REPO_DATASET_DIR: searched and listed once
+        candidates = [explicit] if explicit else list(dict.fromkeys(
+            os.path.abspath(root) for root in ("dataset", REPO_DATASET_DIR, RECBOLE_EXAMPLE_DIR)))
         for root in candidates:
             if os.path.isfile(os.path.join(root, name, f"{name}.inter")):
                 self.final_config_dict["data_path"] = os.path.abspath(root)

@@ -54,8 +54,12 @@ def get_model(model_name):
             module = importlib.import_module(module_name)
             if hasattr(module, model_name):
                 return getattr(module, model_name)
+    from recbole_genrec.config import closest_keys  # config imports this module
+
+    close = closest_keys(model_name, available_models())
+    hint = f" (did you mean {' or '.join(close)}?)" if close else ""
     raise ValueError(
-        f"Unknown model '{model_name}'. Generative models: {', '.join(GENREC_MODELS)}. "
+        f"Unknown model '{model_name}'{hint}. Generative models: {', '.join(GENREC_MODELS)}. "
         f"RecBole models: {', '.join(recbole_model_names())}. Names are case-sensitive."
     )
 

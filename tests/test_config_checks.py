@@ -125,6 +125,21 @@ def test_topk_longer_than_the_catalogue_is_refused_before_training(tiny, monkeyp
         run_recbole_genrec("SASRec", "tiny-beauty", config_dict=tiny(topk=[10, 1000]))
 
 
+def test_misspelt_model_name_leads_with_the_closest_one(tiny, no_work):
+    with pytest.raises(ValueError, match=r"^Unknown model 'TIGRE' \(did you mean TIGER\?\)\. Generative models: "):
+        cli.run(_argv(tiny, models="TIGRE"))
+
+
+def test_unknown_dataset_lists_each_folder_once(monkeypatch):
+    from recbole_genrec.config import REPO_DATASET_DIR
+
+    monkeypatch.chdir(ROOT)  # ./dataset is the checkout's dataset folder
+    with pytest.raises(ValueError, match="Dataset 'no-such-set' not found") as error:
+        GenRecConfig(model="SASRec", dataset="no-such-set")
+    searched = re.search(r"under (.*)\. Available", str(error.value)).group(1).split(", ")
+    assert REPO_DATASET_DIR in searched and len(searched) == len(set(searched)) == 2
+
+
 def test_bad_second_model_fails_before_the_first_trains(tiny, no_work):
     with pytest.raises(ValueError, match=r"beam_size \(5\) must be >= the largest topk \(10\)"):
         cli.run(_argv(tiny, models="SASRec,TIGER") + ["--beam_size=5"])
