@@ -81,12 +81,10 @@ def resolve_profile(name):
 
 
 def _load_yaml(path):
-    """A yaml file read as RecBole reads its config files (`1e-3` is a float)."""
-    import yaml
-    from recbole.config import Config
+    """A yaml file read as RecBole reads its config files (`1e-3` is a float; errors name the file and line)."""
+    from recbole_genrec.compat import load_config_yaml
 
-    with open(path, encoding="utf-8") as handle:
-        return yaml.load(handle.read(), Loader=Config._build_yaml_loader(None))
+    return load_config_yaml(path)
 
 
 def _profile_sections(model, path):

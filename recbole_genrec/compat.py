@@ -148,22 +148,32 @@ def _build_yaml_loader(self=None):
     return ConfigYamlLoader
 
 
-def _load_config_files(self, file_list):
-    """`Config._load_config_files`: the same merge, with a refused yaml tag reported with its file."""
-    file_config_dict = dict()
-    for file in file_list or ():
-        with open(file, "r", encoding="utf-8") as handle:
-            text = handle.read()
-        try:
-            loaded = yaml.load(text, Loader=self.yaml_loader)
-        except yaml.constructor.ConstructorError as error:
-            line = f", line {error.problem_mark.line + 1}" if error.problem_mark else ""
+def load_config_yaml(file, loader=ConfigYamlLoader):
+    """A config yaml file's values; a refused tag or a syntax error is a ValueError naming the file and line."""
+    with open(file, "r", encoding="utf-8") as handle:
+        text = handle.read()
+    try:
+        return yaml.load(text, Loader=loader)
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        line = f", line {mark.line + 1}" if mark else ""
+        if isinstance(error, yaml.constructor.ConstructorError):
             raise ValueError(
                 f"{file}{line}: {error.problem}. Config files are read as plain YAML values (numbers, strings, "
                 f"lists, dicts, booleans, null); Python object tags such as !!python/name or !!python/object "
                 f"are refused."
             ) from None
-        file_config_dict.update(loaded)
+        context = f" ({error.context})" if error.context else ""
+        raise ValueError(f"{file}{line}: YAML syntax error: {error.problem}{context}. Fix the file's YAML "
+                         f"syntax.") from None
+
+
+def _load_config_files(self, file_list):
+    """`Config._load_config_files`: the same merge, with a refused yaml tag or a syntax error reported with its
+    file and line."""
+    file_config_dict = dict()
+    for file in file_list or ():
+        file_config_dict.update(load_config_yaml(file, self.yaml_loader))
     return file_config_dict
 
 

@@ -177,6 +177,22 @@ def test_console_entry_exit_codes_threads_and_rows_written_at_once(tiny, tmp_pat
         assert [row["model"] for row in csv.DictReader(handle)] == ["SASRec"]
 
 
+@pytest.mark.parametrize("text, line, message", [
+    ("epochs: 1\nlearning_rate: !!python/name:os.system\n", 2, "could not determine a constructor"),
+    ("epochs: [1\nlearning_rate: 0.01\n", 2, "YAML syntax error: expected ',' or ']'"),
+    ("epochs: 1\n  learning_rate: 0.01\n", 2, "YAML syntax error: mapping values are not allowed here"),
+])
+@pytest.mark.parametrize("option", ["config_files", "profile"])
+def test_bad_yaml_on_the_command_line_names_file_and_line(tiny, tmp_path, no_work, capsys, option, text, line,
+                                                          message):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    assert cli.main(_argv(tiny) + [f"--{option}={bad}"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"recbole_genrec: error: {bad}, line {line}: {message}")
+
+
 def test_console_entry_fails_a_search_in_which_every_trial_failed(monkeypatch, capsys):
     class Failed:
         best, results_csv = None, "ray_results/x/results.csv"
