@@ -203,7 +203,9 @@ def atomic_header(path):
     """{field name: type} of an atomic file's header ({} when the file does not exist)."""
     if not os.path.isfile(path):
         return {}
-    with open(path, encoding="utf-8") as handle:
+    from recbole_genrec.data.atomic import decoding_errors  # the data package imports RecBole's data modules
+
+    with open(path, encoding="utf-8") as handle, decoding_errors(path):
         header = handle.readline().rstrip("\r\n")
     return dict(column.split(":", 1) if ":" in column else (column, "") for column in header.split("\t"))
 

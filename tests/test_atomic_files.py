@@ -1,5 +1,6 @@
 """Atomic files are read with quoting off (the format has none), by the plugin's readers and by RecBole's
-`_load_feat` alike; a value of a float field that is not a number is reported with the file, line and field."""
+`_load_feat` alike; a value of a float field that is not a number is reported with the file, line and field, bytes
+that are not UTF-8 with the file, line and byte offset; a value longer than the csv module's default limit loads."""
 import os
 import re
 
@@ -83,3 +84,40 @@ def test_a_float_sequence_element_that_is_not_a_number_is_named(tiny, tmp_path):
     with pytest.raises(ValueError, match=rf"Line 3 of {re.escape(path)}: field 'weights' \(float_seq\) has the "
                                          r"value '0.5 x', the element 'x' is not a number"):
         create_dataset(_config(tiny, tmp_path, "SASRec", item_fields=("item_id", "weights")))
+
+
+def _not_utf8(tmp_path):
+    """The fixture's .item file with a Latin-1 byte in row B (line 3): (its path, the byte's offset in the file)."""
+    folder = _write_dataset(tmp_path)
+    path = os.path.join(folder, "quoted.item")
+    with open(path, "rb") as handle:
+        data = handle.read().replace(b"\tPlain\t", b"\tPl\xe9in\t")
+    with open(path, "wb") as handle:
+        handle.write(data)
+    return path, data.index(b"\xe9")
+
+
+@pytest.mark.parametrize("reader", ["SASRec", "TIGER", "config", "text"])
+def test_an_item_file_that_is_not_utf8_names_file_line_and_byte(tiny, tmp_path, reader):
+    path, offset = _not_utf8(tmp_path)
+    message = rf"^Line 3 of {re.escape(path)}: byte 0xe9 at byte offset {offset} is not valid utf-8"
+    with pytest.raises(ValueError, match=message):
+        if reader == "config":  # no text_fields: the config picks them from the file's header
+            GenRecConfig(model="TIGER", dataset="quoted",
+                         config_dict=tiny(data_path=str(tmp_path), dataset="quoted", text_fields=None))
+        elif reader == "text":  # the plugin's own reader (the text encoder's input)
+            read_item_text(path, ["title", "brand"], ["[PAD]", *ITEMS])
+        else:  # RecBole's dataset class and GenRecDataset, through pandas
+            create_dataset(_config(tiny, tmp_path, reader))
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_a_value_longer_than_the_csv_field_limit_loads(tiny, tmp_path, model):
+    title = "long " * 40_000  # 200,000 characters: the csv module's default limit is 131,072
+    rows = [f"A\t{title}\tBrand\t1", "B\tshort\tBrand\t2", "C\tthird\tB3\t3", "D\tfourth\tB4\t4"]
+    folder = _write_dataset(tmp_path, item_rows=rows)
+    dataset = create_dataset(_config(tiny, tmp_path, model))
+    row = dataset.field2token_id["item_id"]["A"]
+    assert len([word for word in dataset.item_feat["title"][row].tolist() if word]) == 40_000
+    texts = read_item_text(os.path.join(folder, "quoted.item"), ["title"], dataset.field2id_token["item_id"])
+    assert texts[row] == f"title: {title.strip()}"

@@ -9,14 +9,20 @@ the plugin's `Dataset._load_feat` (data/dataset.py) read with quoting off, so th
 default quoting stops at an Amazon title such as `"Wally" the Flying Pig` and strips the quotes of a wholly quoted
 one).
 """
+import contextlib
 import csv
 import math
 import os
+import sys
 
 # The strings pandas reads as a missing value (RecBole then fills a float field with its column mean).
 PANDAS_MISSING = {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
                   "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"}
 FLOAT_TYPES = ("float", "float_seq")
+# A value may be long (a product description of 200,000 characters); the csv module's default limit (131,072),
+# which pandas' python engine shares, would stop the read with "_csv.Error: field larger than field limit". The
+# limit is a C long: 32 bits on Windows.
+csv.field_size_limit(min(sys.maxsize, 2 ** 31 - 1))
 
 
 def read_atomic(path, delimiter="\t"):
@@ -30,7 +36,8 @@ def read_atomic_typed(path, delimiter="\t"):
     """-> (field names, field types, iterator of (line number, row)); see `read_atomic`."""
     handle = open(path, encoding="utf-8", newline="")
     reader = csv.reader(handle, delimiter=delimiter, quoting=csv.QUOTE_NONE)
-    header = next(reader, None)
+    with decoding_errors(path):
+        header = next(reader, None)
     if not header or not any(column.strip() for column in header):
         handle.close()
         raise ValueError(f"{path} is empty: expected a header of tab-separated `name:type` fields, e.g. "
@@ -39,7 +46,7 @@ def read_atomic_typed(path, delimiter="\t"):
     types = [column.split(":")[1].strip() if ":" in column else "" for column in header]
 
     def rows():
-        with handle:
+        with handle, decoding_errors(path):
             for line_number, row in enumerate(reader, start=2):
                 if not row:
                     continue  # blank lines are skipped, as pandas does
@@ -51,6 +58,32 @@ def read_atomic_typed(path, delimiter="\t"):
                 yield line_number, row
 
     return names, types, rows()
+
+
+@contextlib.contextmanager
+def decoding_errors(path):
+    """A UnicodeDecodeError while reading `path` in the block becomes `undecodable`'s ValueError."""
+    try:
+        yield
+    except UnicodeDecodeError as error:
+        raise undecodable(path, error) from None
+
+
+def undecodable(path, error):
+    """`error`, a UnicodeDecodeError of reading `path`, as a ValueError naming the file, the line and the byte
+    offset (the decoder's own position counts from the chunk it was given, not from the file's start)."""
+    offset = 0
+    with open(path, "rb") as handle:
+        for line_number, line in enumerate(handle, start=1):
+            try:
+                line.decode(error.encoding)
+            except UnicodeDecodeError as bad:
+                return ValueError(
+                    f"Line {line_number} of {path}: byte 0x{line[bad.start]:02x} at byte offset {offset + bad.start} "
+                    f"is not valid {error.encoding} ({bad.reason}). Save the file as UTF-8 (e.g. iconv -f latin1 "
+                    f"-t utf-8).")
+            offset += len(line)
+    return ValueError(f"{path} is not valid {error.encoding} ({error.reason}). Save the file as UTF-8.")
 
 
 def number_problem(value, field_type, seq_separator=" ", missing_ok=True):

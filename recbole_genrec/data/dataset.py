@@ -7,7 +7,7 @@ import pandas as pd
 from recbole.data.dataset import Dataset, SequentialDataset
 from recbole.utils import FeatureSource, FeatureType, set_color
 
-from recbole_genrec.data.atomic import FLOAT_TYPES, first_bad_number
+from recbole_genrec.data.atomic import FLOAT_TYPES, decoding_errors, first_bad_number, undecodable
 
 
 def load_atomic_feat(self, filepath, source):
@@ -23,7 +23,7 @@ def load_atomic_feat(self, filepath, source):
     field_separator = self.config["field_separator"]
     columns, usecols, dtype = [], [], {}
     encoding = self.config["encoding"]
-    with open(filepath, "r", encoding=encoding) as f:
+    with open(filepath, "r", encoding=encoding) as f, decoding_errors(filepath):
         head = f.readline()[:-1]
     for field_type in head.split(field_separator):
         field, ftype = field_type.split(":")
@@ -83,16 +83,18 @@ def load_atomic_feat(self, filepath, source):
 
 
 def _read_error(filepath, fields, field_separator, seq_separator, error):
-    """The line and field of the value pandas could not read, when a float field holds it; else the file."""
-    if not isinstance(error, UnicodeDecodeError):
-        try:
-            located = first_bad_number(filepath, fields, field_separator, seq_separator, missing_ok=True)
-        except ValueError as malformed:  # the plugin's reader names the line (e.g. a row with too many columns)
-            located = malformed
-        except OSError:
-            located = None
-        if located is not None:
-            return located
+    """The line and field of the value pandas could not read, when a float field holds it, the line and byte of
+    one that is not text in the file's encoding; else the file."""
+    if isinstance(error, UnicodeDecodeError):
+        return undecodable(filepath, error)
+    try:
+        located = first_bad_number(filepath, fields, field_separator, seq_separator, missing_ok=True)
+    except ValueError as malformed:  # the plugin's reader names the line (e.g. a row with too many columns)
+        located = malformed
+    except OSError:
+        located = None
+    if located is not None:
+        return located
     return ValueError(f"RecBole could not read {filepath}: {error}. The atomic format is one row per line, "
                       f"values separated by tabs, no quoting; float fields ({', '.join(FLOAT_TYPES)}) hold numbers.")
 
