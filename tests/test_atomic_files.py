@@ -1,8 +1,11 @@
 """Atomic files are read with quoting off (the format has none), by the plugin's readers and by RecBole's
 `_load_feat` alike; a value of a float field that is not a number is reported with the file, line and field, bytes
-that are not UTF-8 with the file, line and byte offset; a value longer than the csv module's default limit loads."""
+that are not UTF-8 with the file, line and byte offset; a value longer than the csv module's default limit loads;
+interaction rows identical to an earlier one are counted in a warning, or dropped with `drop_identical_inter`."""
+import logging
 import os
 import re
+import shutil
 
 import pytest
 from recbole.data.dataset import Dataset
@@ -10,6 +13,8 @@ from recbole.data.dataset import Dataset
 from recbole_genrec.config import GenRecConfig
 from recbole_genrec.data import create_dataset
 from recbole_genrec.representation import read_item_text
+
+from conftest import FIXTURES
 
 # Amazon titles and brands as they come: a leading quoted word, a wholly quoted value, quotes inside and at the end
 ITEMS = {
@@ -121,3 +126,40 @@ def test_a_value_longer_than_the_csv_field_limit_loads(tiny, tmp_path, model):
     assert len([word for word in dataset.item_feat["title"][row].tolist() if word]) == 40_000
     texts = read_item_text(os.path.join(folder, "quoted.item"), ["title"], dataset.field2id_token["item_id"])
     assert texts[row] == f"title: {title.strip()}"
+
+
+def _with_identical_rows(tmp_path, name="tiny-dup"):
+    """A copy of the tiny-beauty fixture whose .inter file repeats 7 of its rows (one of them twice) and adds one
+    interaction of a user-item pair it has at another time: (the .inter path, the rows it adds)."""
+    source = os.path.join(FIXTURES, "tiny-beauty", "tiny-beauty")
+    (tmp_path / name).mkdir()
+    with open(source + ".inter") as handle:
+        header, *rows = handle.read().splitlines()
+    user, item, _ = rows[0].split("\t")
+    extra = [rows[3], rows[10], rows[10], rows[20], rows[100], rows[500], rows[-1], f"{user}\t{item}\t99999"]
+    path = tmp_path / name / f"{name}.inter"
+    path.write_text("\n".join([header, *rows[:50], *extra, *rows[50:]]) + "\n")
+    shutil.copy(source + ".item", tmp_path / name / f"{name}.item")
+    return str(path), len(extra)
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_identical_interaction_rows_warn_with_their_count_or_are_dropped(tiny, tmp_path, model, caplog):
+    fixture = create_dataset(GenRecConfig(model=model, dataset="tiny-beauty", config_dict=tiny()))
+    path, added = _with_identical_rows(tmp_path)
+
+    def dataset(**overrides):
+        return create_dataset(GenRecConfig(model=model, dataset="tiny-dup", config_dict=tiny(
+            data_path=str(tmp_path), dataset="tiny-dup", **overrides)))
+
+    with caplog.at_level(logging.WARNING):
+        kept = dataset()
+    warnings = [record.getMessage() for record in caplog.records if record.levelno == logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].startswith(f"7 rows of [{path}] repeat an earlier row in every column")
+    assert "drop_identical_inter: True" in warnings[0]
+    assert len(kept.inter_feat) == len(fixture.inter_feat) + added
+
+    caplog.clear()
+    dropped = dataset(drop_identical_inter=True)  # the other user-item pair at another time stays
+    assert len(dropped.inter_feat) == len(fixture.inter_feat) + 1
+    assert not [record for record in caplog.records if record.levelno == logging.WARNING]

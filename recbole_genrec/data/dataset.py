@@ -14,14 +14,16 @@ def load_atomic_feat(self, filepath, source):
     """RecBole 1.2.1's `Dataset._load_feat` with two changes: the file is read with quoting off (the atomic format
     has none: a title such as `"Wally" the Flying Pig` is read verbatim, as the plugin's own readers in atomic.py
     read it, instead of stopping pandas with "'\\t' expected after '\"'" or losing the quotes of a wholly quoted
-    value), and a value that does not read (a non-numeric timestamp, ...) is reported with the file, line and field."""
+    value), and a value that does not read (a non-numeric timestamp, ...) is reported with the file, line and field.
+    Interaction rows identical to an earlier one in every column are counted: a warning, or dropped with
+    `drop_identical_inter` (`identical_interactions`)."""
     self.logger.debug(set_color(f"Loading feature from [{filepath}] (source: [{source}]).", "green"))
     load_col, unload_col = self._get_load_and_unload_col(source)
     if load_col == set():
         return None
 
     field_separator = self.config["field_separator"]
-    columns, usecols, dtype = [], [], {}
+    columns, usecols, dtype, unloaded = [], [], {}, {}
     encoding = self.config["encoding"]
     with open(filepath, "r", encoding=encoding) as f, decoding_errors(filepath):
         head = f.readline()[:-1]
@@ -31,9 +33,8 @@ def load_atomic_feat(self, filepath, source):
             ftype = FeatureType(ftype)
         except ValueError:
             raise ValueError(f"Type {ftype} from field {field} is not supported (in the header of {filepath}).")
-        if load_col is not None and field not in load_col:
-            continue
-        if unload_col is not None and field in unload_col:
+        if (load_col is not None and field not in load_col) or (unload_col is not None and field in unload_col):
+            unloaded[field_type] = str  # read as text for the identical-row count of interactions only
             continue
         if isinstance(source, FeatureSource) or source != "link":
             self.field2source[field] = source
@@ -51,11 +52,16 @@ def load_atomic_feat(self, filepath, source):
         return None
 
     seq_separator = self.config["seq_separator"]
+    interactions = source == FeatureSource.INTERACTION
     try:
-        df = pd.read_csv(filepath, delimiter=field_separator, usecols=usecols, dtype=dtype, encoding=encoding,
+        # Interactions: every column, so that an identical row is one equal in all of them, loaded or not
+        df = pd.read_csv(filepath, delimiter=field_separator, usecols=None if interactions else usecols,
+                         dtype={**unloaded, **dtype} if interactions else dtype, encoding=encoding,
                          engine="python", quoting=csv.QUOTE_NONE)
     except ValueError as error:
         raise _read_error(filepath, columns, field_separator, seq_separator, error) from error
+    if interactions:
+        df = identical_interactions(self, df, filepath)[usecols]
     df.columns = columns
 
     for field in columns:
@@ -79,6 +85,25 @@ def load_atomic_feat(self, filepath, source):
         else:
             self.field2seqlen[field] = max_seq_len
 
+    return df
+
+
+def identical_interactions(dataset, df, filepath):
+    """`df` (every column of an interaction file) without the rows identical to an earlier one when the run sets
+    `drop_identical_inter`; otherwise unchanged, with a warning giving their count (each copy is one more
+    interaction in training and evaluation)."""
+    repeated = df.duplicated()
+    count = int(repeated.sum())
+    if not count:
+        return df
+    if dataset.config["drop_identical_inter"]:
+        dataset.logger.info(f"Dropped {count:,} rows of [{filepath}] identical to an earlier row "
+                            f"(drop_identical_inter).")
+        return df[~repeated].reset_index(drop=True)
+    dataset.logger.warning(
+        f"{count:,} rows of [{filepath}] repeat an earlier row in every column: each copy counts as one more "
+        f"interaction in training and evaluation. Set drop_identical_inter: True to drop them (RecBole's "
+        f"rm_dup_inter instead drops every repeated user-item pair, also those at different times).")
     return df
 
 
