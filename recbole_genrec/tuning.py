@@ -57,6 +57,21 @@ class HyperParam:
     name: str
     kind: str
     values: tuple
+    line: int = 0  # in the hyper file, for messages
+
+    @property
+    def integral(self):
+        """A quniform over whole numbers: the search draws ints."""
+        return self.kind == "quniform" and all(float(v).is_integer() for v in self.values)
+
+    def drawn_values(self):
+        """Values of every type the search may give the option: each choice; a range's bounds as drawn (ints for
+        an integral quniform, floats otherwise)."""
+        if self.kind == "choice":
+            return list(self.values)
+        if self.integral:
+            return [int(v) for v in self.values[:2]]
+        return list(self.extremes())
 
     def domain(self, grid=False):
         """The Ray Tune search domain (`grid=True`: every choice becomes a grid axis)."""
@@ -67,9 +82,7 @@ class HyperParam:
         if self.kind == "uniform":
             return tune.uniform(*self.values)
         if self.kind == "quniform":
-            if all(float(v).is_integer() for v in self.values):
-                return tune.qrandint(*(int(v) for v in self.values))
-            return tune.quniform(*self.values)
+            return tune.qrandint(*(int(v) for v in self.values)) if self.integral else tune.quniform(*self.values)
         return tune.loguniform(math.exp(self.values[0]), math.exp(self.values[1]))
 
     def extremes(self):
@@ -99,7 +112,7 @@ def parse_hyper_file(path):
                 raise ValueError(f"{where}: unknown kind {kind!r} for {name}; use one of {', '.join(HYPER_KINDS)}")
             if name in params:
                 raise ValueError(f"{where}: {name} is defined twice")
-            params[name] = HyperParam(name, kind, _parse_values(kind, text, where))
+            params[name] = HyperParam(name, kind, _parse_values(kind, text, where), number)
     if not params:
         raise ValueError(f"{path}: no hyper-parameters found")
     return params
@@ -409,8 +422,10 @@ def check_search(model, dataset, hyper_file, config_file_list=None, config_dict=
     """What a search checks before Ray starts (also the whole of `--tune ... --dry_run=True`): the options, the
     hyper file (format, values, keys of dict-valued settings) and the fixed part of the configuration (model,
     dataset, keys and types), resolved once with the absolute paths every trial uses (Ray runs each trial in its
-    own working directory). Returns (space, base config, fixed overrides, base dicts, absolute config files)."""
-    from recbole_genrec.config import GenRecConfig
+    own working directory). Every value the search may give an option must have the option's type (as a
+    config value must: config.check_value_types). Returns (space, base config, fixed overrides, base dicts,
+    absolute config files)."""
+    from recbole_genrec.config import GenRecConfig, check_value_types
 
     if search not in SEARCH_MODES:
         raise ValueError(f"Unknown search {search!r}: use one of {', '.join(SEARCH_MODES)}")
@@ -431,6 +446,12 @@ def check_search(model, dataset, hyper_file, config_file_list=None, config_dict=
     fixed["data_path"] = os.path.dirname(base["data_path"])
     fixed["cache_dir"] = base["cache_dir"]
     base_dicts = {}
+    for name, param in space.items():  # a wrong type would fail every trial once Ray has started
+        try:
+            for value in param.drawn_values():
+                check_value_types({name: value}, defaults=base.final_config_dict)
+        except ValueError as error:
+            raise ValueError(f"{hyper_file}:{param.line}: {name} {param.kind}: {error}") from None
     for name in space:
         if name.split(".")[0] not in base.final_config_dict:
             logger.warning(f"{hyper_file}: {name} is not a parameter of {model}'s configuration (typo?); "

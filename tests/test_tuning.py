@@ -3,15 +3,23 @@ import csv
 import glob
 import math
 import os
+import re
 
 import pytest
 import yaml
 
+from recbole_genrec import cli
 from recbole_genrec.cli import run as cli_main
 from recbole_genrec.config import GenRecConfig
 from recbole_genrec.tuning import merge_params, parse_hyper_file
 
 from conftest import ROOT, TINY_TIGER
+
+
+def _options(overrides):
+    """Config overrides as command-line options."""
+    return [f"--{key}={value!r}" if not isinstance(value, str) else f"--{key}={value}"
+            for key, value in overrides.items()]
 
 
 def test_hyper_file_format(tmp_path):
@@ -72,6 +80,36 @@ def test_hyper_file_errors_name_the_line(tmp_path, line, message):
     assert f"{path}:2" in str(error.value)
 
 
+@pytest.mark.parametrize("line, message", [
+    ("learning_rate choice ['abc']", r"learning_rate choice: Wrong type: learning_rate must be a number \(default "
+                                     r"0\.001\), got 'abc' \(str\)"),
+    ("epochs choice ['1', '2']", r"epochs choice: Wrong type: epochs must be an int .*got '1' \(str\)"),
+    ("epochs uniform 1,5", r"epochs uniform: Wrong type: epochs must be an int .*got 1\.0 \(float\)"),
+])
+@pytest.mark.parametrize("dry_run", [True, False])
+def test_hyper_value_of_the_wrong_type_is_refused_before_ray_starts(tiny, tmp_path, monkeypatch, capsys, line,
+                                                                    message, dry_run):
+    import ray
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: pytest.fail("Ray started"))
+    hyper = tmp_path / "SASRec.hyper"
+    hyper.write_text(f"hidden_size choice [32, 64]\n{line}\n")
+    argv = ["--model=SASRec", "--dataset=tiny-beauty", f"--tune={hyper}", f"--dry_run={dry_run}"]
+    argv += _options({key: value for key, value in tiny().items() if key != "dataset"})
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and re.match(rf"recbole_genrec: error: {re.escape(str(hyper))}:2: {message}", err)
+
+
+def test_hyper_values_of_the_option_types_pass_the_dry_run(tiny, tmp_path, capsys):
+    hyper = tmp_path / "SASRec.hyper"  # an int for a float option, whole-number quniform for an int one, None
+    hyper.write_text("learning_rate choice [1, 0.01]\nepochs quniform 1,3,1\nweight_decay choice [None, 0.1]\n")
+    argv = ["--model=SASRec", "--dataset=tiny-beauty", f"--tune={hyper}", "--dry_run=True"]
+    argv += _options({key: value for key, value in tiny().items() if key != "dataset"})
+    assert cli.main(argv) == 0
+    assert "ready to tune" in capsys.readouterr().out
+
+
 def test_dotted_names_merge_into_the_default_dict():
     base = {"tokenizer_params": {"num_levels": 3, "codebook_size": 256, "hidden_dims": [512, 256]}}
     overrides = merge_params({"tokenizer_params.codebook_size": 128, "learning_rate": 0.01}, base)
@@ -91,8 +129,7 @@ def test_real_search_selects_on_validation_and_reports_failures(tiny, tmp_path, 
     del overrides["dataset"], overrides["checkpoint_dir"]  # each trial gets its own checkpoint directory
     argv = ["--model=TIGER", "--dataset=tiny-beauty", f"--tune={hyper}", "--search=grid", "--ray_num_cpus=2",
             "--cpus_per_trial=1", f"--tune_dir={tune_dir}"]
-    argv += [f"--{key}={value!r}" if not isinstance(value, str) else f"--{key}={value}"
-             for key, value in overrides.items()]
+    argv += _options(overrides)
     result = cli_main(argv)
     out = capsys.readouterr().out
 
