@@ -28,10 +28,10 @@ def _prepare(model, dataset, config_file_list, config_dict, on_prepared=None, co
         # RecBole's init_logger resets handlers of the root logger only; route this package's logger through it.
         logging.getLogger("recbole_genrec").propagate = True
         logger = getLogger()
-        logger.info(config)
         dataset_obj = create_dataset(config)
+        check_topk_fits_catalogue(config, dataset_obj)  # before the config's dump: a refusal stays in sight
+        logger.info(config)
         logger.info(dataset_obj)
-        check_topk_fits_catalogue(config, dataset_obj)
         train_data, valid_data, test_data = data_preparation(config, dataset_obj)
     mark_training_items(train_data, valid_data, test_data)
     if on_prepared is not None:

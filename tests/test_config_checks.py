@@ -1,6 +1,7 @@
 """Mistakes caught before any work: misspelt or mistyped settings, a valid_metric the run does not compute, a top-K
 longer than the catalogue, a bad second model of a list; and the installed command's exit codes."""
 import csv
+import logging
 import os
 import re
 import subprocess
@@ -114,15 +115,29 @@ def test_valid_metric_the_run_does_not_compute_is_refused_at_config_time(tiny, o
         GenRecConfig(model="SASRec", dataset="tiny-beauty", config_dict=tiny(**overrides))
 
 
-def test_topk_longer_than_the_catalogue_is_refused_before_training(tiny, monkeypatch):
-    from recbole_genrec.quick_start import run_recbole_genrec
+def test_topk_longer_than_the_catalogue_is_refused_before_training_and_the_config_dump(tiny, monkeypatch, caplog):
+    from recbole_genrec.quick_start import init_logger, run_recbole_genrec
 
     def forbidden(*args, **kwargs):
         raise AssertionError("split or trained")
 
+    def init_logger_and_capture(config):  # RecBole's init_logger replaces the root logger's handlers
+        init_logger(config)
+        logging.getLogger().addHandler(caplog.handler)
+
     monkeypatch.setattr("recbole_genrec.quick_start.data_preparation", forbidden)
-    with pytest.raises(ValueError, match=r"topk \[10, 1000\] asks for 1000 items, but tiny-beauty has 287 items"):
-        run_recbole_genrec("SASRec", "tiny-beauty", config_dict=tiny(topk=[10, 1000]))
+    monkeypatch.setattr("recbole_genrec.quick_start.init_logger", init_logger_and_capture)
+    try:
+        with caplog.at_level(logging.INFO), pytest.raises(
+                ValueError, match=r"topk \[10, 1000\] asks for 1000 items, but tiny-beauty has 287 items"):
+            run_recbole_genrec("SASRec", "tiny-beauty", config_dict=tiny(topk=[10, 1000], state="INFO"))
+        assert not [r for r in caplog.records if "Hyper Parameters" in r.getMessage()]
+        caplog.clear()  # a topk that fits: the config is logged, after the check
+        with caplog.at_level(logging.INFO), pytest.raises(AssertionError, match="split or trained"):
+            run_recbole_genrec("SASRec", "tiny-beauty", config_dict=tiny(state="INFO"))
+        assert [r for r in caplog.records if "General Hyper Parameters" in r.getMessage()]
+    finally:
+        logging.getLogger().removeHandler(caplog.handler)
 
 
 def test_misspelt_model_name_leads_with_the_closest_one(tiny, no_work):
