@@ -9,5 +9,5 @@ from recbole_genrec.cli import main
 
 if __name__ == "__main__":
     # The same entry as the installed `recbole-genrec` command: exit 0 after a finished run, 1 with a one-line
-    # message for bad input (unknown model, dataset or setting, wrong type, inconsistent config).
+    # message for bad input (unknown model, dataset or setting, wrong type, inconsistent config), 130 after Ctrl-C.
     sys.exit(main())

@@ -14,8 +14,9 @@ tokenization with the collapse check, split, model and trainer build, one forwar
 training batch; then one "ready" line per model and exit 0, with no optimizer step, no checkpoint and no results
 written; the caches it fills are the real run's; with --tune it checks the hyper file, the options and the base
 configuration only).
-`main` (run_recbole_genrec.py and the installed `recbole-genrec`) exits 0 after a finished run and 1 with a
-one-line message for bad input; `run` returns the rows and raises.
+`main` (run_recbole_genrec.py and the installed `recbole-genrec`) exits 0 after a finished run, 1 with a
+one-line message for bad input, and 130 after Ctrl-C with one line saying what was kept (the finished models' rows in
+--results_file, the last checkpoint written); `run` returns the rows and raises.
 
 Tuning mode (Ray Tune, see recbole_genrec/tuning.py and hyper/README.md):
 `python run_recbole_genrec.py --model=TIGER --tune=hyper/TIGER.hyper --trials=20` with --trials (random search:
@@ -31,8 +32,10 @@ with --histories="I1,I2;I3,I4" (raw item tokens of unseen users, oldest first), 
 --exclude_seen=False (keep items the user already has; excluded by default), --device=cpu|cuda, --state (RecBole's
 log level, WARNING unless given), --cache_dir (where the training run's caches are, when they moved)."""
 import ast
+import glob
 import os
 import sys
+import time
 
 from recbole_genrec.paths import QUICKSTART_PROFILE, resolve_properties_path
 
@@ -113,9 +116,36 @@ def quickstart_dataset(models, path=QUICKSTART_PROFILE):
     return next(iter(wanted.values()))
 
 
-def run(argv=None):
+class Kept:
+    """What a command has left behind so far (the result rows it wrote, the checkpoint folders of its models), for
+    the line `main` prints when it is interrupted."""
+
+    def __init__(self):
+        self.started = time.time()
+        self.results_file, self.rows_written, self.checkpoint_dirs = None, 0, []
+
+    def last_checkpoint(self):
+        """The newest checkpoint written in the models' checkpoint folders since the command started, or None."""
+        written = [path for folder in self.checkpoint_dirs for path in glob.glob(os.path.join(folder, "*.pth"))
+                   if os.path.getmtime(path) >= self.started]
+        return max(written, key=os.path.getmtime, default=None)
+
+    def __str__(self):
+        kept = []
+        if self.rows_written:
+            kept.append(f"{self.rows_written} finished result row{'s' if self.rows_written > 1 else ''} in "
+                        f"{self.results_file}")
+        checkpoint = self.last_checkpoint()
+        if checkpoint:
+            kept.append(f"the last checkpoint written, {checkpoint}")
+        return f"kept {' and '.join(kept)}" if kept else "no result row or checkpoint was written"
+
+
+def run(argv=None, kept=None):
     """The command line's work: parse, check every model's configuration, train and evaluate (or tune). Returns
-    the result rows (or the TuningResult); raises on bad input. `main` is the entry point that exits."""
+    the result rows (or the TuningResult); raises on bad input. `main` is the entry point that exits. `kept`: a
+    Kept, told what the run writes."""
+    kept = kept or Kept()
     options, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     set_threads(options.get("threads"))
     if "recommend" in options:
@@ -151,8 +181,9 @@ def run(argv=None):
     config_dicts = {model: ({**load_profile(model, profile), **overrides} if profile else dict(overrides))
                     for model in models}
     for model in models:  # every model's configuration is checked before the first one trains
-        GenRecConfig(model=model, dataset=dataset, config_file_list=config_files,
-                     config_dict=dict(config_dicts[model]))
+        config = GenRecConfig(model=model, dataset=dataset, config_file_list=config_files,
+                              config_dict=dict(config_dicts[model]))
+        kept.checkpoint_dirs.append(config["checkpoint_dir"])
     if dry_run:
         return dry_run_models(models, dataset, config_files, config_dicts)
     results_file = options.get("results_file")
@@ -163,6 +194,7 @@ def run(argv=None):
         rows.append(result_row(result))
         if results_file and is_main_process():  # each finished row at once (under torchrun: rank 0 writes)
             write_csv(rows, results_file)
+            kept.results_file, kept.rows_written = results_file, len(rows)
     if not is_main_process():
         return rows
     table = format_table(rows)
@@ -251,15 +283,20 @@ USER_ERRORS = (ValueError, FileNotFoundError, KeyError)
 
 def main(argv=None):
     """Entry point of `run_recbole_genrec.py` and of the installed `recbole-genrec` command: 0 when the run
-    finished, 1 with a one-line message on stderr for bad input or a search in which every trial failed; --help
-    (or -h) prints this module's description of every option and exits 0."""
+    finished, 1 with a one-line message on stderr for bad input or a search in which every trial failed, 130 (the
+    shells' code for SIGINT) after Ctrl-C with one line on stderr saying what was kept; --help (or -h) prints this
+    module's description of every option and exits 0."""
     args = sys.argv[1:] if argv is None else list(argv)
     if "--help" in args or "-h" in args:
         print(__doc__)
         return 0
     argv = args
+    kept = Kept()
     try:
-        result = run(argv)
+        result = run(argv, kept)
+    except KeyboardInterrupt:
+        print(f"recbole_genrec: interrupted: {kept}.", file=sys.stderr)
+        return 130
     except USER_ERRORS as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"recbole_genrec: error: {message}", file=sys.stderr)

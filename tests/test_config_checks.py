@@ -4,6 +4,7 @@ import csv
 import logging
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -208,18 +209,49 @@ def test_bad_yaml_on_the_command_line_names_file_and_line(tiny, tmp_path, no_wor
     assert err.startswith(f"recbole_genrec: error: {bad}, line {line}: {message}")
 
 
+def test_ctrl_c_exits_130_with_one_line_saying_what_was_kept(tiny, tmp_path):
+    """A real SIGINT to the command while its second model trains: the first model's row and the second's
+    checkpoint are kept and named, in one line, without a traceback."""
+    profile = tmp_path / "profile.yaml"
+    profile.write_text("per_model:\n  SASRec: {epochs: 1}\n  GRU4Rec: {epochs: 500}\n")
+    saved, results = tmp_path / "saved", tmp_path / "rows.csv"
+    argv = [arg for arg in _argv(tiny, models="SASRec,GRU4Rec", checkpoint_dir=str(saved)) if "--epochs" not in arg]
+    command = [sys.executable, os.path.join(ROOT, "run_recbole_genrec.py"), *argv, f"--profile={profile}",
+               f"--results_file={results}", "--threads=1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore",  # only the command's own lines
+           "PYTHONPATH": os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))}
+    process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        deadline = time.time() + 300
+        while not list(saved.glob("GRU4Rec-*.pth")):  # the second model saved its first epoch
+            assert process.poll() is None and time.time() < deadline, process.stderr.read()
+            time.sleep(0.1)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    checkpoint = next(saved.glob("GRU4Rec-*.pth"))
+    assert process.returncode == 130 and "Traceback" not in err
+    assert err.splitlines() == [f"recbole_genrec: interrupted: kept 1 finished result row in {results} and the last "
+                                f"checkpoint written, {checkpoint}."]
+    with open(results) as handle:
+        assert [row["model"] for row in csv.DictReader(handle)] == ["SASRec"]
+
+
 def test_console_entry_fails_a_search_in_which_every_trial_failed(monkeypatch, capsys):
     class Failed:
         best, results_csv = None, "ray_results/x/results.csv"
 
-    monkeypatch.setattr(cli, "run", lambda argv=None: Failed())
+    monkeypatch.setattr(cli, "run", lambda argv=None, kept=None: Failed())
     assert cli.main([]) == 1
     assert "every trial of the search failed" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_help_prints_every_mode_and_runs_nothing(monkeypatch, capsys, flag):
-    monkeypatch.setattr(cli, "run", lambda argv=None: pytest.fail("--help must not start a run"))
+    monkeypatch.setattr(cli, "run", lambda argv=None, kept=None: pytest.fail("--help must not start a run"))
     assert cli.main(["--model=TIGER", flag]) == 0
     out = capsys.readouterr().out
     assert all(part in out for part in ("--dataset", "--threads", "Tuning mode", "Recommendation mode"))
