@@ -31,6 +31,7 @@ import math
 import os
 import re
 import time
+import traceback
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -386,6 +387,22 @@ def _trial_timer():
     return TrialTimer()
 
 
+class _OneLineTrialErrors(logging.Filter):
+    """Ray Tune logs a failed trial with its worker's whole traceback: on the console, one line (the exception) is
+    enough, as the trial's error.txt keeps the traceback (listed by Tune at the end) and results.csv the line."""
+
+    LOGGER = "ray.tune.execution.tune_controller"
+
+    def filter(self, record):
+        if record.exc_info and record.exc_info[1] is not None:
+            error = record.exc_info[1]
+            cause = getattr(error, "cause", None) or error  # a RayTaskError carries the worker's exception
+            line = traceback.format_exception_only(type(cause), cause)[-1].strip()
+            record.msg, record.args = f"{record.getMessage()}: {line} (traceback in the trial's error.txt)", ()
+            record.exc_info = record.exc_text = None
+        return True
+
+
 def _error_message(trial):
     """The exception line of a failed trial (Ray's error file holds the whole traceback)."""
     text = ""
@@ -508,6 +525,8 @@ def run_tuning(model, dataset, hyper_file, config_file_list=None, config_dict=No
         init_ray(ray_address, ray_num_cpus)
     else:
         _check_workers_have_shims()
+    one_line_errors = _OneLineTrialErrors()
+    logging.getLogger(_OneLineTrialErrors.LOGGER).addFilter(one_line_errors)
     try:
         timer = _trial_timer()
         asha = (ASHAScheduler(time_attr="training_iteration", max_t=max_evaluations,
@@ -545,6 +564,7 @@ def run_tuning(model, dataset, hyper_file, config_file_list=None, config_dict=No
             scores = ray.get(evaluate.remote(result.best_checkpoint))
             result.valid_result, result.test_result = scores["valid"], scores["test"]
     finally:
+        logging.getLogger(_OneLineTrialErrors.LOGGER).removeFilter(one_line_errors)
         if started_ray:
             ray.shutdown()
 

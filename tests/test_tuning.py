@@ -131,7 +131,7 @@ def test_real_search_selects_on_validation_and_reports_failures(tiny, tmp_path, 
             "--cpus_per_trial=1", f"--tune_dir={tune_dir}"]
     argv += _options(overrides)
     result = cli_main(argv)
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
 
     rows = result.rows
     assert sorted(row["learning_rate"] for row in rows) == [-1.0, 0.00001, 0.003]
@@ -139,6 +139,13 @@ def test_real_search_selects_on_validation_and_reports_failures(tiny, tmp_path, 
     finished = [row for row in rows if row["status"] != "ERROR"]
     assert len(failed) == 1 and failed[0]["learning_rate"] == -1.0
     assert "Invalid learning rate" in failed[0]["error"]
+    # The console gets the failed trial's exception in one line; its error.txt keeps the worker's traceback.
+    assert re.search(r"Trial task failed for trial \S+: ValueError: Invalid learning rate: -1\.0 \(traceback in "
+                     r"the trial's error\.txt\)\n", err)
+    assert 'raise ValueError(f"Invalid learning rate' not in out + err
+    (error_file,) = glob.glob(str(tune_dir / f"*{failed[0]['trial']}*" / "error.txt"))
+    with open(error_file) as handle:
+        assert 'raise ValueError(f"Invalid learning rate' in handle.read()
     assert len(finished) == 2 and all(row["status"] == "COMPLETED" and row["evaluations"] == 1 for row in finished)
 
     # The selected configuration is the finished trial with the better validation metric.
