@@ -68,6 +68,19 @@ def test_raw_history_of_an_unseen_user(checkpoint):
     assert not set(recommendation.items) & set(history)
 
 
+def test_tokens_and_titles_are_plain_strings(checkpoint):
+    """Every user by default (the dataset's numpy tokens) and a raw history: the API and its repr show plain `str`
+    tokens and titles, never numpy's `np.str_('...')`."""
+    path, _ = checkpoint
+    recommendations = recommend(path, histories=[USER_ITEMS[USERS[0]][:2]], k=2)
+    recommendations += recommend(path, k=2)  # every user, from the dataset's own token array
+    assert len(recommendations) == len(USER_ITEMS) + 1
+    for recommendation in recommendations:
+        values = [recommendation.user, *recommendation.items, *recommendation.titles]
+        assert all(type(value) is str for value in values) and all(type(s) is float for s in recommendation.scores)
+    assert "np.str_" not in repr(recommendations) and "np.float" not in repr(recommendations)
+
+
 def test_unknown_user_and_item_tokens_are_named(checkpoint):
     path, _ = checkpoint
     with pytest.raises(ValueError, match="Unknown user NOT-A-USER"):
