@@ -394,7 +394,7 @@ class _OneLineTrialErrors(logging.Filter):
     LOGGER = "ray.tune.execution.tune_controller"
 
     def filter(self, record):
-        if record.exc_info and record.exc_info[1] is not None:
+        if record.exc_info and record.exc_info[1] is not None and record.getMessage().startswith("Trial task failed"):
             error = record.exc_info[1]
             cause = getattr(error, "cause", None) or error  # a RayTaskError carries the worker's exception
             line = traceback.format_exception_only(type(cause), cause)[-1].strip()
