@@ -16,7 +16,7 @@ written; the caches it fills are the real run's; with --tune it checks the hyper
 configuration only).
 `main` (run_recbole_genrec.py and the installed `recbole-genrec`) exits 0 after a finished run, 1 with a
 one-line message for bad input, and 130 after Ctrl-C with one line saying what was kept (the finished models' rows in
---results_file, the last checkpoint written); `run` returns the rows and raises.
+--results_file, the last checkpoint written, a resume_file's training state); `run` returns the rows and raises.
 
 Tuning mode (Ray Tune, see recbole_genrec/tuning.py and hyper/README.md):
 `python run_recbole_genrec.py --model=TIGER --tune=hyper/TIGER.hyper --trials=20` with --trials (random search:
@@ -117,17 +117,16 @@ def quickstart_dataset(models, path=QUICKSTART_PROFILE):
 
 
 class Kept:
-    """What a command has left behind so far (the result rows it wrote, the checkpoint folders of its models), for
-    the line `main` prints when it is interrupted."""
+    """What a command has left behind so far (the result rows it wrote; the checkpoint folders and resume files of
+    its models), for the line `main` prints when it is interrupted."""
 
     def __init__(self):
         self.started = time.time()
-        self.results_file, self.rows_written, self.checkpoint_dirs = None, 0, []
+        self.results_file, self.rows_written, self.checkpoint_dirs, self.resume_files = None, 0, [], []
 
-    def last_checkpoint(self):
-        """The newest checkpoint written in the models' checkpoint folders since the command started, or None."""
-        written = [path for folder in self.checkpoint_dirs for path in glob.glob(os.path.join(folder, "*.pth"))
-                   if os.path.getmtime(path) >= self.started]
+    def _newest(self, paths):
+        """The newest of `paths` written since the command started, or None."""
+        written = [path for path in paths if os.path.isfile(path) and os.path.getmtime(path) >= self.started]
         return max(written, key=os.path.getmtime, default=None)
 
     def __str__(self):
@@ -135,10 +134,14 @@ class Kept:
         if self.rows_written:
             kept.append(f"{self.rows_written} finished result row{'s' if self.rows_written > 1 else ''} in "
                         f"{self.results_file}")
-        checkpoint = self.last_checkpoint()
+        checkpoint = self._newest([path for folder in self.checkpoint_dirs
+                                   for path in glob.glob(os.path.join(folder, "*.pth"))])
         if checkpoint:
             kept.append(f"the last checkpoint written, {checkpoint}")
-        return f"kept {' and '.join(kept)}" if kept else "no result row or checkpoint was written"
+        resume_file = self._newest(self.resume_files)
+        if resume_file:
+            kept.append(f"the training state in {resume_file} (a run given it continues from its last epoch)")
+        return f"kept {'; '.join(kept)}" if kept else "no result row or checkpoint was written"
 
 
 def run(argv=None, kept=None):
@@ -184,6 +187,7 @@ def run(argv=None, kept=None):
         config = GenRecConfig(model=model, dataset=dataset, config_file_list=config_files,
                               config_dict=dict(config_dicts[model]))
         kept.checkpoint_dirs.append(config["checkpoint_dir"])
+        kept.resume_files += [os.path.abspath(config["resume_file"])] if config["resume_file"] else []
     if dry_run:
         return dry_run_models(models, dataset, config_files, config_dicts)
     results_file = options.get("results_file")

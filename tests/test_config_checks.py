@@ -210,11 +210,11 @@ def test_bad_yaml_on_the_command_line_names_file_and_line(tiny, tmp_path, no_wor
 
 
 def test_ctrl_c_exits_130_with_one_line_saying_what_was_kept(tiny, tmp_path):
-    """A real SIGINT to the command while its second model trains: the first model's row and the second's
-    checkpoint are kept and named, in one line, without a traceback."""
+    """A real SIGINT to the command while its second model trains: the first model's row, the second's checkpoint
+    and its resume file are kept and named, in one line, without a traceback."""
+    saved, results, resume = tmp_path / "saved", tmp_path / "rows.csv", tmp_path / "GRU4Rec.state"
     profile = tmp_path / "profile.yaml"
-    profile.write_text("per_model:\n  SASRec: {epochs: 1}\n  GRU4Rec: {epochs: 500}\n")
-    saved, results = tmp_path / "saved", tmp_path / "rows.csv"
+    profile.write_text(f"per_model:\n  SASRec: {{epochs: 1}}\n  GRU4Rec: {{epochs: 500, resume_file: {resume}}}\n")
     argv = [arg for arg in _argv(tiny, models="SASRec,GRU4Rec", checkpoint_dir=str(saved)) if "--epochs" not in arg]
     command = [sys.executable, os.path.join(ROOT, "run_recbole_genrec.py"), *argv, f"--profile={profile}",
                f"--results_file={results}", "--threads=1"]
@@ -224,7 +224,7 @@ def test_ctrl_c_exits_130_with_one_line_saying_what_was_kept(tiny, tmp_path):
                                text=True)
     try:
         deadline = time.time() + 300
-        while not list(saved.glob("GRU4Rec-*.pth")):  # the second model saved its first epoch
+        while not (list(saved.glob("GRU4Rec-*.pth")) and resume.exists()):  # the second model's first epoch
             assert process.poll() is None and time.time() < deadline, process.stderr.read()
             time.sleep(0.1)
         process.send_signal(signal.SIGINT)
@@ -234,8 +234,9 @@ def test_ctrl_c_exits_130_with_one_line_saying_what_was_kept(tiny, tmp_path):
             process.kill()
     checkpoint = next(saved.glob("GRU4Rec-*.pth"))
     assert process.returncode == 130 and "Traceback" not in err
-    assert err.splitlines() == [f"recbole_genrec: interrupted: kept 1 finished result row in {results} and the last "
-                                f"checkpoint written, {checkpoint}."]
+    assert err.splitlines() == [f"recbole_genrec: interrupted: kept 1 finished result row in {results}; the last "
+                                f"checkpoint written, {checkpoint}; the training state in {resume} (a run given it "
+                                f"continues from its last epoch)."]
     with open(results) as handle:
         assert [row["model"] for row in csv.DictReader(handle)] == ["SASRec"]
 
