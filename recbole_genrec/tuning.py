@@ -491,17 +491,17 @@ def run_tuning(model, dataset, hyper_file, config_file_list=None, config_dict=No
     grid axis) -> samples per grid point (default 1). ray_address: None starts a local Ray (ray_num_cpus CPUs,
     default all); an address ("auto", "HOST:6379") joins a running cluster. A Ray session the caller already
     started is used as it is (and left running)."""
-    import ray
+    started = time.time()
+    space, base, fixed, base_dicts, config_files = check_search(
+        model, dataset, hyper_file, config_file_list=config_file_list, config_dict=config_dict, search=search,
+        scheduler=scheduler, ray_address=ray_address)
+    import ray  # after the checks: a refused search does not wait for Ray's import
     from ray import air, tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.basic_variant import BasicVariantGenerator
 
     from recbole_genrec import registry
 
-    started = time.time()
-    space, base, fixed, base_dicts, config_files = check_search(
-        model, dataset, hyper_file, config_file_list=config_file_list, config_dict=config_dict, search=search,
-        scheduler=scheduler, ray_address=ray_address)
     valid_metric, bigger = base["valid_metric"], bool(base["valid_metric_bigger"])
 
     tune_dir = os.path.abspath(tune_dir or os.path.join(
