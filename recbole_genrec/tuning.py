@@ -463,13 +463,12 @@ def check_search(model, dataset, hyper_file, config_file_list=None, config_dict=
     fixed["data_path"] = os.path.dirname(base["data_path"])
     fixed["cache_dir"] = base["cache_dir"]
     base_dicts = {}
-    for name, param in space.items():  # a wrong type would fail every trial once Ray has started
-        try:
+    for name, param in space.items():
+        try:  # a wrong type would fail every trial once Ray has started
             for value in param.drawn_values():
                 check_value_types({name: value}, defaults=base.final_config_dict)
         except ValueError as error:
             raise ValueError(f"{hyper_file}:{param.line}: {name} {param.kind}: {error}") from None
-    for name in space:
         if name.split(".")[0] not in base.final_config_dict:
             logger.warning(f"{hyper_file}: {name} is not a parameter of {model}'s configuration (typo?); "
                            f"it is passed on as given.")

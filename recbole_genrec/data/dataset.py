@@ -11,12 +11,12 @@ from recbole_genrec.data.atomic import FLOAT_TYPES, decoding_errors, first_bad_n
 
 
 def load_atomic_feat(self, filepath, source):
-    """RecBole 1.2.1's `Dataset._load_feat` with two changes: the file is read with quoting off (the atomic format
+    """RecBole 1.2.1's `Dataset._load_feat` with three changes: the file is read with quoting off (the atomic format
     has none: a title such as `"Wally" the Flying Pig` is read verbatim, as the plugin's own readers in atomic.py
     read it, instead of stopping pandas with "'\\t' expected after '\"'" or losing the quotes of a wholly quoted
-    value), and a value that does not read (a non-numeric timestamp, ...) is reported with the file, line and field.
-    Interaction rows identical to an earlier one in every column are counted: a warning, or dropped with
-    `drop_identical_inter` (`identical_interactions`)."""
+    value), a value that does not read (a non-numeric timestamp, bytes that are not UTF-8, ...) is reported with the
+    file and line, and interaction rows identical to an earlier one in every column are counted in a warning, or
+    dropped with `drop_identical_inter` (`identical_interactions`)."""
     self.logger.debug(set_color(f"Loading feature from [{filepath}] (source: [{source}]).", "green"))
     load_col, unload_col = self._get_load_and_unload_col(source)
     if load_col == set():
