@@ -66,7 +66,7 @@ def row_settings(model, seed, args, overrides):
 def leaderboard_row(model, seed, result, settings, seconds):
     """One CSV row: test and validation metrics, the budget and what the run cost."""
     from recbole_genrec.measure import per_second
-    from recbole_genrec.quick_start import flat_metrics
+    from recbole_genrec.results import flat_metrics
 
     row = {"model": model, "seed": seed, "dataset": result["dataset"]}
     row.update({f"test_{key}": value for key, value in flat_metrics(result["test_result"]).items()})

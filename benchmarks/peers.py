@@ -512,7 +512,7 @@ def worker(spec):
 
 # ---- the driver ---------------------------------------------------------------------------------------------
 def parse_args(argv):
-    from recbole_genrec.cli import parse_value
+    from recbole_genrec.safety import parse_value
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="ml-100k")

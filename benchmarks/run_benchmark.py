@@ -190,7 +190,8 @@ def run_study(args):
     from recbole_genrec.cli import resolve_profile
     from recbole_genrec.config import GenRecConfig
     from recbole_genrec.measure import per_second
-    from recbole_genrec.quick_start import flat_metrics, load_data_and_model, run_recbole_genrec
+    from recbole_genrec.quick_start import load_data_and_model, run_recbole_genrec
+    from recbole_genrec.results import flat_metrics
     from recbole_genrec.trainer import GenRecTrainer
 
     model = "TIGER"

@@ -31,32 +31,20 @@ Recommendation mode (recbole_genrec/recommend.py): `python run_recbole_genrec.py
 with --histories="I1,I2;I3,I4" (raw item tokens of unseen users, oldest first), --output=recs.csv,
 --exclude_seen=False (keep items the user already has; excluded by default), --device=cpu|cuda, --state (RecBole's
 log level, WARNING unless given), --cache_dir (where the training run's caches are, when they moved)."""
-import ast
 import glob
 import os
 import sys
 import time
 
+from recbole_genrec.config import ALLOW_UNKNOWN_KEYS
 from recbole_genrec.paths import QUICKSTART_PROFILE, resolve_properties_path
+from recbole_genrec.safety import parse_value
 
 CLI_OPTIONS = ("model", "dataset", "config_files", "results_file", "profile", "threads", "dry_run")
 TUNE_OPTIONS = ("tune", "trials", "search", "ray_address", "ray_num_cpus", "cpus_per_trial", "gpus_per_trial",
                 "max_concurrent", "tune_dir", "scheduler", "grace_period")
 RECOMMEND_OPTIONS = ("recommend", "users", "histories", "output", "exclude_seen")
 CLI_OPTIONS += TUNE_OPTIONS + RECOMMEND_OPTIONS
-ALLOW_UNKNOWN_KEYS = "allow_unknown_keys"  # as recbole_genrec.config (not imported here: it imports RecBole)
-
-
-def parse_value(text):
-    try:
-        return ast.literal_eval(text)
-    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # e.g. {[1]: 2}: unhashable key
-        lowered = text.lower()
-        if lowered in ("true", "false"):
-            return lowered == "true"
-        if lowered in ("none", "null", "~"):
-            return None
-        return text
 
 
 def parse_args(argv):
@@ -85,7 +73,7 @@ def resolve_profile(name):
 
 def _load_yaml(path):
     """A yaml file read as RecBole reads its config files (`1e-3` is a float; errors name the file and line)."""
-    from recbole_genrec.compat import load_config_yaml
+    from recbole_genrec.safety import load_config_yaml
 
     return load_config_yaml(path)
 
@@ -156,7 +144,7 @@ def run(argv=None, kept=None):
     stray = [f"--{name}" for name in RECOMMEND_OPTIONS if name in options]
     if stray:
         raise ValueError(f"{', '.join(stray)} belong{'s' if len(stray) == 1 else ''} to the recommendation mode: add "
-                         f"--recommend=CHECKPOINT (a saved/<Model>-<time>.pth of a training run).")
+                         f"--recommend=CHECKPOINT (a saved/<Model>-<time>-<random>.pth of a training run).")
     models = [m.strip() for m in options.get("model", "TIGER").split(",") if m.strip()]
     config_files = [resolve_properties_path(f) for f in options.get("config_files", "").replace(",", " ").split() if f]
     profile = resolve_profile(options.get("profile", "none" if "dataset" in options else "quickstart"))
@@ -218,7 +206,7 @@ def recommend_main(options, overrides):
 
     if not os.path.isfile(options["recommend"]):
         raise FileNotFoundError(f"--recommend: checkpoint {options['recommend']} not found (training runs save them "
-                                f"under saved/, e.g. saved/TIGER-Dec-02-2026_04-00-00.pth).")
+                                f"under saved/, e.g. saved/TIGER-Dec-02-2026_04-00-00-3f2a9c1b.pth).")
     extra = sorted(set(overrides) - {"topk", "device", "state", "cache_dir"})
     if extra:
         raise ValueError(f"--recommend reads a trained checkpoint; {', '.join('--' + key for key in extra)} would not "

@@ -11,7 +11,7 @@ import yaml
 from recbole.config import Config
 from recbole.utils import ModelType
 
-from recbole_genrec import compat, registry
+from recbole_genrec import registry, safety
 from recbole_genrec.trainer import SUBSET_PREFIXES
 from recbole_genrec.paths import PACKAGE_DIR, PROPERTIES_DIR  # noqa: F401  (the top-level properties/, see paths.py)
 
@@ -138,14 +138,6 @@ def allowed_unknown_keys(value):
     raise ValueError(f"{ALLOW_UNKNOWN_KEYS} takes True or a list of key names, got {value!r}.")
 
 
-def closest_keys(key, known, n=3):
-    """The known names closest to `key` (difflib, case-insensitive)."""
-    by_lower = {}
-    for name in sorted(known):
-        by_lower.setdefault(name.lower(), name)
-    return [by_lower[m] for m in difflib.get_close_matches(key.lower(), list(by_lower), n=n, cutoff=0.7)]
-
-
 def check_known_keys(keys, allowed=None, extra_known=(), flag=None):
     """Refuse keys no config layer knows (a misspelt key would be silently ignored), with the closest known names.
     `allowed`: `allow_unknown_keys`'s value. `extra_known`: more names (the command line's own options).
@@ -160,7 +152,7 @@ def check_known_keys(keys, allowed=None, extra_known=(), flag=None):
     prefix = flag or ""
     parts = []
     for key in unknown:
-        close = closest_keys(key, known)
+        close = registry.closest_names(key, known)
         hint = f"did you mean {' or '.join(prefix + name for name in close)}?" if close else "no similar key"
         parts.append(f"{prefix}{key} ({hint})")
     names = ", ".join(unknown)
@@ -341,7 +333,7 @@ class GenRecConfig(Config):
 
     def _validate(self):
         cfg = self.final_config_dict
-        compat.refuse_recbole_pickle_paths(self, "The run's config")  # before any work, not at the dataset load
+        safety.refuse_recbole_pickle_paths(self, "The run's config")  # before any work, not at the dataset load
         # Leave-one-out by time (order: TO) sorts on the time field; RecBole's default load_col leaves it out, and
         # the split then fails deep inside RecBole with "[timestamp] is not exist in interaction".
         inter_columns = (cfg.get("load_col") or {}).get("inter")

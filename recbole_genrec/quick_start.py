@@ -10,12 +10,10 @@ from time import time
 import yaml
 from recbole.utils import get_environment, init_logger, init_seed, set_color
 
-from recbole_genrec import compat, distributed, measure, registry
+from recbole_genrec import distributed, measure, registry, safety
 from recbole_genrec.config import GenRecConfig, plugin_property_files
 from recbole_genrec.data import create_dataset, data_preparation, mark_training_items
 from recbole_genrec.trainer import GenRecTrainer, unique_checkpoint_file
-
-METRIC_ORDER = ("recall", "ndcg", "hit", "mrr", "precision", "map")
 
 
 def _prepare(model, dataset, config_file_list, config_dict, on_prepared=None, config=None):
@@ -268,7 +266,7 @@ def run_stock_recbole(model, dataset, config_dict=None, saved=True):
     fit = partial(trainer.fit, train_data, valid_data, saved=saved, show_progress=config["show_progress"])
     best_valid_score, best_valid_result = budget.run(trainer, fit, saved)
     if saved:  # RecBole's own reload fails on torch >= 2.6 (weights-only unpickler); same weights, loaded here
-        checkpoint = compat.load_checkpoint(trainer.saved_model_file, trainer.device)
+        checkpoint = safety.load_checkpoint(trainer.saved_model_file, trainer.device)
         model_obj.load_state_dict(checkpoint["state_dict"])
         model_obj.load_other_parameter(checkpoint.get("other_parameter"))
     start = time()
@@ -327,7 +325,7 @@ def load_data(model_file, device=None, config_dict=None):
     `config_dict`: settings that change where files are and what is logged, not the model (`state`, `cache_dir`)."""
     import torch
 
-    checkpoint = compat.load_checkpoint(model_file, map_location=device)
+    checkpoint = safety.load_checkpoint(model_file, map_location=device)
     config = distributed.single_process(checkpoint["config"])
     if device is not None:
         config["device"] = torch.device(device)
@@ -348,15 +346,3 @@ def load_model(checkpoint, config, train_data):
     model.load_state_dict(checkpoint["state_dict"])
     model.load_other_parameter(checkpoint.get("other_parameter"))
     return model
-
-
-def flat_metrics(result):
-    """{'recall@10': 0.1, ...} sorted by metric family then K."""
-    if not result:
-        return {}
-
-    def order(key):
-        name, _, k = key.partition("@")
-        return (METRIC_ORDER.index(name) if name in METRIC_ORDER else 99, int(k or 0), name)
-
-    return {key: float(result[key]) for key in sorted(result, key=order)}

@@ -3,7 +3,7 @@ histories of users it never saw (the serving case).
 
 Every model goes through the evaluator's own ranking path (trainer.GenRecTrainer.evaluate): generative models
 through `generate_topk`, classic RecBole models through `full_sort_predict`. Nothing is trained and no cache is
-written: the checkpoint is read through the allow-listed unpickler (compat.load_checkpoint), the semantic IDs
+written: the checkpoint is read through the allow-listed unpickler (safety.load_checkpoint), the semantic IDs
 and text embeddings from the training run's caches.
 
 Items a user already has are excluded unless `exclude_seen=False`. A score table excludes them directly; a

@@ -1,4 +1,5 @@
 """Model and trainer lookup: this plugin's models first, RecBole's own models second."""
+import difflib
 import importlib
 
 from recbole.utils import get_trainer as recbole_get_trainer
@@ -36,6 +37,14 @@ def recbole_model_names():
     return sorted(set(names))
 
 
+def closest_names(key, known, n=3):
+    """The known names closest to `key` (difflib, case-insensitive)."""
+    by_lower = {}
+    for name in sorted(known):
+        by_lower.setdefault(name.lower(), name)
+    return [by_lower[m] for m in difflib.get_close_matches(key.lower(), list(by_lower), n=n, cutoff=0.7)]
+
+
 def available_models():
     return list(GENREC_MODELS) + recbole_model_names()
 
@@ -54,9 +63,7 @@ def get_model(model_name):
             module = importlib.import_module(module_name)
             if hasattr(module, model_name):
                 return getattr(module, model_name)
-    from recbole_genrec.config import closest_keys  # config imports this module
-
-    close = closest_keys(model_name, available_models())
+    close = closest_names(model_name, available_models())
     hint = f" (did you mean {' or '.join(close)}?)" if close else ""
     raise ValueError(
         f"Unknown model '{model_name}'{hint}. Generative models: {', '.join(GENREC_MODELS)}. "

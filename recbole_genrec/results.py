@@ -3,7 +3,22 @@
 import csv
 import os
 
-from recbole_genrec.quick_start import flat_metrics
+from recbole_genrec.safety import parse_value
+
+
+METRIC_ORDER = ("recall", "ndcg", "hit", "mrr", "precision", "map")
+
+
+def flat_metrics(result):
+    """{'recall@10': 0.1, ...} sorted by metric family then K."""
+    if not result:
+        return {}
+
+    def order(key):
+        name, _, k = key.partition("@")
+        return (METRIC_ORDER.index(name) if name in METRIC_ORDER else 99, int(k or 0), name)
+
+    return {key: float(result[key]) for key in sorted(result, key=order)}
 
 
 def result_row(run):
@@ -42,8 +57,6 @@ def format_table(rows):
 
 def read_csv(path):
     """Rows written by write_csv, values parsed back as the command line parses them (empty cells -> None)."""
-    from recbole_genrec.cli import parse_value
-
     def parse(value):
         return None if value in ("", None) else parse_value(value)
 

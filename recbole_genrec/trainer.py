@@ -24,7 +24,7 @@ from recbole.trainer import Trainer
 from recbole.utils import dict2str, get_local_time, set_color
 from torch.nn.utils import clip_grad_norm_
 
-from recbole_genrec import compat, distributed
+from recbole_genrec import distributed, safety
 from recbole_genrec.cache import atomic_path
 from recbole_genrec.data.device_batches import DeviceBatches
 from recbole_genrec.progress import progress
@@ -326,7 +326,7 @@ class GenRecTrainer(Trainer):
 
     def _restore_training_state(self):
         """Continue from the resume file; True when its run had finished training (only the test is left)."""
-        state = compat.load_checkpoint(self.resume_file, self.device)
+        state = safety.load_checkpoint(self.resume_file, self.device)
         if state["fingerprint"] != config_fingerprint(self.config):
             raise ValueError(f"resume_file {self.resume_file} holds the state of a run with other settings: give "
                              f"this run another resume_file, or delete that file to start afresh.")
@@ -410,7 +410,7 @@ class GenRecTrainer(Trainer):
             )
 
     def resume_checkpoint(self, resume_file):
-        checkpoint = compat.load_checkpoint(str(resume_file), self.device)
+        checkpoint = safety.load_checkpoint(str(resume_file), self.device)
         self.saved_model_file = str(resume_file)
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
@@ -443,7 +443,7 @@ class GenRecTrainer(Trainer):
             from_rank_zero = distributed.active() and model_file is None
             other_parameter = None
             if distributed.is_main_process() or not from_rank_zero:
-                checkpoint = compat.load_checkpoint(checkpoint_file, self.device)
+                checkpoint = safety.load_checkpoint(checkpoint_file, self.device)
                 self.model.load_state_dict(checkpoint["state_dict"])
                 other_parameter = checkpoint.get("other_parameter")
             if from_rank_zero:

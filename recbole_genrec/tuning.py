@@ -322,7 +322,8 @@ def _evaluate_checkpoint(checkpoint):
     """Load a trained trial from its checkpoint and score its validation and test splits (once, at the end)."""
     compat.apply()
     from recbole_genrec import registry
-    from recbole_genrec.quick_start import flat_metrics, load_data_and_model
+    from recbole_genrec.quick_start import load_data_and_model
+    from recbole_genrec.results import flat_metrics
 
     config, model, _, _, valid_data, test_data = load_data_and_model(checkpoint)
     trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model)

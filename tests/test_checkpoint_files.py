@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from recbole_genrec import compat
+from recbole_genrec import safety
 
 from conftest import FIXTURES
 
@@ -49,7 +49,7 @@ def test_concurrent_runs_keep_their_own_checkpoints(tmp_path):
     assert len({checkpoint for _, checkpoint, _ in finished}) == 2
     for hidden_size, checkpoint_file, test_result in finished:
         assert SAME_SECOND in os.path.basename(checkpoint_file)
-        checkpoint = compat.load_checkpoint(checkpoint_file)
+        checkpoint = safety.load_checkpoint(checkpoint_file)
         assert checkpoint["config"]["hidden_size"] == hidden_size
         assert checkpoint["state_dict"]["item_embedding.weight"].shape[1] == hidden_size
         assert set(test_result) == {"recall@5", "recall@10", "ndcg@5", "ndcg@10"}
@@ -64,7 +64,7 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     config, _, model, *_ = _prepare("SASRec", "tiny-beauty", None, _settings(str(tmp_path), 16))
     trainer = GenRecTrainer(config, model)
     trainer._save_checkpoint(0, verbose=False)
-    before = compat.load_checkpoint(trainer.saved_model_file)["state_dict"]
+    before = safety.load_checkpoint(trainer.saved_model_file)["state_dict"]
 
     def dies_half_way(state, path, **kwargs):
         with open(path, "wb") as handle:
@@ -77,6 +77,6 @@ def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space left"):
         trainer._save_checkpoint(1, verbose=False)
     monkeypatch.undo()
-    after = compat.load_checkpoint(trainer.saved_model_file)["state_dict"]
+    after = safety.load_checkpoint(trainer.saved_model_file)["state_dict"]
     assert all(torch.equal(before[key], after[key]) for key in before)
     assert os.listdir(tmp_path) == [os.path.basename(trainer.saved_model_file)]

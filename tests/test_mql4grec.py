@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from recbole_genrec import compat
+from recbole_genrec import safety
 from recbole_genrec.model.mql4grec import fuse_two_lists, samples_per_target, write_pretraining_dataset
 from recbole_genrec.quick_start import _prepare, pretrain_first, run_recbole_genrec
 from recbole_genrec.tokenization.published import load_published_codes
@@ -121,7 +121,7 @@ def test_mql4grec_ignores_the_target_item(tiny, tiny_mm):
 def test_fine_tuning_starts_from_the_pretrained_checkpoint_weights(tiny, tiny_mm):
     settings = tiny(**tiny_mm, pretrain_datasets="tiny-pre", pretrain_config=TINY_PRETRAIN)
     fine_tuning = pretrain_first("MQL4GRec", "tiny-mm", None, settings)
-    checkpoint = compat.load_checkpoint(fine_tuning["pretrained_checkpoint"], map_location="cpu")
+    checkpoint = safety.load_checkpoint(fine_tuning["pretrained_checkpoint"], map_location="cpu")
     assert checkpoint["config"]["dataset"] == "pretrain-tiny-pre" and checkpoint["config"]["mql4grec_tasks"] == [
         "seqrec", "seqimage"] and checkpoint["config"]["learning_rate"] == 0.003
     pretrained = {k[len("backbone."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("backbone.")}

@@ -1,4 +1,4 @@
-"""Config values and checkpoints are data, never code (recbole_genrec/compat.py).
+"""Config values and checkpoints are data, never code (recbole_genrec/safety.py).
 
 RecBole 1.2.1 `eval`s config values given on the command line, in a config_dict or in a hyper file, resolves
 `!!python/name:` tags in yaml files, and unpickles checkpoints (and its dataset caches) without restriction.
@@ -11,7 +11,7 @@ import types
 import pytest
 import torch
 
-from recbole_genrec import compat
+from recbole_genrec import safety
 from recbole_genrec.config import GenRecConfig
 
 from conftest import FIXTURES, TINY_TIGER, check_run_and_reload
@@ -160,7 +160,7 @@ def test_ray_workers_parse_literals_only(tmp_path):
         module, value = ray.get(ray.remote(num_cpus=1)(in_worker).remote(marker))
     finally:
         ray.shutdown()
-    assert module == "recbole_genrec.compat" and value.startswith("__import__")
+    assert module == "recbole_genrec.safety" and value.startswith("__import__")
     assert not os.path.exists(marker)
 
 
@@ -178,10 +178,10 @@ def test_real_checkpoint_loads_and_evaluates(tiny_run):
 
     from recbole_genrec.model.tiger import TIGER
 
-    checkpoint = compat.load_checkpoint(tiny_run["checkpoint"])
+    checkpoint = safety.load_checkpoint(tiny_run["checkpoint"])
     config = checkpoint["config"]
     assert type(config) is GenRecConfig and config.model_class is TIGER
-    assert config.yaml_loader is compat.ConfigYamlLoader and config["MODEL_TYPE"] is ModelType.SEQUENTIAL
+    assert config.yaml_loader is safety.ConfigYamlLoader and config["MODEL_TYPE"] is ModelType.SEQUENTIAL
     assert checkpoint["state_dict"] and checkpoint["optimizer"]["state"]
 
 
@@ -193,7 +193,7 @@ def test_crafted_checkpoint_is_refused(tmp_path, legacy):
     path = tmp_path / "model.pth"
     state = {"state_dict": {}, "config": _Exploit(marker)}
     torch.save(state, path, _use_new_zipfile_serialization=not legacy, pickle_protocol=4)
-    for load in (compat.load_checkpoint, load_data_and_model):
+    for load in (safety.load_checkpoint, load_data_and_model):
         with pytest.raises(ValueError) as refused:
             load(str(path))
         assert f"{path}: it needs the Python global `posix.system`" in str(refused.value)
@@ -219,7 +219,7 @@ def test_allowed_classes_are_never_called(tmp_path):
         path = tmp_path / "model.pth"
         torch.save({"config": payload}, path)
         with pytest.raises(ValueError, match=rf"it calls `{name}`"):
-            compat.load_checkpoint(str(path))
+            safety.load_checkpoint(str(path))
 
 
 def test_recbole_trainer_loads_through_the_allow_list(tmp_path):

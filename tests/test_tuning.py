@@ -13,7 +13,7 @@ from recbole_genrec.cli import run as cli_main
 from recbole_genrec.config import GenRecConfig
 from recbole_genrec.tuning import merge_params, parse_hyper_file
 
-from conftest import ROOT, TINY_TIGER
+from conftest import FIXTURES, ROOT, TINY_TIGER
 
 
 def _options(overrides):
@@ -57,7 +57,10 @@ def test_shipped_search_spaces_cover_every_generative_model(tiny):
     assert {"SASRec", *GENREC_MODELS} <= names
     for path in paths:
         model = os.path.basename(path).split(".")[0].split("-")[0]  # TIGER-cpu.hyper -> TIGER
-        config = GenRecConfig(model=model, dataset="tiny-beauty", config_dict=tiny())
+        # MQL4GRec reads published codes: a dataset that ships them
+        dataset, data_path = (("amazon-instruments-mm", os.path.join(ROOT, "dataset")) if model == "MQL4GRec"
+                              else ("tiny-beauty", FIXTURES))
+        config = GenRecConfig(model=model, dataset=dataset, config_dict=tiny(data_path=data_path))
         for name in parse_hyper_file(path):
             top, _, key = name.partition(".")
             assert top in config.final_config_dict, f"{path}: {name}"

@@ -152,9 +152,9 @@ class MQL4GRec(GenerativeRecommender):
     def load_pretrained_backbone(self, path):
         """Fine-tuning starts from a pre-training run's backbone (embeddings and layers; the catalogue is this
         dataset's). The shared vocabulary makes every row mean the same token in both (module docstring)."""
-        from recbole_genrec import compat
+        from recbole_genrec import safety
 
-        state = compat.load_checkpoint(path, map_location="cpu")["state_dict"]
+        state = safety.load_checkpoint(path, map_location="cpu")["state_dict"]
         backbone = {key[len("backbone."):]: value for key, value in state.items() if key.startswith("backbone.")}
         own = self.backbone.state_dict()
         differ = [f"{key} {tuple(backbone[key].shape)} vs {tuple(own[key].shape)}" for key in own
