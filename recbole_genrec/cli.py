@@ -273,6 +273,21 @@ def dry_run_models(models, dataset, config_files, config_dicts):
 USER_ERRORS = (ValueError, FileNotFoundError, KeyError)
 
 
+# Libraries whose deprecation notices a run triggers on every call (RecBole on today's pandas and torch: chained
+# `fillna(inplace=True)`, `torch.cuda.amp.GradScaler`; ray 2.6.3's pkg_resources): nothing a user can act on.
+LIBRARY_MODULES = r"(recbole|pandas|torch|ray|sklearn|transformers|sentence_transformers)(\.|$)"
+
+
+def quiet_library_deprecations():
+    """Keep the libraries' deprecation notices off the console of the command line (the package, imported from
+    Python, leaves the warning filters to its caller)."""
+    import warnings
+
+    for category in (FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category, module=LIBRARY_MODULES)
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+
+
 def main(argv=None):
     """Entry point of `run_recbole_genrec.py` and of the installed `recbole-genrec` command: 0 when the run
     finished, 1 with a one-line message on stderr for bad input or a search in which every trial failed, 130 (the
@@ -283,6 +298,7 @@ def main(argv=None):
         print(__doc__)
         return 0
     argv = args
+    quiet_library_deprecations()
     kept = Kept()
     try:
         result = run(argv, kept)
