@@ -359,7 +359,8 @@ def tune_main(options, models, dataset, config_files, overrides, allowed=None, d
     """The tuning mode: one model, its hyper file, Ray Tune; returns the TuningResult. `dry_run`: the hyper file,
     the options and the base configuration are checked (tuning.check_search), no Ray, no trial; returns a report."""
     from recbole_genrec.config import check_known_keys
-    from recbole_genrec.tuning import check_search, parse_hyper_file, run_tuning
+    from recbole_genrec.hyper import parse_hyper_file
+    from recbole_genrec.tuning import check_search, run_tuning
 
     if len(models) != 1:
         raise ValueError(f"--tune searches one model at a time, got --model={','.join(models)}.")

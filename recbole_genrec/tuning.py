@@ -2,9 +2,9 @@
 
     python run_recbole_genrec.py --model=SASRec --dataset=ml-100k --tune=hyper/SASRec.hyper --trials=8
 
-The search space is a RecBole hyper file (`hyper/README.md`). Every trial runs `run_recbole_genrec` in a Ray
-worker with its own checkpoint directory and reports the validation score after every evaluation, which feeds an
-ASHA scheduler. Trials never touch the test split: after the search, the best trial (best validation score among
+The search space is a RecBole hyper file (`hyper/README.md`, read by recbole_genrec/hyper.py). Every trial runs
+`run_recbole_genrec` in a Ray worker with its own checkpoint directory and reports the validation score after
+every evaluation, which feeds an ASHA scheduler. Trials never touch the test split: after the search, the best trial (best validation score among
 the trials that did not fail) is loaded from its checkpoint and evaluated on the test split once. What a search
 leaves in its directory (`--tune_dir`, default `ray_results/<model>-<dataset>-<time>`):
 
@@ -21,8 +21,6 @@ Semantic IDs are cached by a fingerprint of the tokenizer's inputs and parameter
 trials that only change backbone or optimiser parameters reuse the first trial's tokenizer. Trials of generative
 models prepare their data under a file lock in `cache_dir`: two trials never fit the same tokenizer at once.
 """
-import ast
-import copy
 import fcntl
 import glob
 import json
@@ -36,139 +34,12 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from recbole_genrec import compat
+from recbole_genrec.hyper import check_space, merge_params, parse_hyper_file, plain_python
 
 logger = logging.getLogger("recbole_genrec")
 
-HYPER_KINDS = ("choice", "uniform", "quniform", "loguniform")
 SEARCH_MODES = ("random", "grid")
 SCHEDULERS = ("asha", "fifo")
-
-
-# ---- search space: RecBole's hyper file format ------------------------------------------------------------------
-@dataclass(frozen=True)
-class HyperParam:
-    """One line of a hyper file: `name kind values`.
-
-    choice [v1, v2, ...]      one of the listed Python literals
-    uniform low,high          a float in [low, high]
-    quniform low,high,q       round(uniform(low, high) / q) * q; an int when low, high and q are whole numbers
-    loguniform low,high       exp(uniform(low, high)): as in RecBole (hyperopt), the bounds are natural-log exponents
-    """
-
-    name: str
-    kind: str
-    values: tuple
-    line: int = 0  # in the hyper file, for messages
-
-    @property
-    def integral(self):
-        """A quniform over whole numbers: the search draws ints."""
-        return self.kind == "quniform" and all(float(v).is_integer() for v in self.values)
-
-    def drawn_values(self):
-        """Values of every type the search may give the option: each choice; a range's bounds as drawn (ints for
-        an integral quniform, floats otherwise)."""
-        if self.kind == "choice":
-            return list(self.values)
-        if self.integral:
-            return [int(v) for v in self.values[:2]]
-        return list(self.extremes())
-
-    def domain(self, grid=False):
-        """The Ray Tune search domain (`grid=True`: every choice becomes a grid axis)."""
-        from ray import tune
-
-        if self.kind == "choice":
-            return tune.grid_search(list(self.values)) if grid else tune.choice(list(self.values))
-        if self.kind == "uniform":
-            return tune.uniform(*self.values)
-        if self.kind == "quniform":
-            return tune.qrandint(*(int(v) for v in self.values)) if self.integral else tune.quniform(*self.values)
-        return tune.loguniform(math.exp(self.values[0]), math.exp(self.values[1]))
-
-    def extremes(self):
-        """(smallest, largest) value this parameter can take, for numeric parameters."""
-        if self.kind == "choice":
-            return min(self.values), max(self.values)
-        if self.kind == "loguniform":
-            return math.exp(self.values[0]), math.exp(self.values[1])
-        return self.values[0], self.values[1]
-
-
-def parse_hyper_file(path):
-    """Read a RecBole hyper file into {name: HyperParam} (file order). Blank lines and lines starting with `#`
-    are skipped. Numeric bounds may be separated by commas (RecBole's spelling) or spaces."""
-    params = {}
-    with open(path) as handle:
-        for number, line in enumerate(handle, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            where = f"{path}:{number}"
-            parts = line.split(None, 2)
-            if len(parts) < 3:
-                raise ValueError(f"{where}: expected `name kind values`, got {line!r}")
-            name, kind, text = parts
-            if kind not in HYPER_KINDS:
-                raise ValueError(f"{where}: unknown kind {kind!r} for {name}; use one of {', '.join(HYPER_KINDS)}")
-            if name in params:
-                raise ValueError(f"{where}: {name} is defined twice")
-            params[name] = HyperParam(name, kind, _parse_values(kind, text, where), number)
-    if not params:
-        raise ValueError(f"{path}: no hyper-parameters found")
-    return params
-
-
-def _parse_values(kind, text, where):
-    if kind == "choice":
-        try:
-            values = ast.literal_eval(text)
-        except (ValueError, SyntaxError) as error:
-            raise ValueError(f"{where}: choice values must be a Python list literal, got {text!r}") from error
-        if not isinstance(values, (list, tuple)) or not values:
-            raise ValueError(f"{where}: choice needs a non-empty list, got {text!r}")
-        return tuple(values)
-    try:
-        numbers = tuple(float(v) for v in re.split(r"[,\s]+", text.strip()) if v)
-    except ValueError as error:
-        raise ValueError(f"{where}: {kind} needs numbers, got {text!r}") from error
-    expected = 3 if kind == "quniform" else 2
-    if len(numbers) != expected:
-        raise ValueError(f"{where}: {kind} needs {expected} numbers, got {text!r}")
-    if numbers[0] >= numbers[1]:
-        raise ValueError(f"{where}: {kind} needs low < high, got {text!r}")
-    if kind == "quniform" and numbers[2] <= 0:
-        raise ValueError(f"{where}: quniform needs q > 0, got {text!r}")
-    return numbers
-
-
-def merge_params(sampled, base_dicts):
-    """Turn sampled values into config overrides: `tokenizer_params.codebook_size: 128` is merged into a copy of
-    the model's default `tokenizer_params` dict (RecBole replaces dict-valued keys as a whole)."""
-    overrides = {}
-    for name, value in sampled.items():
-        if "." not in name:
-            overrides[name] = value
-            continue
-        top, *path = name.split(".")
-        if top not in overrides:
-            overrides[top] = copy.deepcopy(base_dicts.get(top) or {})
-        node = overrides[top]
-        for key in path[:-1]:
-            node = node.setdefault(key, {})
-        node[path[-1]] = value
-    return overrides
-
-
-def _plain(value):
-    """numpy scalars and tuples -> plain Python values (for yaml, CSV and RecBole)."""
-    if hasattr(value, "item") and not isinstance(value, (list, dict, str)):
-        return value.item()
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
 
 
 # ---- inside a Ray worker ----------------------------------------------------------------------------------------
@@ -266,7 +137,7 @@ def _run_trial(sampled, setup):
     if not distributed.is_main_process():
         return
     summary = {
-        "best_valid_score": _plain(result["best_valid_score"]),
+        "best_valid_score": plain_python(result["best_valid_score"]),
         "checkpoint": result["checkpoint"],
         "tokenizer_seconds": result["tokenizer_seconds"],
         "epochs": result["epochs"],
@@ -443,7 +314,7 @@ def check_search(model, dataset, hyper_file, config_file_list=None, config_dict=
     own working directory). Every value the search may give an option must have the option's type (as a
     config value must: config.check_value_types). Returns (space, base config, fixed overrides, base dicts,
     absolute config files)."""
-    from recbole_genrec.config import GenRecConfig, check_value_types
+    from recbole_genrec.config import GenRecConfig
 
     if search not in SEARCH_MODES:
         raise ValueError(f"Unknown search {search!r}: use one of {', '.join(SEARCH_MODES)}")
@@ -463,22 +334,7 @@ def check_search(model, dataset, hyper_file, config_file_list=None, config_dict=
         os.environ["CUDA_VISIBLE_DEVICES"] = visible
     fixed["data_path"] = os.path.dirname(base["data_path"])
     fixed["cache_dir"] = base["cache_dir"]
-    base_dicts = {}
-    for name, param in space.items():
-        try:  # a wrong type would fail every trial once Ray has started
-            for value in param.drawn_values():
-                check_value_types({name: value}, defaults=base.final_config_dict)
-        except ValueError as error:
-            raise ValueError(f"{hyper_file}:{param.line}: {name} {param.kind}: {error}") from None
-        if name.split(".")[0] not in base.final_config_dict:
-            logger.warning(f"{hyper_file}: {name} is not a parameter of {model}'s configuration (typo?); "
-                           f"it is passed on as given.")
-        if "." in name:
-            top = name.split(".")[0]
-            if base[top] is not None and not isinstance(base[top], dict):
-                raise ValueError(f"{hyper_file}: {name} tunes a key of {top!r}, which is not a dict in {model}'s "
-                                 f"config ({base[top]!r})")
-            base_dicts[top] = _plain(base[top] or {})
+    base_dicts = check_space(space, base, hyper_file)
     return space, base, fixed, base_dicts, config_files
 
 
@@ -570,7 +426,7 @@ def run_tuning(model, dataset, hyper_file, config_file_list=None, config_dict=No
 
     if result.best is not None:
         sampled = {name: result.best[name] for name in space}
-        result.best_config = {"model": model, "dataset": dataset, **_plain(merge_params(sampled, base_dicts))}
+        result.best_config = {"model": model, "dataset": dataset, **plain_python(merge_params(sampled, base_dicts))}
     result.wall_seconds = time.time() - started
     _write_outputs(result, space, config_dict or {})
     return result
@@ -600,7 +456,7 @@ def _collect_rows(timer, space, setup, base, valid_metric, bigger):
             status, error = ("COMPLETED" if summary or evaluations >= planned else "STOPPED"), ""
         score = summary.get("best_valid_score", last.get("best_valid_score"))
         row = {"trial": trial.trial_id, "status": status}
-        row.update({name: _plain(config.get(name)) for name in space})
+        row.update({name: plain_python(config.get(name)) for name in space})
         row[f"valid_{valid_metric.lower()}"] = score
         row["evaluations"] = evaluations
         row["tokenizer_seconds"] = summary.get("tokenizer_seconds", last.get("tokenizer_seconds"))
@@ -675,7 +531,7 @@ def _write_outputs(result, space, fixed):
             f"# Test (evaluated once, from the trial's checkpoint): {_metrics_text(result.test_result)}",
             f"# Search directory: {result.tune_dir}",
             "# Settings fixed during the search (not included below): "
-            + (json.dumps(_plain(fixed), sort_keys=True, default=str) if fixed else "none"),
+            + (json.dumps(plain_python(fixed), sort_keys=True, default=str) if fixed else "none"),
         ]
         with open(result.best_config_yaml, "w") as handle:
             handle.write("\n".join(header) + "\n")

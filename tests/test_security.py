@@ -108,7 +108,7 @@ def test_hyper_file_choice_is_not_executed(tiny, tmp_path, monkeypatch):
     non-literal choice is refused by the plugin's parser and by RecBole's (`HyperTuning`)."""
     from recbole.trainer.hyper_tuning import HyperTuning
 
-    from recbole_genrec.tuning import merge_params, parse_hyper_file
+    from recbole_genrec.hyper import merge_params, parse_hyper_file
 
     marker = tmp_path / "marker"
     path = tmp_path / "space.hyper"

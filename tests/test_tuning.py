@@ -11,7 +11,7 @@ import yaml
 from recbole_genrec import cli
 from recbole_genrec.cli import run as cli_main
 from recbole_genrec.config import GenRecConfig
-from recbole_genrec.tuning import merge_params, parse_hyper_file
+from recbole_genrec.hyper import merge_params, parse_hyper_file
 
 from conftest import FIXTURES, ROOT, TINY_TIGER
 
