@@ -44,7 +44,8 @@ def parse_value(text):
     `Config._convert_config_dict` reads it but with `ast.literal_eval` in place of `eval`: numbers, strings, lists,
     tuples, dicts, booleans and None are parsed (`1e-3`, `[5,10]`, `{'inter': [...]}`, `True`),
     `ModelType.GENERAL`-style names give the enum member (a name lookup), `true`/`false` give booleans and
-    `none`/`null`/`~` None (as yaml reads them); anything else is the string itself, never executed (`CE`)."""
+    `null`/`~` None (as yaml reads them; `none` stays the string several settings name, e.g. `lr_scheduler: none`);
+    anything else is the string itself, never executed (`CE`)."""
     try:
         value = ast.literal_eval(text)
     except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):  # e.g. {[1]: 2}: unhashable key
@@ -55,7 +56,7 @@ def parse_value(text):
         lowered = text.strip().lower()
         if lowered in ("true", "false"):
             return lowered == "true"
-        return None if lowered in ("none", "null", "~") else text
+        return None if lowered in ("null", "~") else text
     if value is not None and not isinstance(value, _CONFIG_VALUE_TYPES):
         return text  # a set, bytes: RecBole keeps the string too
     return value

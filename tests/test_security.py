@@ -78,13 +78,14 @@ def test_normal_values_parse_as_in_recbole():
     values = {"loss_type": "CE", "topk": "[5,10]", "load_col": "{'inter': ['user_id', 'item_id']}",
               "learning_rate": "1e-3", "reproducibility": "True", "shuffle": "false", "neg": "None", "n": "-2",
               "pair": "(1, 2)", "path": "dataset/ml-100k", "kind": "ModelType.SEQUENTIAL", "odd": "{1, 2}",
-              "sum": "1+2", "name": "os.sep"}
+              "sum": "1+2", "name": "os.sep", "schedule": "none", "unset": "null"}
     parsed = Config._convert_config_dict(None, dict(values))
     assert parsed == {"loss_type": "CE", "topk": [5, 10], "load_col": {"inter": ["user_id", "item_id"]},
                       "learning_rate": 1e-3, "reproducibility": True, "shuffle": False, "neg": None, "n": -2,
                       "pair": (1, 2), "path": "dataset/ml-100k", "kind": ModelType.SEQUENTIAL,
                       "odd": "{1, 2}",  # RecBole keeps a set's string too
-                      "sum": "1+2", "name": "os.sep"}  # expressions and names: strings (RecBole evaluated them)
+                      "sum": "1+2", "name": "os.sep",  # expressions and names: strings (RecBole evaluated them)
+                      "schedule": "none", "unset": None}  # `none` names a choice (lr_scheduler); yaml's null is None
 
 
 def test_yaml_values_are_not_executed(tiny, tmp_path):
