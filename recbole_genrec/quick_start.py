@@ -1,4 +1,5 @@
-"""run_recbole_genrec(), objective_function(), load_data_and_model(): RecBole's quick start for the plugin."""
+"""run_recbole_genrec(), prepare_run(), objective_function(), load_data_and_model(): RecBole's quick start for the
+plugin."""
 import logging
 import os
 import sys
@@ -16,7 +17,12 @@ from recbole_genrec.data import create_dataset, data_preparation, mark_training_
 from recbole_genrec.trainer import GenRecTrainer, unique_checkpoint_file
 
 
-def _prepare(model, dataset, config_file_list, config_dict, on_prepared=None, config=None):
+def prepare_run(model, dataset, config_file_list, config_dict, on_prepared=None, config=None):
+    """What `run_recbole_genrec` builds before training: (config, dataset, model, train_data, valid_data,
+    test_data), with the logger set up, the dataset loaded, represented and tokenized, split, its training items
+    marked (`mark_training_items`), and the model built on the training split (seeded as a run seeds it).
+    `on_prepared(config, dataset)` runs before the model is built; `config`: a GenRecConfig already made from the
+    same arguments."""
     config = config or GenRecConfig(model=model, dataset=dataset, config_file_list=config_file_list,
                                     config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])
@@ -74,7 +80,7 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
             model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict, saved=saved,
             callback_fn=callback_fn, evaluate_test=evaluate_test, on_prepared=on_prepared))
     measure.reset_peak_gpu_memory()
-    config, dataset_obj, model_obj, train_data, valid_data, test_data = _prepare(
+    config, dataset_obj, model_obj, train_data, valid_data, test_data = prepare_run(
         model, dataset, config_file_list, config_dict, on_prepared, config=config
     )
     logger = getLogger()
@@ -156,7 +162,7 @@ def dry_run_recbole_genrec(model=None, dataset=None, config_file_list=None, conf
     stage = pretraining_stage(model, dataset, config_file_list, config_dict)
     if stage is not None:  # the pre-training stage's first batch too (its merged data, model and trainer)
         dry_run_recbole_genrec(*stage[:2], config_file_list=config_file_list, config_dict=stage[2])
-    config, dataset_obj, model_obj, train_data, _, _ = _prepare(model, dataset, config_file_list, config_dict)
+    config, dataset_obj, model_obj, train_data, _, _ = prepare_run(model, dataset, config_file_list, config_dict)
     trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
     try:
         if hasattr(trainer, "_build_scheduler"):  # what the plugin trainer's fit sets up before its first batch
