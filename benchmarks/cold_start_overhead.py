@@ -5,11 +5,9 @@
 Only the time matters here, so the model is not trained; repeats alternate off/on so drift hits both alike.
 """
 import argparse
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import common  # noqa: F401  (this checkout's recbole_genrec first on the path)
 
 
 def main(argv=None):

@@ -24,9 +24,7 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:  # run from a checkout without installing the package
-    sys.path.insert(0, ROOT)
+from common import ROOT
 
 DEFAULT_PROFILE = os.path.join(ROOT, "benchmarks", "leaderboard.yaml")
 SEEDS = (2020, 2021, 2022)

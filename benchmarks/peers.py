@@ -41,9 +41,7 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:  # run from a checkout without installing the package
-    sys.path.insert(0, ROOT)
+import common
 
 IMPLEMENTATIONS = ("recbole_genrec", "cornac")
 COLUMNS = ["model", "implementation", "seed", "dataset", "recall@5", "recall@10", "ndcg@5", "ndcg@10",
@@ -167,8 +165,7 @@ def side_by_side(model, settings, n_levels, codebook_size, seed=0):
         import yaml
 
         # What the run uses: these settings, else the model's yaml default.
-        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "properties", "model",
-                            f"{model}.yaml")
+        path = os.path.join(common.ROOT, "properties", "model", f"{model}.yaml")
         with open(path) as handle:
             default = yaml.safe_load(handle)
         layer = {key: ours.get(key, default.get(key)) for key in ("tie_embeddings", "sid_softmax",

@@ -9,13 +9,9 @@ the same text to `<out>/profile-<model>.txt`.
 """
 import argparse
 import os
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for path in (ROOT, os.path.join(ROOT, "benchmarks")):
-    if path not in sys.path:
-        sys.path.insert(0, path)
+import common  # noqa: F401  (this checkout's recbole_genrec first on the path)
 
 
 def _timed_steps(batches, loss_fn, optimizer, clip, steps, warmup=3):

@@ -189,17 +189,15 @@ def test_end_to_end_with_cold_start_report_and_checkpoint_reload(tiny, model_nam
     assert trainer.last_cold_start == cold
 
 def test_compare_tokenizers_reports_both_tokenizers_against_the_same_cf_vectors(tiny, tmp_path):
-    import importlib.util
     import os
+    import sys
 
     import yaml
 
     from conftest import ROOT
 
-    spec = importlib.util.spec_from_file_location("compare_tokenizers",
-                                                  os.path.join(ROOT, "benchmarks", "compare_tokenizers.py"))
-    compare = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compare)
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))  # the script imports benchmarks/common.py
+    import compare_tokenizers as compare
     profile = tmp_path / "profile.yaml"
     profile.write_text(yaml.safe_dump({"per_model": {
         "TIGER": {"tokenizer_params": TINY_TIGER["tokenizer_params"]},
@@ -216,18 +214,16 @@ def test_compare_tokenizers_reports_both_tokenizers_against_the_same_cf_vectors(
 
 
 def test_compare_tokenizers_variants_merge_into_the_model_yaml_and_scale_every_budget(tmp_path):
-    import importlib.util
     import os
+    import sys
 
     import yaml
 
     from conftest import ROOT
     from recbole_genrec.paths import find_properties_dir
 
-    spec = importlib.util.spec_from_file_location("compare_tokenizers",
-                                                  os.path.join(ROOT, "benchmarks", "compare_tokenizers.py"))
-    compare = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compare)
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))  # the script imports benchmarks/common.py
+    import compare_tokenizers as compare
     variants = tmp_path / "variants.yaml"
     variants.write_text(yaml.safe_dump({
         "LETTER before": {"model": "LETTER", "tokenizer_params": {"epochs": 3000, "collision_check_interval": 0}},
