@@ -11,6 +11,23 @@ for path in (ROOT, os.path.join(ROOT, "benchmarks")):
         sys.path.insert(0, path)
 
 
+def prepare_split(model, dataset_name, config_dict):
+    """The plugin's config, dataset (with the model's semantic IDs) and splits, training items marked, without a
+    model or RecBole's log files; seconds spent."""
+    from recbole.utils import init_seed
+
+    from recbole_genrec.config import GenRecConfig
+    from recbole_genrec.data import create_dataset, data_preparation, mark_training_items
+
+    start = time.time()
+    config = GenRecConfig(model=model, dataset=dataset_name, config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    mark_training_items(train_data, valid_data, test_data)
+    return config, dataset, train_data, valid_data, test_data, time.time() - start
+
+
 def run_stock_recbole(model, dataset, config_dict=None, saved=True):
     """The same run through stock RecBole only (its Config, dataset, model, Trainer and evaluator): the reference
     for speed and metrics beside `run_recbole_genrec`, returning the same keys (generative-only ones None).
