@@ -5,17 +5,15 @@
 Only the time matters here, so the model is not trained; repeats alternate off/on so drift hits both alike.
 """
 import argparse
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import common  # noqa: F401  (this checkout's recbole_genrec first on the path)
 
 
 def main(argv=None):
     import torch
 
-    from recbole_genrec.quick_start import _prepare
+    from recbole_genrec.quick_start import prepare_run
     from recbole_genrec.trainer import GenRecTrainer
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -26,7 +24,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     settings = {"state": "WARNING", "MAX_ITEM_LIST_LENGTH": 50, "hidden_size": 64, "eval_batch_size": 2048}
-    config, _, model, _, _, test_data = _prepare(args.model, args.dataset, None, settings)
+    config, _, model, _, _, test_data = prepare_run(args.model, args.dataset, None, settings)
     trainer = GenRecTrainer(config, model)
     seconds = {False: [], True: []}
     for _ in range(args.repeats):

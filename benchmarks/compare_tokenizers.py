@@ -21,12 +21,10 @@ their ratio on a CPU:
 """
 import argparse
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from recbole_genrec.cli import load_profile, parse_args, resolve_profile  # noqa: E402  (after the path tweak)
+import common  # noqa: F401  (this checkout's recbole_genrec first on the path)
+from recbole_genrec.cli import load_profile, parse_args, resolve_profile
 
 
 def tokenizer_row(model, dataset_name, overrides, reference_overrides, cf_reference, variant=None):
@@ -75,13 +73,13 @@ def tokenizer_row(model, dataset_name, overrides, reference_overrides, cf_refere
 def recipe_variants(path, epoch_scale=1.0):
     """[(label, model, settings)] of a variants yaml: each row's tokenizer_params merged into its model's yaml
     ones (a run's config would replace the whole dict), epochs scaled by `epoch_scale`."""
-    from recbole_genrec.cli import _load_yaml
     from recbole_genrec.paths import find_properties_dir
+    from recbole_genrec.safety import load_config_yaml
 
     rows = []
-    for label, spec in (_load_yaml(path) or {}).items():
+    for label, spec in (load_config_yaml(path) or {}).items():
         model = spec["model"]
-        own = _load_yaml(os.path.join(find_properties_dir(), "model", f"{model}.yaml")) or {}
+        own = load_config_yaml(os.path.join(find_properties_dir(), "model", f"{model}.yaml")) or {}
         params = {**(own.get("tokenizer_params") or {}), **(spec.get("tokenizer_params") or {})}
         for key in ("epochs", "collision_check_interval"):
             if params.get(key):

@@ -9,9 +9,8 @@ the later ones, so tokenizer seconds are not part of the figures. One table row 
 """
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import common  # noqa: F401  (this checkout's recbole_genrec first on the path)
 
 
 def main(argv=None):

@@ -59,12 +59,8 @@ import sys
 import time
 import traceback
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for path in (ROOT, os.path.join(ROOT, "benchmarks")):
-    if path not in sys.path:  # run from a checkout without installing the package
-        sys.path.insert(0, path)
-
-from run_benchmark import SASREC_PROTOCOL, measured_row  # noqa: E402
+from common import ROOT
+from run_benchmark import SASREC_PROTOCOL, measured_row
 
 MODELS = ("SASRec", "TIGER", "RPG", "LETTER", "LIGER")
 # Shares of the suite's wall time: the encoder-decoders' beam-search validation and LETTER's and LIGER's tokenizer

@@ -24,9 +24,7 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:  # run from a checkout without installing the package
-    sys.path.insert(0, ROOT)
+from common import ROOT
 
 DEFAULT_PROFILE = os.path.join(ROOT, "benchmarks", "leaderboard.yaml")
 SEEDS = (2020, 2021, 2022)
@@ -80,8 +78,9 @@ def leaderboard_row(model, seed, result, settings, seconds):
 
 def summary_rows(rows, models):
     """Mean +- std over seeds per model (sample std; one seed says so), with the paper's figure where one exists."""
-    from recbole_genrec.results import PAPER_FIGURES
+    from recbole_genrec.results import paper_figures
 
+    figures = paper_figures()
     table = []
     for model in models:
         runs = [row for row in rows if row["model"] == model]
@@ -92,7 +91,7 @@ def summary_rows(rows, models):
             values = [float(row[f"test_{metric}"]) for row in runs]
             spread = f" ± {statistics.stdev(values):.4f}" if len(values) > 1 else " (one seed)"
             line[f"test {metric}"] = f"{statistics.mean(values):.4f}{spread}"
-        paper = PAPER_FIGURES.get((model, runs[0]["dataset"]))
+        paper = figures.get((model, runs[0]["dataset"]))
         line["paper R@10 / N@10"] = f"{paper[0]:.4f} / {paper[1]:.4f} ({paper[2]})" if paper else "-"
         line["best epoch"] = "/".join(str(row["best_epoch"]) for row in runs)
         line["epochs run (cap)"] = "/".join(str(row["epochs"]) for row in runs) + f" ({runs[0]['epoch_cap']})"

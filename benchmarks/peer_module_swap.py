@@ -18,10 +18,7 @@ import os
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for path in (ROOT, os.path.join(ROOT, "benchmarks")):
-    if path not in sys.path:
-        sys.path.insert(0, path)
+import common  # noqa: F401  (this checkout's recbole_genrec first on the path)
 
 IMPLEMENTATION = "cornac_module_in_recbole_genrec"
 

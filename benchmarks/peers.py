@@ -41,9 +41,7 @@ import subprocess
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:  # run from a checkout without installing the package
-    sys.path.insert(0, ROOT)
+import common
 
 IMPLEMENTATIONS = ("recbole_genrec", "cornac")
 COLUMNS = ["model", "implementation", "seed", "dataset", "recall@5", "recall@10", "ndcg@5", "ndcg@10",
@@ -167,8 +165,7 @@ def side_by_side(model, settings, n_levels, codebook_size, seed=0):
         import yaml
 
         # What the run uses: these settings, else the model's yaml default.
-        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "properties", "model",
-                            f"{model}.yaml")
+        path = os.path.join(common.ROOT, "properties", "model", f"{model}.yaml")
         with open(path) as handle:
             default = yaml.safe_load(handle)
         layer = {key: ours.get(key, default.get(key)) for key in ("tie_embeddings", "sid_softmax",
@@ -188,23 +185,6 @@ def side_by_side(model, settings, n_levels, codebook_size, seed=0):
 
 
 # ---- one row, in its own process ----------------------------------------------------------------------------
-def _prepare_split(model, dataset_name, settings, seed, data_path):
-    """RecBole's config, dataset (with the model's semantic IDs), splits; seconds spent."""
-    from recbole.utils import init_seed
-
-    from recbole_genrec.config import GenRecConfig
-    from recbole_genrec.data import create_dataset, data_preparation, mark_training_items
-
-    start = time.time()
-    config = GenRecConfig(model=model, dataset=dataset_name,
-                          config_dict=plugin_config(model, settings, seed, data_path))
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-    mark_training_items(train_data, valid_data, test_data)
-    return config, dataset, train_data, valid_data, test_data, time.time() - start
-
-
 def user_sequences(config, dataset, valid_data, test_data):
     """Per user (RecBole internal ids): the chronological items (training items, validation target, test target),
     rebuilt from RecBole's augmented rows (one row per target, sorted by user and time; a user's first item only
@@ -334,8 +314,8 @@ def run_cornac(model, dataset_name, settings, seed, data_path, val_sample=None):
 
     from recbole_genrec.representation import item_text_embeddings
 
-    config, dataset, train_data, valid_data, test_data, data_seconds = _prepare_split(
-        model, dataset_name, settings, seed, data_path)
+    config, dataset, train_data, valid_data, test_data, data_seconds = common.prepare_split(
+        model, dataset_name, plugin_config(model, settings, seed, data_path))
     start = time.time()
     sequences = user_sequences(config, dataset, valid_data, test_data)
     check_training_rows(sequences, train_data)

@@ -9,13 +9,9 @@ the same text to `<out>/profile-<model>.txt`.
 """
 import argparse
 import os
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for path in (ROOT, os.path.join(ROOT, "benchmarks")):
-    if path not in sys.path:
-        sys.path.insert(0, path)
+import common
 
 
 def _timed_steps(batches, loss_fn, optimizer, clip, steps, warmup=3):
@@ -49,7 +45,8 @@ def ours(model_name, dataset, settings, steps):
     import peers
     from recbole_genrec import registry
 
-    config, _, train_data, _, _, _ = peers._prepare_split(model_name, dataset, settings, 2020, None)
+    config, _, train_data, _, _, _ = common.prepare_split(model_name, dataset,
+                                                          peers.plugin_config(model_name, settings, 2020))
     model = registry.get_model(model_name)(config, train_data._dataset)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings["learning_rate"],
@@ -76,7 +73,8 @@ def theirs(model_name, dataset, settings, steps):
 
     if model_name != "TIGER":
         raise SystemExit("profile_step.py profiles cornac's TIGER module only.")
-    config, dataset_obj, train_data, _, _, _ = peers._prepare_split(model_name, dataset, settings, 2020, None)
+    config, dataset_obj, train_data, _, _, _ = common.prepare_split(model_name, dataset,
+                                                                    peers.plugin_config(model_name, settings, 2020))
     codes = dataset_obj.semantic_ids.codes[1:].numpy()
     level_sizes = [int(codes[:, level].max()) + 1 for level in range(codes.shape[1])]
     torch.manual_seed(2020)

@@ -7,12 +7,10 @@ dataset users one request at a time (batch 1, `--singles` users) and in one requ
 replacement when the dataset has fewer), with the user's items excluded (the default) and kept. Each timing runs
 once after a warm-up request. Prints a Markdown table of milliseconds per user."""
 import argparse
-import os
 import random
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's recbole_genrec
+import common  # noqa: F401  (this checkout's recbole_genrec first on the path)
 
 
 def measure(checkpoint, singles, batch, k, device):

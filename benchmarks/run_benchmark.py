@@ -33,9 +33,7 @@ import shlex
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:  # run from a checkout without installing the package
-    sys.path.insert(0, ROOT)
+import common
 
 # SASRec as issue 3 specifies it (RecBole's implementation, CE loss, early stopping on validation NDCG@10).
 SASREC_PROTOCOL = {
@@ -150,7 +148,7 @@ def context_of(args, model=None):
 
 
 def run_main(args):
-    from recbole_genrec.quick_start import run_recbole_genrec, run_stock_recbole
+    from recbole_genrec.quick_start import run_recbole_genrec
 
     rows = []
     for model in args.models:
@@ -164,7 +162,7 @@ def run_main(args):
         if args.config_files:
             raise ValueError("--stock_sasrec takes its settings from --key=value overrides, not --config_files.")
         start = time.time()
-        run = run_stock_recbole("SASRec", args.dataset, config_dict=model_config("SASRec", args, plugin=False))
+        run = common.run_stock_recbole("SASRec", args.dataset, config_dict=model_config("SASRec", args, plugin=False))
         rows.append(measured_row(run, "SASRec (stock RecBole)", "stock RecBole", time.time() - start,
                                  context_of(args)))
     return rows

@@ -1,22 +1,24 @@
-"""run_recbole_genrec(), objective_function(), load_data_and_model(): RecBole's quick start for the plugin."""
+"""run_recbole_genrec(), prepare_run(), objective_function(), load_data_and_model(): RecBole's quick start for the
+plugin."""
 import logging
 import os
-import sys
 from contextlib import nullcontext
-from functools import partial
 from logging import getLogger
-from time import time
 
-import yaml
 from recbole.utils import get_environment, init_logger, init_seed, set_color
 
 from recbole_genrec import distributed, measure, registry, safety
-from recbole_genrec.config import GenRecConfig, plugin_property_files
+from recbole_genrec.config import GenRecConfig
 from recbole_genrec.data import create_dataset, data_preparation, mark_training_items
 from recbole_genrec.trainer import GenRecTrainer, unique_checkpoint_file
 
 
-def _prepare(model, dataset, config_file_list, config_dict, on_prepared=None, config=None):
+def prepare_run(model, dataset, config_file_list, config_dict, on_prepared=None, config=None):
+    """What `run_recbole_genrec` builds before training: (config, dataset, model, train_data, valid_data,
+    test_data), with the logger set up, the dataset loaded, represented and tokenized, split, its training items
+    marked (`mark_training_items`), and the model built on the training split (seeded as a run seeds it).
+    `on_prepared(config, dataset)` runs before the model is built; `config`: a GenRecConfig already made from the
+    same arguments."""
     config = config or GenRecConfig(model=model, dataset=dataset, config_file_list=config_file_list,
                                     config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])
@@ -74,7 +76,7 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
             model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict, saved=saved,
             callback_fn=callback_fn, evaluate_test=evaluate_test, on_prepared=on_prepared))
     measure.reset_peak_gpu_memory()
-    config, dataset_obj, model_obj, train_data, valid_data, test_data = _prepare(
+    config, dataset_obj, model_obj, train_data, valid_data, test_data = prepare_run(
         model, dataset, config_file_list, config_dict, on_prepared, config=config
     )
     logger = getLogger()
@@ -156,7 +158,7 @@ def dry_run_recbole_genrec(model=None, dataset=None, config_file_list=None, conf
     stage = pretraining_stage(model, dataset, config_file_list, config_dict)
     if stage is not None:  # the pre-training stage's first batch too (its merged data, model and trainer)
         dry_run_recbole_genrec(*stage[:2], config_file_list=config_file_list, config_dict=stage[2])
-    config, dataset_obj, model_obj, train_data, _, _ = _prepare(model, dataset, config_file_list, config_dict)
+    config, dataset_obj, model_obj, train_data, _, _ = prepare_run(model, dataset, config_file_list, config_dict)
     trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"])(config, model_obj)
     try:
         if hasattr(trainer, "_build_scheduler"):  # what the plugin trainer's fit sets up before its first batch
@@ -208,101 +210,6 @@ def _discard_tensorboard(trainer):
         os.remove(events)
     if log_dir and os.path.isdir(log_dir) and not os.listdir(log_dir):
         os.rmdir(log_dir)
-
-
-def run_stock_recbole(model, dataset, config_dict=None, saved=True):
-    """The same run through stock RecBole only (its Config, dataset, model, Trainer and evaluator): the reference
-    for speed and metrics beside `run_recbole_genrec`, returning the same keys (generative-only ones None).
-
-    The plugin's protocol (`properties/overall.yaml`, `properties/dataset/<dataset>.yaml`) and `config_dict` are
-    handed to RecBole's Config, whose values must then equal GenRecConfig's (checked), so both runs train and
-    evaluate on the same split with the same settings. Seconds are measured as the plugin
-    trainer measures them: training epochs only (validation excluded), and one test evaluation; `train_time_budget`
-    applies as in the plugin trainer (checked between RecBole's epochs, which run unchanged)."""
-    from recbole.config import Config
-    from recbole.data import create_dataset as recbole_create_dataset
-    from recbole.utils import get_trainer
-
-    from recbole_genrec.trainer import TimeBudget
-
-    plugin_config = GenRecConfig(model=model, dataset=dataset, config_dict=config_dict)
-    stock_dict = {**_plugin_yaml(model, dataset), **(config_dict or {})}
-    if plugin_config["train_neg_sample_args"]["distribution"] == "none":  # the plugin's CE rule (config.py)
-        stock_dict["train_neg_sample_args"] = None
-    stock_dict["data_path"] = os.path.dirname(plugin_config["data_path"])
-    stock_dict.update({key: plugin_config[key] for key in ("checkpoint_dir", "cache_dir") if key in stock_dict})
-    keys = set(stock_dict) - {"data_path", "model", "dataset"}
-    argv, sys.argv = sys.argv, sys.argv[:1]  # RecBole's Config would also read --key=value from the command line
-    try:
-        config = Config(model=model, dataset=dataset, config_dict=stock_dict)
-    finally:
-        sys.argv = argv
-    differ = sorted(key for key in keys if config[key] != plugin_config[key])
-    if differ or os.path.realpath(config["data_path"]) != os.path.realpath(plugin_config["data_path"]):
-        raise ValueError(f"Stock RecBole's config differs from the plugin's for {differ or ['data_path']}: the two "
-                         f"runs would not be comparable.")
-    init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
-    logger = getLogger()
-    measure.reset_peak_gpu_memory()
-    dataset_obj = recbole_create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset_obj)
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model_obj = registry.get_model(model)(config, train_data._dataset).to(config["device"])
-    trainer = get_trainer(config["MODEL_TYPE"], model)(config, model_obj)
-    timing = {"train_seconds": 0.0, "epochs": 0}
-    budget = TimeBudget(config["train_time_budget"])
-    train_epoch = trainer._train_epoch
-
-    def timed_train_epoch(*args, **kwargs):  # RecBole's epoch, untouched, with a stopwatch (and budget) around it
-        budget.check(timing["epochs"])
-        start = time()
-        loss = train_epoch(*args, **kwargs)
-        timing["train_seconds"] += time() - start
-        timing["epochs"] += 1
-        return loss
-
-    trainer._train_epoch = timed_train_epoch
-    fit = partial(trainer.fit, train_data, valid_data, saved=saved, show_progress=config["show_progress"])
-    best_valid_score, best_valid_result = budget.run(trainer, fit, saved)
-    if saved:  # RecBole's own reload fails on torch >= 2.6 (weights-only unpickler); same weights, loaded here
-        checkpoint = safety.load_checkpoint(trainer.saved_model_file, trainer.device)
-        model_obj.load_state_dict(checkpoint["state_dict"])
-        model_obj.load_other_parameter(checkpoint.get("other_parameter"))
-    start = time()
-    test_result = trainer.evaluate(test_data, load_best_model=False, show_progress=config["show_progress"])
-    test_eval_seconds = time() - start
-    logger.info(set_color("test result", "yellow") + f": {test_result}")
-    return {
-        "model": model,
-        "dataset": dataset,
-        "best_valid_score": best_valid_score,
-        "valid_score_bigger": config["valid_metric_bigger"],
-        "best_valid_result": best_valid_result,
-        "test_result": test_result,
-        "train_seconds": timing["train_seconds"],
-        "test_eval_seconds": test_eval_seconds,
-        "test_users": test_data.sample_size,
-        "epochs": timing["epochs"],
-        "stopped_by_time_budget": budget.reached,
-        "train_sequences": len(train_data.dataset),
-        "text_seconds": None,
-        "tokenizer_seconds": None,
-        "peak_gpu_memory_mb": measure.peak_gpu_memory_mb(),
-        "parameters": sum(p.numel() for p in model_obj.parameters()),
-        "checkpoint": trainer.saved_model_file if saved else None,
-        "semantic_ids": None,
-        "semantic_id_quality": None,
-    }
-
-
-def _plugin_yaml(model, dataset):
-    """What the plugin's yaml files set for this model and dataset (stock RecBole does not read them)."""
-    values = {}
-    for path in plugin_property_files(model, dataset):
-        with open(path) as handle:
-            values.update(yaml.safe_load(handle) or {})
-    return values
 
 
 def objective_function(config_dict=None, config_file_list=None, saved=True):

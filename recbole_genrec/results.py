@@ -3,7 +3,8 @@
 import csv
 import os
 
-from recbole_genrec.safety import parse_value
+from recbole_genrec.paths import PROPERTIES_DIR
+from recbole_genrec.safety import load_config_yaml, parse_value
 
 
 METRIC_ORDER = ("recall", "ndcg", "hit", "mrr", "precision", "map")
@@ -81,16 +82,14 @@ def write_csv(rows, path):
         writer.writerows(rows)
 
 
-# Published test figures at K=10 on our datasets, marked on the plot (BENCHMARKS.md, "Figures from the papers";
-# shared/docs/methods.md):
-# {(model, dataset): (recall@10, ndcg@10, source)}. "secondary": a later paper's table, not the method's own.
-PAPER_FIGURES = {
-    ("TIGER", "amazon-beauty"): (0.0648, 0.0384, "paper"),
-    ("RPG", "amazon-beauty"): (0.0809, 0.0464, "paper"),
-    ("LETTER", "amazon-beauty"): (0.0672, 0.0364, "paper (LETTER-TIGER)"),
-    ("LIGER", "amazon-beauty"): (0.0745, 0.0402, "secondary"),
-    ("EAGER", "amazon-beauty"): (0.0836, 0.0525, "secondary"),
-}
+def paper_figures():
+    """The papers' published test figures at K=10 (properties/paper_figures.yaml):
+    {(model, dataset): (recall@10, ndcg@10, source)}; source "secondary": a later paper's table, not the method's own."""
+    figures = load_config_yaml(os.path.join(PROPERTIES_DIR, "paper_figures.yaml")) or {}
+    return {(model, dataset): (figure["recall@10"], figure["ndcg@10"], figure["source"])
+            for model, datasets in figures.items() for dataset, figure in datasets.items()}
+
+
 PLOT_METRICS = ("recall", "ndcg")
 
 
@@ -103,7 +102,7 @@ def _plot_k(rows):
 
 def plot_results(rows, path):
     """One bar group per model. Left: test Recall@10 and NDCG@10, the paper's figure marked where one exists for
-    that model and dataset (PAPER_FIGURES). Right: training seconds and test users ranked per second, on log
+    that model and dataset (`paper_figures`). Right: training seconds and test users ranked per second, on log
     scales (what a user weighs against quality). Rows are result_row's (or the benchmark script's)."""
     import matplotlib
 
@@ -116,6 +115,7 @@ def plot_results(rows, path):
     width = 0.38
     fig, (quality, training, ranking) = plt.subplots(
         1, 3, figsize=(max(10.0, 2.2 * len(rows) + 6), 4.4), gridspec_kw={"width_ratios": [2, 1, 1]})
+    figures = paper_figures()
     tallest = 0.0
     for offset, metric in zip((-width / 2, width / 2), PLOT_METRICS):
         values = [row.get(f"test_{metric}@{k}") or 0.0 for row in rows]
@@ -123,7 +123,7 @@ def plot_results(rows, path):
         quality.bar_label(bars, fmt="%.3f", fontsize=7)
         tallest = max([tallest, *values])
         for position, row in zip(positions, rows):
-            paper = PAPER_FIGURES.get((str(row["model"]).split()[0], row.get("dataset", dataset))) if k == 10 else None
+            paper = figures.get((str(row["model"]).split()[0], row.get("dataset", dataset))) if k == 10 else None
             if paper is not None:
                 marker = "*" if paper[2].startswith("paper") else "x"
                 figure = paper[PLOT_METRICS.index(metric)]

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import recbole_genrec  # noqa: F401  (applies the compatibility shims first)
-from recbole_genrec.quick_start import _prepare
+from recbole_genrec.quick_start import prepare_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
@@ -57,7 +57,7 @@ def tiny(workdir):
 
 def trained_model(tiny, model_name, overrides, dataset="tiny-beauty"):
     """The model after one short epoch, so it is not at its input-insensitive initial state; and a test batch."""
-    config, _, model, train_data, _, test_data = _prepare(model_name, dataset, None, tiny(**overrides))
+    config, _, model, train_data, _, test_data = prepare_run(model_name, dataset, None, tiny(**overrides))
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
     for batch in train_data:

@@ -12,10 +12,11 @@ from conftest import ROOT, TINY_TIGER
 from recbole_genrec.config import GenRecConfig
 from recbole_genrec.data import create_dataset, data_preparation
 from recbole_genrec.data.device_batches import DeviceBatches
-from recbole_genrec.quick_start import run_recbole_genrec, run_stock_recbole
+from recbole_genrec.quick_start import run_recbole_genrec
 
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 import run_benchmark  # noqa: E402
+from common import run_stock_recbole  # noqa: E402
 
 METRICS = ["test_recall@5", "test_recall@10", "test_ndcg@5", "test_ndcg@10"]
 

@@ -58,10 +58,10 @@ def test_concurrent_runs_keep_their_own_checkpoints(tmp_path):
 
 def test_a_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     """A save that dies half-way (a full disk, a kill) leaves the last whole checkpoint and no partial file."""
-    from recbole_genrec.quick_start import _prepare
+    from recbole_genrec.quick_start import prepare_run
     from recbole_genrec.trainer import GenRecTrainer
 
-    config, _, model, *_ = _prepare("SASRec", "tiny-beauty", None, _settings(str(tmp_path), 16))
+    config, _, model, *_ = prepare_run("SASRec", "tiny-beauty", None, _settings(str(tmp_path), 16))
     trainer = GenRecTrainer(config, model)
     trainer._save_checkpoint(0, verbose=False)
     before = safety.load_checkpoint(trainer.saved_model_file)["state_dict"]

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from recbole_genrec.quick_start import _prepare
+from recbole_genrec.quick_start import prepare_run
 
 from conftest import TINY_TIGER, check_run_and_reload, trained_model
 
@@ -104,7 +104,7 @@ def test_generation_drops_history_items_and_returns_distinct_items(colarec):
 
 
 def test_loss_has_gradients_for_ids_content_and_backbone(tiny):
-    _, _, model, train_data, _, _ = _prepare("ColaRec", "tiny-beauty", None, tiny(**TINY_COLAREC))
+    _, _, model, train_data, _, _ = prepare_run("ColaRec", "tiny-beauty", None, tiny(**TINY_COLAREC))
     model.train()
     loss = model.calculate_loss(next(iter(train_data)))
     loss.backward()
@@ -120,8 +120,8 @@ def test_colarec_end_to_end_and_checkpoint_reload(tiny):
 
 def test_colarec_needs_the_tree_tokenizer(tiny):
     with pytest.raises(ValueError, match="tokenizer` must be HKMeans"):
-        _prepare("ColaRec", "tiny-beauty", None, tiny(**{**TINY_COLAREC, "tokenizer": "RQKMeans",
-                                                         "tokenizer_params": {"num_levels": 2, "codebook_size": 8}}))
+        prepare_run("ColaRec", "tiny-beauty", None, tiny(**{**TINY_COLAREC, "tokenizer": "RQKMeans",
+                                                            "tokenizer_params": {"num_levels": 2, "codebook_size": 8}}))
 
 
 # ---- the pretrained path: a local Hugging Face T5 folder (a tiny one made here; nothing is downloaded) ------------
@@ -157,8 +157,8 @@ def tiny_t5_folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def pretrained_colarec(tiny, tiny_t5_folder):
     folder, _, _ = tiny_t5_folder
-    config, _, model, train_data, _, test_data = _prepare("ColaRec", "tiny-beauty", None,
-                                                          tiny(**TINY_COLAREC, pretrained_t5_path=folder))
+    config, _, model, train_data, _, test_data = prepare_run("ColaRec", "tiny-beauty", None,
+                                                             tiny(**TINY_COLAREC, pretrained_t5_path=folder))
     interaction, _, _, _ = next(iter(test_data))
     return config, model, train_data, interaction
 
@@ -231,11 +231,11 @@ def test_pretrained_t5_path_must_be_a_t5_folder(tiny, tmp_path):
     # refused before any work: the CF model is never trained
     with mock.patch("recbole_genrec.model.colarec.item_cf_embeddings", side_effect=AssertionError("work started")):
         with pytest.raises(ValueError, match="pretrained_t5_path '.*missing' is not a folder with a saved T5"):
-            _prepare("ColaRec", "tiny-beauty", None,
-                     tiny(**TINY_COLAREC, pretrained_t5_path=str(tmp_path / "missing")))
+            prepare_run("ColaRec", "tiny-beauty", None,
+                        tiny(**TINY_COLAREC, pretrained_t5_path=str(tmp_path / "missing")))
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ValueError, match="cannot load a T5 and its tokenizer"):
-        _prepare("ColaRec", "tiny-beauty", None, tiny(**TINY_COLAREC, pretrained_t5_path=str(tmp_path)))
+        prepare_run("ColaRec", "tiny-beauty", None, tiny(**TINY_COLAREC, pretrained_t5_path=str(tmp_path)))
 
 
 def test_lightgcn_trains_on_every_training_interaction_first_items_included(tiny):
@@ -243,7 +243,7 @@ def test_lightgcn_trains_on_every_training_interaction_first_items_included(tiny
 
     from recbole_genrec.representation.collaborative import training_interactions
 
-    _, _, model, train_data, _, _ = _prepare("ColaRec", "tiny-beauty", None, tiny(**TINY_COLAREC))
+    _, _, model, train_data, _, _ = prepare_run("ColaRec", "tiny-beauty", None, tiny(**TINY_COLAREC))
     split = train_data._dataset
     inter = split.inter_feat
     targets = set(zip(inter["user_id"].tolist(), inter["item_id"].tolist()))

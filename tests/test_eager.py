@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from recbole_genrec.quick_start import _prepare
+from recbole_genrec.quick_start import prepare_run
 from recbole_genrec.tokenization import SemanticIds, tree_path_codes
 
 from conftest import TINY_TIGER, check_run_and_reload, trained_model
@@ -200,7 +200,8 @@ def test_generate_topk_returns_distinct_valid_items(eager):
 
 
 def test_contrastive_task_adds_a_finite_loss_with_gradients(tiny):
-    _, _, model, train_data, _, _ = _prepare("EAGER", "tiny-beauty", None, tiny(**TINY_EAGER, gct_weights=[1.0, 10.0]))
+    _, _, model, train_data, _, _ = prepare_run("EAGER", "tiny-beauty", None,
+                                                tiny(**TINY_EAGER, gct_weights=[1.0, 10.0]))
     batch = next(iter(train_data))
     loss = model.calculate_loss(batch)
     loss.backward()
@@ -210,7 +211,7 @@ def test_contrastive_task_adds_a_finite_loss_with_gradients(tiny):
 
 
 def test_transfer_task_reconstructs_within_siblings_with_gradients(tiny):
-    _, _, model, train_data, _, _ = _prepare("EAGER", "tiny-beauty", None, tiny(**TINY_EAGER, stt_weight=1.0))
+    _, _, model, train_data, _, _ = prepare_run("EAGER", "tiny-beauty", None, tiny(**TINY_EAGER, stt_weight=1.0))
     batch = next(iter(train_data))
     loss = model.calculate_loss(batch)
     loss.backward()
@@ -232,14 +233,14 @@ def test_eager_refuses_trees_whose_node_vocabulary_is_not_a_clean_tree_or_too_la
     import recbole_genrec.model.eager as eager_module
 
     with pytest.raises(ValueError, match=r"levels of sizes \[8, 8, 8, 1\].*collision: none"):
-        _prepare("EAGER", "tiny-beauty", None,
-                 tiny(**{**TINY_EAGER, "tokenizer_params": {**TINY_EAGER["tokenizer_params"], "collision": "append_digit"}}))
+        prepare_run("EAGER", "tiny-beauty", None,
+                    tiny(**{**TINY_EAGER, "tokenizer_params": {**TINY_EAGER["tokenizer_params"], "collision": "append_digit"}}))
     monkeypatch.setattr(eager_module, "MAX_NODE_VOCABULARY", 100)  # 287 items, 8 branches: 8^3 = 512 last-level nodes
     with pytest.raises(ValueError, match=r"287 items need 3 levels of 8 branches.*branches >= 17"):
-        _prepare("EAGER", "tiny-beauty", None, tiny(**TINY_EAGER))
+        prepare_run("EAGER", "tiny-beauty", None, tiny(**TINY_EAGER))
 
 
 def test_eager_needs_the_tree_tokenizer(tiny):
     with pytest.raises(ValueError, match="tokenizer` must be HKMeans"):
-        _prepare("EAGER", "tiny-beauty", None, tiny(**{**TINY_EAGER, "tokenizer": "RQKMeans",
-                                                       "tokenizer_params": {"num_levels": 2, "codebook_size": 8}}))
+        prepare_run("EAGER", "tiny-beauty", None, tiny(**{**TINY_EAGER, "tokenizer": "RQKMeans",
+                                                          "tokenizer_params": {"num_levels": 2, "codebook_size": 8}}))

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from recbole_genrec.quick_start import _prepare
+from recbole_genrec.quick_start import prepare_run
 from recbole_genrec.tokenization import faiss_index
 from recbole_genrec.tokenization.kmeans import kmeans, nearest_centroid
 
@@ -100,8 +100,8 @@ def test_bf16_autocast_runs_on_the_cpu_in_training(tiny, workdir):
     """`mixed_precision: bf16` autocasts on whatever device trains (the rehearsal's CPU too)."""
     from recbole_genrec.trainer import GenRecTrainer
 
-    config, _, model, train_data, _, _ = _prepare("SASRec", "tiny-beauty", None,
-                                                  tiny(mixed_precision="bf16", device_batches=True))
+    config, _, model, train_data, _, _ = prepare_run("SASRec", "tiny-beauty", None,
+                                                     tiny(mixed_precision="bf16", device_batches=True))
     seen = []
     loss = model.calculate_loss
 

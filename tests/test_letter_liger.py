@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from recbole_genrec.inference import rerank_candidates
-from recbole_genrec.quick_start import _prepare, run_recbole_genrec
+from recbole_genrec.quick_start import prepare_run, run_recbole_genrec
 from recbole_genrec.representation import item_cf_embeddings
 from recbole_genrec.tokenization import build_tokenizer, sinkhorn_assignment
 from recbole_genrec.tokenization.letter import CodeGroups
@@ -36,7 +36,7 @@ def _overfit_one_batch(model, batch, steps=8):
 
 # ---- representation: collaborative embeddings -------------------------------------------------------------------
 def test_cf_embeddings_cover_training_items_only_and_are_cached(tiny, caplog):
-    config, dataset, _, train_data, _, _ = _prepare("LETTER", "tiny-beauty", None, tiny(**TINY_LETTER))
+    config, dataset, _, train_data, _, _ = prepare_run("LETTER", "tiny-beauty", None, tiny(**TINY_LETTER))
     embeddings = item_cf_embeddings(config, dataset, train_data._dataset)
     trained = train_data._dataset.train_item_mask
     assert embeddings.shape == (dataset.item_num, 8) and embeddings.dtype == np.float32
@@ -49,7 +49,7 @@ def test_cf_embeddings_cover_training_items_only_and_are_cached(tiny, caplog):
 
 # ---- tokenization: LETTER ------------------------------------------------------------------------------------------
 def test_letter_tokenizer_loss_is_finite_and_decreases_and_reports_cf_agreement(tiny):
-    config, dataset, model, train_data, _, _ = _prepare("LETTER", "tiny-beauty", None, tiny(**TINY_LETTER))
+    config, dataset, model, train_data, _, _ = prepare_run("LETTER", "tiny-beauty", None, tiny(**TINY_LETTER))
     quality = model.semantic_ids.quality
     report = quality["fit_report"]
     assert np.isfinite(report["first_epoch_loss"]) and np.isfinite(report["final_loss"])
@@ -128,13 +128,13 @@ def test_code_groups_sample_another_code_of_the_same_group():
 # ---- models: losses ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("model_name, overrides", [("LETTER", TINY_LETTER), ("LIGER", TINY_LIGER)])
 def test_generation_losses_are_finite_and_decrease(tiny, model_name, overrides):
-    _, _, model, train_data, _, _ = _prepare(model_name, "tiny-beauty", None, tiny(**overrides))
+    _, _, model, train_data, _, _ = prepare_run(model_name, "tiny-beauty", None, tiny(**overrides))
     losses = _overfit_one_batch(model, next(iter(train_data)))
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
 
 
 def test_letter_temperature_scales_the_cross_entropy(tiny):
-    _, _, model, train_data, _, _ = _prepare("LETTER", "tiny-beauty", None, tiny(**TINY_LETTER, ce_temperature=0.5))
+    _, _, model, train_data, _, _ = prepare_run("LETTER", "tiny-beauty", None, tiny(**TINY_LETTER, ce_temperature=0.5))
     batch = next(iter(train_data))
     model.eval()
     with torch.no_grad():
@@ -155,7 +155,7 @@ def test_rerank_puts_a_cold_item_with_the_best_dense_score_first():
 
 
 def test_liger_hybrid_ranks_only_beam_items_and_cold_items(tiny):
-    _, _, model, train_data, _, test_data = _prepare("LIGER", "tiny-beauty", None, tiny(**TINY_LIGER))
+    _, _, model, train_data, _, test_data = prepare_run("LIGER", "tiny-beauty", None, tiny(**TINY_LIGER))
     _overfit_one_batch(model, next(iter(train_data)), steps=2)
     model.eval()
     interaction = next(iter(test_data))[0]
@@ -189,17 +189,15 @@ def test_end_to_end_with_cold_start_report_and_checkpoint_reload(tiny, model_nam
     assert trainer.last_cold_start == cold
 
 def test_compare_tokenizers_reports_both_tokenizers_against_the_same_cf_vectors(tiny, tmp_path):
-    import importlib.util
     import os
+    import sys
 
     import yaml
 
     from conftest import ROOT
 
-    spec = importlib.util.spec_from_file_location("compare_tokenizers",
-                                                  os.path.join(ROOT, "benchmarks", "compare_tokenizers.py"))
-    compare = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compare)
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))  # the script imports benchmarks/common.py
+    import compare_tokenizers as compare
     profile = tmp_path / "profile.yaml"
     profile.write_text(yaml.safe_dump({"per_model": {
         "TIGER": {"tokenizer_params": TINY_TIGER["tokenizer_params"]},
@@ -216,18 +214,16 @@ def test_compare_tokenizers_reports_both_tokenizers_against_the_same_cf_vectors(
 
 
 def test_compare_tokenizers_variants_merge_into_the_model_yaml_and_scale_every_budget(tmp_path):
-    import importlib.util
     import os
+    import sys
 
     import yaml
 
     from conftest import ROOT
     from recbole_genrec.paths import find_properties_dir
 
-    spec = importlib.util.spec_from_file_location("compare_tokenizers",
-                                                  os.path.join(ROOT, "benchmarks", "compare_tokenizers.py"))
-    compare = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(compare)
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))  # the script imports benchmarks/common.py
+    import compare_tokenizers as compare
     variants = tmp_path / "variants.yaml"
     variants.write_text(yaml.safe_dump({
         "LETTER before": {"model": "LETTER", "tokenizer_params": {"epochs": 3000, "collision_check_interval": 0}},

@@ -9,7 +9,7 @@ import torch
 
 from recbole_genrec import safety
 from recbole_genrec.model.mql4grec import fuse_two_lists, samples_per_target, write_pretraining_dataset
-from recbole_genrec.quick_start import _prepare, pretrain_first, run_recbole_genrec
+from recbole_genrec.quick_start import prepare_run, pretrain_first, run_recbole_genrec
 from recbole_genrec.tokenization.published import load_published_codes
 
 from conftest import FIXTURES, check_run_and_reload, trained_model
@@ -125,8 +125,8 @@ def test_fine_tuning_starts_from_the_pretrained_checkpoint_weights(tiny, tiny_mm
     assert checkpoint["config"]["dataset"] == "pretrain-tiny-pre" and checkpoint["config"]["mql4grec_tasks"] == [
         "seqrec", "seqimage"] and checkpoint["config"]["learning_rate"] == 0.003
     pretrained = {k[len("backbone."):]: v for k, v in checkpoint["state_dict"].items() if k.startswith("backbone.")}
-    model = _prepare("MQL4GRec", "tiny-mm", None, fine_tuning)[2]
-    scratch = _prepare("MQL4GRec", "tiny-mm", None, tiny(**tiny_mm))[2]
+    model = prepare_run("MQL4GRec", "tiny-mm", None, fine_tuning)[2]
+    scratch = prepare_run("MQL4GRec", "tiny-mm", None, tiny(**tiny_mm))[2]
     weights = model.backbone.state_dict()
     assert set(weights) == set(pretrained)
     assert all(torch.equal(weights[key], pretrained[key]) for key in weights)
@@ -140,7 +140,7 @@ def test_one_vocabulary_across_domains(tiny, tiny_mm, workdir):
     and in the merged pre-training dataset."""
     code_num, levels, built = 8, 4, {}
     for domain in ("tiny-mm", "tiny-pre"):
-        _, dataset, model, *_ = _prepare("MQL4GRec", domain, None, tiny(**tiny_mm))
+        _, dataset, model, *_ = prepare_run("MQL4GRec", domain, None, tiny(**tiny_mm))
         item_tokens = list(dataset.field2id_token[dataset.iid_field])
         built[domain] = model, item_tokens
         codes = {m: json.loads((workdir / "mm-data" / domain / f"{domain}.{m}-codes.json").read_text())
@@ -152,9 +152,9 @@ def test_one_vocabulary_across_domains(tiny, tiny_mm, workdir):
                                                                  for level, code in enumerate(published)]
     # the merged pre-training dataset keeps every item's tokens: the same rows as in its own domain
     name, root = write_pretraining_dataset(str(workdir / "mm-data"), ["tiny-pre"], "tiny-mm", str(workdir / "merged"))
-    _, dataset, merged, *_ = _prepare("MQL4GRec", name, None, tiny(**{**tiny_mm, "data_path": root,
-                                                                       "load_col": {"inter": ["user_id", "item_id",
-                                                                                              "timestamp"]}}))
+    _, dataset, merged, *_ = prepare_run("MQL4GRec", name, None, tiny(**{**tiny_mm, "data_path": root,
+                                                                          "load_col": {"inter": ["user_id", "item_id",
+                                                                                                 "timestamp"]}}))
     merged_ids = {token: index for index, token in enumerate(dataset.field2id_token[dataset.iid_field])}
     own, own_tokens = built["tiny-pre"]
     assert len(merged_ids) == len(own_tokens)
@@ -184,8 +184,8 @@ def test_bad_pretraining_settings_fail_before_any_work(tiny, tiny_mm, workdir, s
 
 
 def test_train_batch_size_counts_samples(tiny, tiny_mm):
-    config, dataset, model, train_data, *_ = _prepare("MQL4GRec", "tiny-mm", None,
-                                                      tiny(**{**tiny_mm, "train_batch_size": 300}))
+    config, dataset, model, train_data, *_ = prepare_run("MQL4GRec", "tiny-mm", None,
+                                                         tiny(**{**tiny_mm, "train_batch_size": 300}))
     targets, items = len(train_data.dataset), dataset.item_num - 1
     per_target = samples_per_target(config["mql4grec_tasks"], items, targets)
     assert per_target == pytest.approx(3 + 2 * items / targets)

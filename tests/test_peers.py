@@ -11,6 +11,7 @@ from conftest import FIXTURES, ROOT
 
 pytest.importorskip("cornac")
 sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+import common  # noqa: E402
 import peers  # noqa: E402
 
 TINY = ["--dataset=tiny-beauty", f"--data_path={FIXTURES}", "--load_col={'inter': ['user_id', 'item_id', 'timestamp']}",
@@ -48,8 +49,8 @@ def test_the_rebuilt_sequences_are_recboles_split(tiny):
     settings = peers.settings_for("TIGER", quick=True, overrides={"load_col": tiny()["load_col"],
                                                                   "text_fields": tiny()["text_fields"],
                                                                   "cache_dir": tiny()["cache_dir"]})
-    config, dataset, train_data, valid_data, test_data, _ = peers._prepare_split(
-        "TIGER", "tiny-beauty", settings, 2020, FIXTURES)
+    config, dataset, train_data, valid_data, test_data, _ = common.prepare_split(
+        "TIGER", "tiny-beauty", peers.plugin_config("TIGER", settings, 2020, FIXTURES))
     sequences = peers.user_sequences(config, dataset, valid_data, test_data)
     peers.check_training_rows(sequences, train_data)
     assert len(sequences) == 250 and sum(map(len, sequences.values())) == 2684

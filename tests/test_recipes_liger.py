@@ -11,7 +11,7 @@ from torch import nn
 from recbole_genrec.config import GenRecConfig
 from recbole_genrec.model.layers import Dropout, RMSNorm
 from recbole_genrec.model.liger import ResidualMLP, standardized_text
-from recbole_genrec.quick_start import _prepare
+from recbole_genrec.quick_start import prepare_run
 from recbole_genrec.representation import item_text_embeddings
 
 from conftest import ROOT
@@ -23,7 +23,7 @@ LIGER_YAML = os.path.join(ROOT, "properties", "model", "LIGER.yaml")
 @pytest.fixture(scope="module")
 def prepared(tiny):
     """(config, model, train_data, test_data) of the tiny LIGER, once for the module."""
-    config, _, model, train_data, _, test_data = _prepare("LIGER", "tiny-beauty", None, tiny(**TINY_LIGER))
+    config, _, model, train_data, _, test_data = prepare_run("LIGER", "tiny-beauty", None, tiny(**TINY_LIGER))
     return config, model, train_data, test_data
 
 
@@ -53,7 +53,7 @@ def test_official_settings_come_from_the_yaml(tiny):
 def test_model_reads_its_input_path_from_the_settings(tiny):
     overrides = {**TINY_LIGER, "text_mlp_hidden": [48], "text_mlp_dropout": 0.3, "input_dropout": 0.1,
                  "input_layernorm": False, "init_factor": 1.0, "liger_candidates": 4}
-    _, _, model, _, _, _ = _prepare("LIGER", "tiny-beauty", None, tiny(**overrides))
+    _, _, model, _, _, _ = prepare_run("LIGER", "tiny-beauty", None, tiny(**overrides))
     assert [block[0].out_features for block in model.text_projection.blocks] == [48]
     assert model.text_projection.input_dropout.p == 0.3 and model.text_projection.blocks[0][3].p == 0.3
     assert isinstance(model.input_norm, nn.Identity) and model.input_dropout.p == 0.1
@@ -131,8 +131,8 @@ def test_cold_items_get_no_gradient_from_the_dense_loss(prepared):
 
 
 def test_beam_of_100_keeps_20_candidates(tiny, prepared):
-    config, _, model, _, _, test_data = _prepare("LIGER", "tiny-beauty", None,
-                                                 tiny(**{**TINY_LIGER, "beam_size": 100}))
+    config, _, model, _, _, test_data = prepare_run("LIGER", "tiny-beauty", None,
+                                                    tiny(**{**TINY_LIGER, "beam_size": 100}))
     assert config["beam_size"] == 100 and model.candidates == 20
     model.eval()
     interaction = next(iter(test_data))[0]
@@ -182,7 +182,7 @@ def test_checkpoints_are_selected_on_dense_in_set_validation(tiny):
     inset_ndcg@10` reads the in-set users' NDCG@10; the test split is ranked by `generate_topk` (the hybrid)."""
     from recbole_genrec.registry import get_trainer
 
-    config, _, model, _, valid_data, test_data = _prepare("LIGER", "tiny-beauty", None, tiny(**TINY_LIGER))
+    config, _, model, _, valid_data, test_data = prepare_run("LIGER", "tiny-beauty", None, tiny(**TINY_LIGER))
     assert config["valid_metric"] == "inset_ndcg@10" and config["liger_valid_inference"] == "dense"
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     calls = []

@@ -10,7 +10,7 @@ import torch
 from recbole_genrec.inference import build_item_graph, graph_topk, random_start_items
 from recbole_genrec.model.layers import DecoderOnly
 from recbole_genrec.model.rpg import RPG, sequence_rows
-from recbole_genrec.quick_start import _prepare, run_recbole_genrec
+from recbole_genrec.quick_start import prepare_run, run_recbole_genrec
 from recbole_genrec.tokenization import TOKENIZERS, SemanticIds, build_tokenizer
 from recbole_genrec.tokenization.opq import pca_whiten
 
@@ -288,7 +288,8 @@ def test_rpg_training_split_holds_the_prefix_rows_targets(tiny):
     same training items."""
     from recbole_genrec.data import train_item_mask
 
-    config, dataset, model, train_data, valid_data, test_data = _prepare("RPG", "tiny-beauty", None, tiny(**TINY_RPG))
+    config, dataset, model, train_data, valid_data, test_data = prepare_run("RPG", "tiny-beauty", None,
+                                                                            tiny(**TINY_RPG))
     assert config["rpg_all_positions"] and model.all_positions
     split = train_data._dataset
     iid = config["ITEM_ID_FIELD"]
