@@ -51,10 +51,12 @@ def test_misspelt_choice_is_rejected_before_any_data_is_read(tiny, key, value):
 
 
 def test_beam_check_follows_the_decoding_that_runs(tiny):
-    # RPG's exact scoring ranks the whole catalogue (no beam); its graph decoding keeps num_beams candidates
-    assert GenRecConfig(model="RPG", dataset="tiny-beauty", config_dict=tiny(topk=[10, 50]))["rpg_inference"] == "exact"
+    # RPG's graph decoding (its default test ranking) keeps num_beams candidates; exact scoring ranks the whole
+    # catalogue (no beam)
     with pytest.raises(ValueError, match=r"num_beams \(20\) must be >= the largest topk \(50\)"):
-        GenRecConfig(model="RPG", dataset="tiny-beauty", config_dict=tiny(topk=[10, 50], rpg_inference="Graph"))
+        GenRecConfig(model="RPG", dataset="tiny-beauty", config_dict=tiny(topk=[10, 50]))
+    assert GenRecConfig(model="RPG", dataset="tiny-beauty",
+                        config_dict=tiny(topk=[10, 50], rpg_inference="Exact"))["rpg_inference"] == "exact"
     assert GenRecConfig(model="LIGER", dataset="tiny-beauty",
                         config_dict=tiny(topk=[10, 50], liger_inference="dense"))["liger_inference"] == "dense"
 

@@ -181,8 +181,11 @@ def test_exact_scores_equal_brute_force():
             assert math.isclose(scores[b, item].item(), expected, rel_tol=1e-5, abs_tol=1e-6)
     # the per-digit distributions are proper: an item's score is a mean of log-probabilities
     assert torch.all(scores[:, 1:] <= 0)
-    # exact mode must leave generate_topk undefined so the trainer scores through full_sort_predict
-    assert not hasattr(model, "generate_topk")
+    # validation ranks by these scores, and so does the test with rpg_inference: exact
+    top_scores, top_items = scores.topk(5, dim=1)
+    for rank in (model.selection_topk, model.generate_topk):
+        items, ranked_scores = rank(batch, 5)
+        assert torch.equal(items, top_items) and torch.equal(ranked_scores, top_scores)
 
 
 def test_loss_is_mean_digit_cross_entropy_and_trains():
@@ -335,7 +338,6 @@ def test_graph_matches_brute_force_similarity():
 
 def test_graph_decoding_finds_exact_top1_on_complete_graph_and_returns_valid_items():
     model = _tiny_model(inference="graph")
-    assert hasattr(model, "generate_topk")
     batch = _batch(model)
     with torch.no_grad():
         exact = model.full_sort_predict(batch)
@@ -376,6 +378,28 @@ def test_decoder_only_is_causal():
 
 
 # ---- end to end ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("overrides, test_decoder",
+                         [({}, "_graph_topk"), ({"rpg_inference": "exact"}, "full_sort_predict")])
+def test_validation_scores_exactly_and_the_test_decodes_by_rpg_inference(tiny, overrides, test_decoder):
+    """As the official pipeline: checkpoints are selected on exact scoring, the best one is tested with
+    graph-constrained decoding (RPG.yaml's default) or, with rpg_inference: exact, exact scoring again."""
+    from recbole_genrec.registry import get_trainer
+
+    config, _, model, _, valid_data, test_data = prepare_run("RPG", "tiny-beauty", None,
+                                                             tiny(**TINY_RPG, **overrides))
+    assert config["rpg_inference"] == overrides.get("rpg_inference", "graph")
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    calls = []
+    for name in ("_graph_topk", "full_sort_predict"):
+        original = getattr(model, name)
+        setattr(model, name, lambda *args, _name=name, _original=original: calls.append(_name) or _original(*args))
+    trainer._valid_epoch(valid_data)
+    assert set(calls) == {"full_sort_predict"}
+    calls.clear()
+    trainer.evaluate(test_data, load_best_model=False)
+    assert set(calls) == {test_decoder}
+
+
 @pytest.mark.parametrize("inference", ["exact", "graph"])
 def test_rpg_one_epoch_end_to_end(tiny, inference):
     result = run_recbole_genrec("RPG", "tiny-beauty", config_dict=tiny(**TINY_RPG, rpg_inference=inference))

@@ -22,12 +22,12 @@ sequences). The official code puts the target right after N items into its first
 here it is that user's first full row, with the same history. `rpg_all_positions: False`: one target per RecBole
 row (every prefix a row), the loss at the last position.
 
-Inference (`rpg_inference`):
-  exact  the whole catalogue is scored (`full_sort_predict`), exactly like SASRec is; cheap at 10^4-10^5 items.
-  graph  the paper's graph-constrained decoding (recbole_genrec/inference/graph_decoding.py).
-The shared trainer picks its path with `hasattr(model, "generate_topk")`, so the class does NOT define
-`generate_topk`; in graph mode `__init__` binds it as an instance attribute (`self.generate_topk = self._graph_topk`),
-in exact mode it stays undefined and the trainer scores through `full_sort_predict`.
+Inference, as the official pipeline (`genrec/pipeline.py` `run`): checkpoints are selected on exact scoring
+(`selection_topk`: the whole catalogue scored by `full_sort_predict`, like SASRec; cheap at 10^4-10^5 items), and the
+best one is tested with `rpg_inference` (`generate_topk`):
+  graph  the paper's graph-constrained decoding (recbole_genrec/inference/graph_decoding.py), which the official
+         pipeline switches on for the test only (`generate_w_decoding_graph = True`).
+  exact  the exact ranking again.
 
 Code embeddings: one table of m x K digit embeddings, shared by the input (mean of digits) and the output (cosine
 logits); the graph's item-item similarity uses the same learned table, rebuilt whenever it has changed.
@@ -165,9 +165,6 @@ class RPG(GenerativeRecommender):
         self.graph_chunk_size = int(config["graph_chunk_size"] or 2048)
         self.graph_seed = int(config["seed"] or 0)
         self._graph, self._graph_key, self._start_items = None, None, None
-        if self.inference == "graph":
-            # instance attribute: the trainer's hasattr(model, "generate_topk") is True only in graph mode
-            self.generate_topk = self._graph_topk
 
     # ---- embeddings and forward -----------------------------------------------------------------------------
     def code_embeddings(self):
@@ -242,6 +239,17 @@ class RPG(GenerativeRecommender):
     def predict(self, interaction):
         log_probs = self.digit_log_probs(interaction)
         return self.score_items(log_probs, interaction[self.ITEM_ID].unsqueeze(1)).squeeze(1)
+
+    def selection_topk(self, interaction, k):
+        """The ranking checkpoints are selected on: exact scoring, as the official trainer validates."""
+        scores, items = self.full_sort_predict(interaction).topk(k, dim=1)
+        return items, scores
+
+    def generate_topk(self, interaction, k):
+        """The test ranking, `rpg_inference`."""
+        if self.inference == "graph":
+            return self._graph_topk(interaction, k)
+        return self.selection_topk(interaction, k)
 
     # ---- graph-constrained decoding -----------------------------------------------------------------------------
     def item_graph(self):
