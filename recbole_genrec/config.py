@@ -30,6 +30,7 @@ CHOICES = {
     "sid_collapse": ("error", "warn"),
     "sid_softmax": ("vocabulary", "level"),
     "warmup_shape": ("linear", "constant"),
+    "cf_untrained_items": ("zero", "model"),
 }
 RECBOLE_PROPERTIES_DIR = os.path.join(os.path.dirname(recbole.__file__), "properties")
 # A deliberately new key (read by your own model or code) passes the unknown-key check when named here

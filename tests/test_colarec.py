@@ -1,4 +1,5 @@
 """ColaRec: LightGCN GIDs on a k-means tree, item-ID + content encoder inputs, generation + BPR + contrastive."""
+import numpy as np
 import pytest
 import torch
 
@@ -285,3 +286,27 @@ def test_subtree_caps_bound_each_cluster_by_its_subtree_leaves_not_an_even_share
     assert torch.bincount(even[:, 0]).max() <= 25  # ...which EAGER's default keeps: ceil(100 / 4)
     with pytest.raises(ValueError, match="cluster_size_max must be one of"):
         build_tokenizer("HKMeans", {**params, "cluster_size_max": "1024"})
+
+
+def test_cold_items_keep_their_lightgcn_vectors_not_one_zero_point(tiny):
+    """As the official hierarchical_cluster.py, which clusters every row of its CF table (ColaRec.yaml:
+    cf_untrained_items: model): items never in the training split keep LightGCN's own output, distinct points,
+    instead of one shared zero vector that puts them all in one cluster; the trained rows are the same."""
+    from recbole_genrec.representation import item_cf_embeddings
+
+    config, dataset, model, train_data, _, _ = prepare_run("ColaRec", "tiny-beauty", None, tiny(**TINY_COLAREC))
+    assert config["cf_untrained_items"] == "model"
+    kept = item_cf_embeddings(config, dataset, train_data._dataset)
+    config["cf_untrained_items"] = "zero"
+    zeroed = item_cf_embeddings(config, dataset, train_data._dataset)
+    cold = np.flatnonzero(~train_data._dataset.train_item_mask)[1:]  # row 0 is the padding
+    assert len(cold) >= 3 and not zeroed[cold].any() and not kept[0].any()
+    assert np.linalg.norm(kept[cold], axis=1).min() > 0 and len(np.unique(kept[cold], axis=0)) == len(cold)
+    trained = np.flatnonzero(train_data._dataset.train_item_mask)
+    assert np.array_equal(kept[trained], zeroed[trained])
+    # the model's GIDs come from the kept rows: its cold items spread over several first-level clusters; from the
+    # zero rows they all fall in one (filling leaves of it up to their size cap)
+    cold = torch.from_numpy(cold)
+    assert len(torch.unique(model.item_codes[cold, 0])) > 1
+    zero_codes = type(model).build_semantic_ids(config, dataset, train_data._dataset).codes
+    assert len(torch.unique(zero_codes[cold, 0])) == 1

@@ -44,7 +44,8 @@ def test_beam_smaller_than_topk_is_rejected(tiny):
 
 
 @pytest.mark.parametrize("key, value", [("tokenizer_fit_on", "trian"), ("lr_scheduler", "cosin"),
-                                        ("rpg_inference", "grpah"), ("mixed_precision", "fp16")])
+                                        ("rpg_inference", "grpah"), ("mixed_precision", "fp16"),
+                                        ("cf_untrained_items", "zeros")])
 def test_misspelt_choice_is_rejected_before_any_data_is_read(tiny, key, value):
     with pytest.raises(ValueError, match=f"Unknown {key} '{value}': choose one of"):
         GenRecConfig(model="RPG", dataset="tiny-beauty", config_dict=tiny(**{key: value}))

@@ -1,10 +1,10 @@
 """ColaRec — Content-Based Collaborative Generation for Recommender Systems (Wang et al., CIKM 2024).
 
 Representation: collaborative item embeddings of RecBole's LightGCN trained on every interaction of the training
-split (the item IDs' source, "GIDs") and the items' text (their content). Tokenization: hierarchical constrained
-k-means, 32 branches per level, a cluster at most its subtree's leaves (1,024 then 32 items, as
-hierarchical_cluster.py), the last level the item's index inside its leaf cluster (tokenization/hkmeans.py), so GIDs
-are unique by construction.
+split (the item IDs' source, "GIDs"; items never in training keep LightGCN's own vectors, `cf_untrained_items`) and
+the items' text (their content). Tokenization: hierarchical constrained k-means, 32 branches per level, a cluster at
+most its subtree's leaves (1,024 then 32 items, as hierarchical_cluster.py), the last level the item's index inside
+its leaf cluster (tokenization/hkmeans.py), so GIDs are unique by construction.
 
 Backbone, as the official models.py (V4T5smallModel): a T5 encoder-decoder, loaded from a local Hugging Face T5
 folder (`pretrained_t5_path`: the official model starts from t5-small) or, when that is empty, T5-small's shape from

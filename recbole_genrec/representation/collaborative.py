@@ -10,8 +10,10 @@ all the (user, item) pairs, not only the rows' targets (RecBole's sequential `in
 item to the graph, but its loop never samples it as a positive), and its negatives avoid the user's whole training
 history (ColaRec's official CF input is its whole training interaction file).
 
-Contract: float32 [n_items + 1, d]; row 0 (padding) and every item that never occurs in the training split are
-zero vectors (their embeddings were never trained on a positive), so consumers can tell them apart by norm.
+Contract: float32 [n_items + 1, d]; row 0 (padding) is zero, and so is every item that never occurs in the training
+split (never trained on a positive), so consumers can tell them apart by norm; with `cf_untrained_items: model`
+those items keep the CF model's own output instead (LightGCN: their initial embedding, moved only as sampled
+negatives), as ColaRec's official hierarchical_cluster.py clusters every row of its CF table.
 Cached under a fingerprint of the training split's arrays, the model settings and the seed.
 """
 import logging
@@ -63,19 +65,24 @@ def item_cf_embeddings(config, dataset, train_dataset) -> np.ndarray:
     training_arrays = [inter[field].numpy() for field in (train_dataset.iid_field, list_field)]
     training_arrays_digests = [array_digest(array) for array in training_arrays]
     graph = [] if params["model"] == "SASRec" else ["every training interaction"]  # LightGCN's edges
-    key = fingerprint("cf", params, config["seed"], dataset.item_num, training_arrays_digests, *graph)
+    keep_untrained = config["cf_untrained_items"] == "model"
+    untrained = ["untrained items: model output"] if keep_untrained else []  # the zeroed tables keep their keys
+    key = fingerprint("cf", params, config["seed"], dataset.item_num, training_arrays_digests, *graph, *untrained)
     cache = ArtifactCache(config["cache_dir"], config["dataset"])
 
     def compute():
         start = time.time()
         embeddings = _train_cf_model(config, train_dataset, params)
-        embeddings[~train_item_mask(train_dataset)] = 0.0  # padding and items never seen in training
+        embeddings[0] = 0.0  # padding
+        if not keep_untrained:
+            embeddings[~train_item_mask(train_dataset)] = 0.0  # items never seen in training
         logger.info(f"Collaborative embeddings ({params['model']}, d={params[WIDTH_KEY[params['model']]]}, "
                     f"{params['epochs']} epochs on the training split) in {time.time() - start:.1f}s")
         return embeddings
 
     width = params[WIDTH_KEY[params["model"]]]
-    inputs = {"cf_params": params, "seed": config["seed"], "training_split": fingerprint(training_arrays_digests)}
+    inputs = {"cf_params": params, "seed": config["seed"], "training_split": fingerprint(training_arrays_digests),
+              "cf_untrained_items": "model" if keep_untrained else "zero"}
     return cache.get_or_compute_array(f"cf-{params['model']}-d{width}", key, compute, n_items=dataset.item_num - 1,
                                       width=int(width), inputs=inputs)
 
