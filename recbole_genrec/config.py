@@ -364,9 +364,7 @@ class GenRecConfig(Config):
                     f"Inconsistent config: {beam_key} ({beam}) must be >= the largest topk ({max_k}); "
                     f"raise `{beam_key}` or lower `topk`."
                 )
-            check = getattr(self.model_class, "check_config", None)
-            if check is not None:  # a model's own settings (MQL4GRec: its pre-training domains and checkpoint)
-                check(self)
+            self.model_class.check_config(self)  # the method's own settings (MQL4GRec: its codes and domains)
             mode = cfg["eval_args"].get("mode", "full")
             if any(m != "full" for m in (mode.values() if isinstance(mode, dict) else [mode])):
                 raise ValueError(

@@ -44,8 +44,9 @@ def prepare_run(model, dataset, config_file_list, config_dict, on_prepared=None,
 
 def training_targets(train_data):
     """The (history, target) pairs one epoch trains on: RecBole's prefix rows, also where a model's hook reduced the
-    split to fewer rows that hold them all (`prefix_rows`, set by RPG's all-position loss)."""
-    return getattr(train_data.dataset, "prefix_rows", len(train_data.dataset))
+    split to fewer rows that hold them all (`prefix_rows`, set by RPG's all-position loss; RecBole's own datasets
+    have no such attribute)."""
+    return getattr(train_data.dataset, "prefix_rows", None) or len(train_data.dataset)
 
 
 def check_topk_fits_catalogue(config, dataset):
@@ -127,10 +128,10 @@ def pretraining_stage(model, dataset, config_file_list, config_dict):
     """(model, dataset, settings) of the pre-training run a model's `pretraining_run(config, config_dict)` hook
     prepares when the run asks for one (MQL4GRec with `pretrain_datasets`), else None."""
     config = GenRecConfig(model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict)
-    prepare = getattr(config.model_class, "pretraining_run", None)
-    if prepare is None or not config["pretrain_datasets"]:
+    if not registry.is_genrec_model(config["model"]) or not config["pretrain_datasets"]:
         return None
-    return (config["model"], *prepare(config, dict(config_dict or {})))
+    run = config.model_class.pretraining_run(config, dict(config_dict or {}))
+    return None if run is None else (config["model"], *run)
 
 
 def pretrain_first(model, dataset, config_file_list, config_dict):

@@ -460,9 +460,8 @@ class GenRecTrainer(Trainer):
             self.item_tensor = eval_data._dataset.get_item_feature().to(self.device)
         self.tot_item_num = eval_data._dataset.item_num
         generative = hasattr(self.model, "generate_topk")
-        # Model selection may rank as the method's official code selects (LIGER: dense retrieval): `selection_topk`.
-        rank = getattr(self.model, "selection_topk", None) if self._validating else None
-        rank = rank or getattr(self.model, "generate_topk", None)
+        # Model selection ranks as the method's official code selects (GenerativeRecommender.selection_topk).
+        rank = (self.model.selection_topk if self._validating else self.model.generate_topk) if generative else None
         max_k = max(self.config["topk"])
         batches = (
             progress(eval_data, total=len(eval_data), ncols=100, desc=set_color("Evaluate   ", "pink"))

@@ -145,6 +145,7 @@ class GenRecDataset(SequentialDataset):
     The IDs never enter the item features RecBole joins onto batches."""
 
     _load_feat = load_atomic_feat
+    prefix_rows = None  # the prefix rows a reduced training split stands for (model's prepare_training_split)
 
     def build(self):
         from recbole_genrec import registry
@@ -153,6 +154,7 @@ class GenRecDataset(SequentialDataset):
         self._resolve_tokenizer_params()
         model_class = registry.get_model(self.config["model"])
         semantic_ids = model_class.build_semantic_ids(self.config, self, splits[0])
+        model_class.prepare_training_split(self.config, self, splits[0])
         for dataset in (self, *splits):
             dataset.semantic_ids = semantic_ids
         return splits

@@ -16,7 +16,10 @@ class GenerativeRecommender(SequentialRecommender):
     exactly (RPG); the trainer ranks any model that has `generate_topk` through it.
 
     `generate_topk` may read only the history fields (item_id_list, item_length, user_id): RecBole's evaluation
-    batches also carry the target item id and its features."""
+    batches also carry the target item id and its features.
+
+    The stages' hooks, each declared below with its contract: `build_semantic_ids` (the tokenizer preprocessing
+    hook), `prepare_training_split`, `check_config`, `pretraining_run`, `beam_width_key`, `selection_topk`."""
 
     input_type = InputType.POINTWISE
 
@@ -35,6 +38,23 @@ class GenerativeRecommender(SequentialRecommender):
         """Default pipeline: item text -> sentence embeddings -> config['tokenizer'] -> semantic IDs."""
         vectors = item_text_embeddings(config, dataset)
         return fit_semantic_ids(config, dataset, vectors, fit_mask=cls.tokenizer_fit_mask(config, train_dataset))
+
+    @classmethod
+    def prepare_training_split(cls, config, dataset, train_dataset):
+        """After the tokenizer hook, before any data loader exists (so every loader and the learning-rate schedule's
+        step count see it): a method's change to the training split (RPG: one row per sequence, with
+        `train_dataset.prefix_rows` = the prefix rows, i.e. loss targets, they stand for) or to its batch size
+        (MQL4GRec: batches counted in samples). Default: none."""
+
+    @classmethod
+    def check_config(cls, config):
+        """The method's own settings, checked by GenRecConfig before any work; a ValueError names the fix."""
+
+    @classmethod
+    def pretraining_run(cls, config, config_dict):
+        """(dataset, settings) of a pre-training run the command runs first (MQL4GRec's `pretrain_datasets`), or
+        None: no pre-training stage."""
+        return None
 
     @staticmethod
     def tokenizer_fit_mask(config, train_dataset):
@@ -68,6 +88,11 @@ class GenerativeRecommender(SequentialRecommender):
                 f"run under `cache_dir`, or retrain."
             )
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
+    def selection_topk(self, interaction, k):
+        """The ranking validation selects checkpoints on (the trainer's validation): the test's, `generate_topk`,
+        unless a method's official code selects on another (LIGER: dense retrieval; RPG: exact scoring)."""
+        return self.generate_topk(interaction, k)
 
     def history(self, interaction):
         """(item ids [B, T] right-padded with 0, lengths [B]) — the only item fields a generator may read."""

@@ -72,11 +72,10 @@ class MQL4GRec(GenerativeRecommender):
         semantic_ids = SemanticIds.concat(parts)
         semantic_ids.fit_seconds = 0.0  # nothing is fitted: the codes are read
         semantic_ids.cache_path = ", ".join(published_codes_path(config, modality) for modality in MODALITIES)
-        cls.count_batches_in_samples(config, dataset, train_dataset)
         return semantic_ids
 
-    @staticmethod
-    def count_batches_in_samples(config, dataset, train_dataset):
+    @classmethod
+    def prepare_training_split(cls, config, dataset, train_dataset):
         """`train_batch_size` counts samples, as the official HF batches do; a RecBole batch row (training target)
         stands for `samples_per_target` samples, so the loader gets that many fewer rows. Runs before any loader
         exists; the samples are kept in `train_batch_samples` (a reloaded checkpoint's config converts again)."""

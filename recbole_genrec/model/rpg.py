@@ -112,13 +112,9 @@ class RPG(GenerativeRecommender):
         return "num_beams" if config["rpg_inference"] == "graph" else None
 
     @classmethod
-    def build_semantic_ids(cls, config, dataset, train_dataset):
-        """The default tokenizer pipeline (fitted on the prefix rows' items), then, with `rpg_all_positions`, the
-        training split reduced to the rows that hold each user's sequence once (`sequence_rows`). Runs inside
-        GenRecDataset.build, before any data loader exists, so every loader (RecBole's, device_batches) and the
-        step count of the learning-rate schedule see the reduced split. `train_dataset.prefix_rows` keeps the
-        number of prefix rows (= loss targets) it replaces."""
-        semantic_ids = super().build_semantic_ids(config, dataset, train_dataset)
+    def prepare_training_split(cls, config, dataset, train_dataset):
+        """With `rpg_all_positions`, the training split reduced to the rows that hold each user's sequence once
+        (`sequence_rows`); `train_dataset.prefix_rows` keeps the number of prefix rows (= loss targets) they hold."""
         if config["rpg_all_positions"]:
             inter = train_dataset.inter_feat
             list_field = train_dataset.iid_field + config["LIST_SUFFIX"]
@@ -129,7 +125,6 @@ class RPG(GenerativeRecommender):
             train_dataset.inter_feat = inter[torch.from_numpy(keep)]
             logger.info(f"RPG (rpg_all_positions): {len(keep):,} training rows (each user's sequence once, the loss "
                         f"at every position) hold the {len(inter):,} prefix rows' targets")
-        return semantic_ids
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
