@@ -125,18 +125,25 @@ class LIGER(SemanticIdSeq2Seq):
     def input_embeddings(self, interaction):
         """(encoder tokens [B, S], mask [B, S], input embeddings [B, S, d]): every history token's embedding + its
         item's projected text + item and digit position embeddings, through LayerNorm and dropout (official
-        src/evaluation.py model_forward). In training the text is projected once per token, as the official code
-        repeats it per digit before the MLP (independent dropout); in evaluation once per item (the same values)."""
+        src/evaluation.py model_forward)."""
         input_ids, mask = self.encoder_inputs(interaction)
         items, _ = self.history(interaction)
-        rows = items.unsqueeze(2).expand(-1, -1, self.n_levels) if self.training else items.unsqueeze(2)
-        text = self.text_projection(self.item_text[rows])  # [B, T, L or 1, d]
+        text = self.history_text(items).unsqueeze(2)  # [B, T, 1, d]: one vector for all digits of an item
         extra = text + self.item_position.weight[: items.shape[1], None] + self.digit_position.weight  # [B, T, L, d]
         extra = (extra * (items != 0)[:, :, None, None]).flatten(1, 2)
         if self.user_buckets:
             extra = torch.cat([extra.new_zeros(len(extra), 1, extra.shape[-1]), extra], dim=1)
         hidden = self.backbone.embedding(input_ids) + extra.to(self.backbone.embedding.weight.dtype)
         return input_ids, mask, self.input_dropout(self.input_norm(hidden))
+
+    def history_text(self, items):
+        """Projected text of the history items [B, T] -> [B, T, d], the MLP run once per distinct item of the batch
+        (a batch of 1024 histories of 10 items holds ~1,400 distinct ml-100k items, not 40,960 tokens). The official
+        code projects a copy per token (every digit of every occurrence), each with its own dropout masks; here the
+        tokens of an item share one mask per step: the same values without dropout (evaluation), a deviation in
+        training (README)."""
+        distinct, index = torch.unique(items, return_inverse=True)
+        return self.text_projection(self.item_text[distinct])[index]
 
     def encode(self, interaction):
         input_ids, mask, hidden = self.input_embeddings(interaction)
