@@ -4,13 +4,14 @@ Follows the official code (facebookresearch/liger: src/tiger.py, src/training.py
 configs/method/setting.yaml, configs/dataset/amazon.yaml); every choice below is a setting of LIGER.yaml.
 
 Representation and tokenization: TIGER's (item text -> RQ-VAE 3 x 256 + collision digit), the RQ-VAE fitted on the
-training split's items. Backbone: TIGER's encoder-decoder with 6 + 6 layers, its initialisation scaled by T5's
-`initializer_factor` (`init_factor`, 0.02). Input of every history token: its semantic-ID token embedding + the
-item's standardised text vector through a residual MLP (`text_mlp_hidden`: blocks of Linear, LayerNorm, ReLU,
-dropout plus a bias-free linear skip, then an output projection) + an item-position and a digit-position
-embedding, the sum through LayerNorm and dropout (`input_dropout`, 0.5). Training: next-SID cross-entropy + a dense
-loss: the encoder output at the last history token, compared by cosine / temperature (0.07) with the projected text
-of every item, cross-entropy over items with the cold-start items masked out (`dense_mask_cold`).
+training split's items. Backbone: TIGER's encoder-decoder with 6 + 6 layers, every stack weight's initialisation
+scaled by T5's `initializer_factor` (`init_factor`, 0.02), the token table at N(0, 1) as the official model under
+its transformers. Input of every history token: its semantic-ID token embedding + the item's standardised text
+vector through a residual MLP (`text_mlp_hidden`: blocks of Linear, LayerNorm, ReLU, dropout plus a bias-free linear
+skip, then an output projection) + an item-position and a digit-position embedding, the sum through LayerNorm and
+dropout (`input_dropout`, 0.5). Training: next-SID cross-entropy + a dense loss: the encoder output at the last
+history token, compared by cosine / temperature (0.07) with the projected text of every item, cross-entropy over
+items with the cold-start items masked out (`dense_mask_cold`).
 
 Inference (`liger_inference`):
   hybrid      LIGER: the first `liger_candidates` items of a beam of `beam_size` (20 of 100, unconstrained as
@@ -83,13 +84,20 @@ class LIGER(SemanticIdSeq2Seq):
         cold = torch.from_numpy(~train_items)
         cold[0] = False
         self.register_buffer("cold_items", torch.nonzero(cold).flatten(), persistent=False)
-        # T5's `initializer_factor` (official src/training.py T5Config): every T5 weight is initialised with
-        # factor x its std (T5's layer norms with weight = factor). EncoderDecoder initialises at factor 1 with the same
-        # normal stds and unit norm weights, so scaling each weight by the factor gives exactly that initialisation.
+        # T5's `initializer_factor` (official src/training.py T5Config) as the official model gets it under its pinned
+        # transformers 4.39.3: each T5 stack initialises its own weights when built, with factor x T5's std (layer
+        # norms with weight = factor), and marks the shared token table initialised without touching it, so the
+        # model-level pass (LIGER's `_init_weights` override) skips it: the token table, tied to the output, keeps
+        # nn.Embedding's N(0, 1); an untied output head gets the override's N(0, factor). EncoderDecoder initialises
+        # at factor 1 with T5's stds and unit norm weights, so scaling every other weight by the factor gives that.
         eps, factor = float(config["layer_norm_eps"]), float(config["init_factor"])
+        embedding, head = self.backbone.embedding.weight, self.backbone.lm_head
         with torch.no_grad():
             for parameter in self.backbone.parameters():
-                parameter.mul_(factor)
+                if parameter is not embedding:
+                    parameter.mul_(factor)
+            if head is not None:
+                head.weight.normal_(std=factor)
         for module in self.backbone.modules():
             if isinstance(module, RMSNorm):
                 module.eps = eps  # the official T5Config's layer_norm_epsilon
@@ -117,18 +125,25 @@ class LIGER(SemanticIdSeq2Seq):
     def input_embeddings(self, interaction):
         """(encoder tokens [B, S], mask [B, S], input embeddings [B, S, d]): every history token's embedding + its
         item's projected text + item and digit position embeddings, through LayerNorm and dropout (official
-        src/evaluation.py model_forward). In training the text is projected once per token, as the official code
-        repeats it per digit before the MLP (independent dropout); in evaluation once per item (the same values)."""
+        src/evaluation.py model_forward)."""
         input_ids, mask = self.encoder_inputs(interaction)
         items, _ = self.history(interaction)
-        rows = items.unsqueeze(2).expand(-1, -1, self.n_levels) if self.training else items.unsqueeze(2)
-        text = self.text_projection(self.item_text[rows])  # [B, T, L or 1, d]
+        text = self.history_text(items).unsqueeze(2)  # [B, T, 1, d]: one vector for all digits of an item
         extra = text + self.item_position.weight[: items.shape[1], None] + self.digit_position.weight  # [B, T, L, d]
         extra = (extra * (items != 0)[:, :, None, None]).flatten(1, 2)
         if self.user_buckets:
             extra = torch.cat([extra.new_zeros(len(extra), 1, extra.shape[-1]), extra], dim=1)
         hidden = self.backbone.embedding(input_ids) + extra.to(self.backbone.embedding.weight.dtype)
         return input_ids, mask, self.input_dropout(self.input_norm(hidden))
+
+    def history_text(self, items):
+        """Projected text of the history items [B, T] -> [B, T, d], the MLP run once per distinct item of the batch
+        (a batch of 1024 histories of 10 items holds ~1,400 distinct ml-100k items, not 40,960 tokens). The official
+        code projects a copy per token (every digit of every occurrence), each with its own dropout masks; here the
+        tokens of an item share one mask per step: the same values without dropout (evaluation), a deviation in
+        training (README)."""
+        distinct, index = torch.unique(items, return_inverse=True)
+        return self.text_projection(self.item_text[distinct])[index]
 
     def encode(self, interaction):
         input_ids, mask, hidden = self.input_embeddings(interaction)
