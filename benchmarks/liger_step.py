@@ -12,14 +12,10 @@ embeddings of the history (text projection included), the text projection of the
 loss's candidates), the encoder, and the whole loss.
 """
 import argparse
-import os
 import statistics
-import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+import common  # noqa: F401  (puts this checkout's recbole_genrec on the path)
 
 WIDTHS = ("d_model", "num_heads", "d_kv", "d_ff", "num_encoder_layers", "num_decoder_layers",
           "MAX_ITEM_LIST_LENGTH", "train_batch_size")
@@ -27,10 +23,10 @@ WIDTHS = ("d_model", "num_heads", "d_kv", "d_ff", "num_encoder_layers", "num_dec
 
 def build(model_name, dataset, overrides):
     from recbole_genrec.cli import load_profile
-    from recbole_genrec.quick_start import _prepare
+    from recbole_genrec.quick_start import prepare_run
 
     settings = {**load_profile(model_name), "state": "WARNING", "show_progress": False, **overrides}
-    config, _, model, train_data, _, _ = _prepare(model_name, dataset, None, settings)
+    config, _, model, train_data, _, _ = prepare_run(model_name, dataset, None, settings)
     model.train()
     return config, model, train_data
 

@@ -60,7 +60,7 @@ def test_initialisation_is_the_official_models(tiny, prepared, tie):
     std and norm weights 0.02, but the shared token table (tied to the output) at nn.Embedding's N(0, 1), which the
     stacks mark initialised before LIGER's `_init_weights` override could rescale it; an untied head at N(0, 0.02);
     the text MLP and the position tables at PyTorch's defaults."""
-    model = prepared[1] if tie else _prepare("LIGER", "tiny-beauty", None,
+    model = prepared[1] if tie else prepare_run("LIGER", "tiny-beauty", None,
                                              tiny(**TINY_LIGER, tie_embeddings=False))[2]
     backbone, factor = model.backbone, 0.02
     d, heads, d_kv = backbone.d_model, backbone.num_heads, backbone.d_kv
