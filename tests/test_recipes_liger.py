@@ -96,6 +96,17 @@ def test_initialisation_is_the_official_models(tiny, prepared, tie):
     assert (token.var(-1) / summed.var(-1)).mean() > 0.1
 
 
+def test_quick_profile_departs_from_the_recipe_only_where_its_budget_needs(tiny):
+    """The CPU quick start (285 steps) starts from T5's std (factor 1) with dropout 0.1; the hybrid keeps the
+    official beam of 100 and its 20 candidates, and the input path the official dropout."""
+    from recbole_genrec.cli import load_profile
+
+    config = GenRecConfig(model="LIGER", dataset="tiny-beauty", config_dict=tiny(**load_profile("LIGER")))
+    assert (config["init_factor"], config["dropout"]) == (1.0, 0.1)
+    assert (config["beam_size"], config["liger_candidates"], config["liger_inference"]) == (100, 20, "hybrid")
+    assert (config["input_dropout"], config["text_mlp_dropout"]) == (0.5, 0.2)
+
+
 def test_model_reads_its_input_path_from_the_settings(tiny):
     overrides = {**TINY_LIGER, "text_mlp_hidden": [48], "text_mlp_dropout": 0.3, "input_dropout": 0.1,
                  "input_layernorm": False, "init_factor": 1.0, "liger_candidates": 4}
@@ -233,7 +244,7 @@ def test_beam_of_100_keeps_20_candidates(tiny, prepared):
     for user in range(len(items)):
         ranked = set(items[user].tolist()) - {-1}
         assert ranked <= allowed_cold | set(candidates[user].tolist())
-    # fewer beams than candidates (the fixture's and the CPU quick start's beam of 10): the whole beam
+    # fewer beams than candidates (the fixture's beam of 10): the whole beam
     assert prepared[1].beam_size == 10 and prepared[1].candidates == 10
 
 

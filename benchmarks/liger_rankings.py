@@ -1,0 +1,48 @@
+r"""One LIGER checkpoint's test split ranked each way `liger_inference` allows (no weight depends on it): the hybrid
+(the beam's candidates + every cold-start item, re-ranked by the dense score), dense retrieval alone, the
+generative beam alone.
+
+    python benchmarks/liger_rankings.py saved/LIGER-<time>.pth [--beam_size=100] [--topk=5,10,20]
+
+Prints one line of test metrics per ranking (with the beam's share of codes naming no item among its top-k, from
+the last test batch); chance for Recall@10 is 10 / the catalogue's items. `--beam_size` decodes with another beam
+than the run's (an inference setting); `--topk` lists other cut-offs (the generative Recall@20 is the share of users
+whose target is among the hybrid's 20 beam candidates).
+"""
+import argparse
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+def main(argv=None):
+    from recbole_genrec.quick_start import flat_metrics, load_data, load_model
+    from recbole_genrec.trainer import GenRecTrainer
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint")
+    parser.add_argument("--beam_size", type=int, default=None)
+    parser.add_argument("--topk", default=None, help="comma-separated cut-offs, e.g. 5,10,20")
+    args = parser.parse_args(argv)
+    checkpoint, config, dataset, train_data, _, test_data = load_data(args.checkpoint,
+                                                                      config_dict={"state": "WARNING"})
+    if args.beam_size:
+        config["beam_size"] = args.beam_size
+    if args.topk:
+        config["topk"] = [int(k) for k in args.topk.split(",")]
+    model = load_model(checkpoint, config, train_data)
+    trainer = GenRecTrainer(config, model)
+    print(f"{args.checkpoint}: {config['dataset']}, {dataset.item_num - 1} items (chance Recall@10 "
+          f"{10 / (dataset.item_num - 1):.4f}), beam {model.beam_size}, {model.candidates} hybrid candidates")
+    for inference in ("hybrid", "dense", "generative"):
+        model.inference, model.last_invalid_rate = inference, float("nan")
+        result = flat_metrics(trainer.evaluate(test_data, load_best_model=False, show_progress=False))
+        print(f"{inference:>10}: " + ", ".join(f"{key} {value:.4f}" for key, value in result.items())
+              + f", invalid codes {model.last_invalid_rate:.3f}")
+
+
+if __name__ == "__main__":
+    main()
