@@ -10,16 +10,13 @@ than the run's (an inference setting); `--topk` lists other cut-offs (the genera
 whose target is among the hybrid's 20 beam candidates).
 """
 import argparse
-import os
-import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+import common  # noqa: F401  (puts this checkout's recbole_genrec on the path)
 
 
 def main(argv=None):
-    from recbole_genrec.quick_start import flat_metrics, load_data, load_model
+    from recbole_genrec.quick_start import load_data, load_model
+    from recbole_genrec.results import flat_metrics
     from recbole_genrec.trainer import GenRecTrainer
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
