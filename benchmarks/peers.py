@@ -102,7 +102,9 @@ def settings_for(model, quick=False, overrides=None):
 def plugin_config(model, settings, seed, data_path=None):
     """The plugin's config_dict for this row: the settings, the protocol, no early exit."""
     config = {**settings, **PROTOCOL, "seed": seed, "stopping_step": int(settings["epochs"]) + 1,
-              "clip_grad_norm": CLIP[model], "checkpoint_dir": os.path.join("saved", "peers")}
+              "checkpoint_dir": os.path.join("saved", "peers")}
+    if model in CLIP:  # matched to cornac's; other models keep their own recipe's clipping
+        config["clip_grad_norm"] = CLIP[model]
     if data_path:
         config["data_path"] = data_path
     return config
