@@ -40,7 +40,7 @@ import common
 import peers
 
 CSV_PATH = os.path.join(common.ROOT, "benchmarks", "results", "parity.csv")
-COLUMNS = peers.COLUMNS + ["official_commit"]
+COLUMNS = peers.COLUMNS + ["commit", "official_commit"]
 IMPLEMENTATIONS = ("recbole_genrec", "module-swap", "cornac")
 SEQ2SEQ = {"num_heads": 4, "d_kv": 16, "num_encoder_layers": 1, "num_decoder_layers": 1}
 # The parity size of each method: peers.py's COMMON protocol and widths, the method's own recipe otherwise, and its
@@ -136,13 +136,33 @@ def read_rows(path):
 
 
 def append_row(path, row):
+    """Appends `row`; a file written with fewer columns is rewritten under the current ones first."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
+    if os.path.exists(path):
+        with open(path, newline="") as handle:
+            reader = csv.DictReader(handle)
+            if reader.fieldnames != COLUMNS:
+                earlier = list(reader)
+                with open(path + ".tmp", "w", newline="") as out:
+                    writer = csv.DictWriter(out, fieldnames=COLUMNS, extrasaction="ignore")
+                    writer.writeheader()
+                    writer.writerows(earlier)
+                os.replace(path + ".tmp", path)
     new = not os.path.exists(path)
     with open(path, "a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
         if new:
             writer.writeheader()
         writer.writerow({key: row.get(key) for key in COLUMNS})
+
+
+def commit():
+    """This checkout's commit, `+modified` when tracked files differ from it."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=common.ROOT, capture_output=True, text=True).stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("+modified" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def summary(rows):
@@ -231,9 +251,10 @@ def main(argv=None):
                         "dataset": dataset, "data_path": args.data_path, "threads": args.threads,
                         "checkout": checkouts.get(model)}
                 python = args.official_python if implementation == "module-swap" else sys.executable
+                code = commit()  # the code the row runs
                 row = run_row(spec, args.log_dir, python)
                 row.update({"model": model, "implementation": implementation, "seed": seed, "dataset": dataset,
-                            "hardware": hardware(), "date": datetime.date.today().isoformat(), "command": command})
+                            "commit": code, "hardware": hardware(), "date": datetime.date.today().isoformat(), "command": command})
                 append_row(args.csv, row)
                 print(f"{model} {implementation} seed {seed} on {dataset}: R@10 {row['recall@10']:.4f} "
                       f"N@10 {row['ndcg@10']:.4f} | {row['epochs']} epochs | {row['wall_seconds']:.0f} s", flush=True)
