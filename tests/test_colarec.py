@@ -94,6 +94,93 @@ def test_negatives_avoid_the_users_training_history_and_the_positives_leaf(colar
     assert negatives.min() >= 1 and len(set(negatives.tolist())) > 20  # still spread over the catalogue
 
 
+def test_contrastive_positive_is_another_item_of_the_leaf_unless_alone(colarec):
+    """As the official cid_neg_dict[iid]['sec'] (the item's cluster mates) with its fallback to the item itself when
+    that set is empty: never the item when its leaf has other items, every other item reachable."""
+    model, _ = colarec
+    items = torch.arange(1, model.n_items)
+    sizes = model.leaf_size[items]
+    assert (sizes > 1).any() and (sizes == 1).any()  # the fixture has shared and lone leaves
+    draws = model.contrastive_positives(items.repeat(200)).view(200, -1)
+    shared = sizes > 1
+    assert not (draws[:, shared] == items[shared]).any()
+    assert torch.all(draws[:, ~shared] == items[~shared])
+    assert torch.all(model.item_codes[draws, :-1] == model.item_codes[items, :-1])  # same leaf cluster
+    for item in items[shared][:20].tolist():
+        start, size = model.leaf_start[item], model.leaf_size[item]
+        mates = set(model.leaf_order[start:start + size].tolist()) - {item}
+        assert set(draws[:, item - 1].tolist()) == mates  # uniform over the others: each one drawn
+
+
+def test_item_users_are_users_of_the_items_training_interactions(tiny):
+    from recbole_genrec.representation.collaborative import training_interactions
+
+    config, _, model, train_data, _, _ = prepare_run("ColaRec", "tiny-beauty", None, tiny(**TINY_COLAREC))
+    assert config["sample_user_num"] == 1 and model.user_id_embedding.num_embeddings == train_data._dataset.user_num
+    pairs = training_interactions(train_data._dataset)
+    users_of = {}
+    for user, item in zip(pairs["user_id"].tolist(), pairs["item_id"].tolist()):
+        users_of.setdefault(item, set()).add(user)
+    items = torch.arange(1, model.n_items).repeat(20)
+    for draws in (1, 3):  # the recipe's one user, and draws without replacement where an item has enough users
+        model.sampled_users = draws
+        sampled = model.sample_item_users(items)
+        assert sampled.shape == (len(items), draws)
+        for item, row in zip(items.tolist(), sampled.tolist()):
+            if item not in users_of:  # never in training: user 0, as the official fallback
+                assert row == [0] * draws
+                continue
+            assert set(row) <= users_of[item]
+            if len(users_of[item]) >= draws:
+                assert len(set(row)) == draws
+    model.sampled_users = 1
+    assert len(users_of) < model.n_items - 1  # cold items exist: the fallback above was exercised
+    assert any(len(users) < 3 for users in users_of.values())  # and so were draws with replacement
+
+
+def test_only_the_contrastive_positive_reads_a_user_and_inference_never_does(colarec):
+    """The contrastive positive's encoding holds, right before its EOS, the ID embedding of one user of that item's
+    training interactions (official ty='item' layout); the positive and the negative hold none (official base
+    collate_fn), nor does the user side; generation never reads the user table."""
+    from unittest import mock
+
+    model, interaction = colarec
+    pairs = set(zip((model.history_keys // model.n_items).tolist(), (model.history_keys % model.n_items).tolist()))
+    calls, inputs = [], []
+    encode_items, encode = model.encode_items, model.backbone.encode_embeddings
+
+    def record_items(items, task, users=None):
+        calls.append((items, task, users))
+        return encode_items(items, task, users)
+
+    model.train()
+    with mock.patch.object(model, "encode_items", side_effect=record_items), \
+            mock.patch.object(model.backbone, "encode_embeddings",
+                              side_effect=lambda hidden, mask: encode(inputs.append((hidden, mask)) or hidden, mask)):
+        with torch.no_grad():
+            model.calculate_loss(interaction)
+    model.eval()
+    assert [users is None for _, _, users in calls] == [True, True, False]  # user side, positive + negative, aug
+    items, task, users = calls[2]
+    assert task == 1 and users.shape == (len(interaction), 1)
+    trained = {item for _, item in pairs}
+    for item, (user,) in zip(items[:, 0].tolist(), users.tolist()):
+        assert (user, item) in pairs if item in trained else user == 0  # user 0: an item never in training
+    assert any(item in trained for item in items[:, 0].tolist())
+    hidden, mask = inputs[2]
+    eos = mask.sum(1) - 1
+    rows = torch.arange(len(hidden))
+    assert torch.all(eos == 4)  # task, ID, content, user, EOS
+    assert torch.equal(hidden[rows, eos - 1], model.user_id_embedding.weight[users[:, 0]])
+    assert torch.equal(hidden[rows, 1], model.item_id_embedding.weight[items[:, 0]])
+    assert torch.all(inputs[1][1].sum(1) == 4)  # positive and negative: task, ID, content, EOS
+
+    with mock.patch.object(model.user_id_embedding, "forward", side_effect=AssertionError("user table read")), \
+            mock.patch.object(model, "sample_item_users", side_effect=AssertionError("users sampled")):
+        items, _ = model.generate_topk(interaction, 10)
+    assert items.shape == (len(interaction), 10)
+
+
 def test_generation_drops_history_items_and_returns_distinct_items(colarec):
     model, interaction = colarec
     with torch.no_grad():
@@ -111,7 +198,8 @@ def test_loss_has_gradients_for_ids_content_and_backbone(tiny):
     loss.backward()
     assert torch.isfinite(loss)
     for parameter in (model.item_id_embedding.weight, model.content_projection.weight, model.backbone.embedding.weight,
-                      model.task_embedding.weight, *model.code_heads.parameters(), *model.code_embeddings.parameters()):
+                      model.task_embedding.weight, model.user_id_embedding.weight, *model.code_heads.parameters(),
+                      *model.code_embeddings.parameters()):
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0
 
 

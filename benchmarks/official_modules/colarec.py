@@ -137,8 +137,10 @@ def swapped_class(checkout: str) -> type:
                                  "weights, no word pieces): leave pretrained_t5_path empty.")
             super().__init__(config, dataset)
             # ours replaced by the official module
-            for name in ("backbone", "task_embedding", "item_id_embedding", "code_embeddings", "code_heads"):
-                delattr(self, name)
+            for name in ("backbone", "task_embedding", "item_id_embedding", "code_embeddings", "code_heads",
+                         "user_id_embedding"):
+                if hasattr(self, name):
+                    delattr(self, name)
             projection, item_text = self.content_projection, self.item_text
             del self.content_projection, self.item_text
             if self.content_length.max() != 1:

@@ -17,10 +17,12 @@ codes plus one unused class (33-way for 32 branches, the official `cid_embed_lis
 
 Training, as the official code: user -> GID generation (10 history items sampled in random order) and item -> GID
 indexing for the positive and a negative item (weight 0.08 together), a BPR term between the user's and the two
-items' representations (weight 1), and a BPR-style contrastive term pulling the positive item towards an item of its
-leaf cluster (weight 0.1). The negative is a uniform item outside the user's training history and the positive's
-leaf cluster. Inference: the shared constrained beam search (beam 100) on the 20 most recent items, most recent
-first; items of the history dropped. Defaults: properties/model/ColaRec.yaml; deviations in the README.
+items' representations (weight 1), and a BPR-style contrastive term pulling the positive item towards another item
+of its leaf cluster (the item itself only when alone there; weight 0.1), that item read with `sample_user_num`
+user-ID slots after its content: users drawn from its training interactions (a user table of its own, used by this
+term only, never at inference). The negative is a uniform item outside the user's training history and the
+positive's leaf cluster. Inference: the shared constrained beam search (beam 100) on the 20 most recent items, most
+recent first; items of the history dropped. Defaults: properties/model/ColaRec.yaml; deviations in the README.
 """
 import logging
 
@@ -102,6 +104,12 @@ class ColaRec(GenerativeRecommender):
         history = training_interactions(dataset)  # the model is built on the training split
         keys = history[dataset.uid_field] * self.n_items + history[dataset.iid_field]
         self.register_buffer("history_keys", keys, persistent=False)  # sorted (user, item) keys
+        self.sampled_users = int(config["sample_user_num"])
+        if self.sampled_users > 0:
+            # the contrastive positive's user-ID slots (official `atomid_user_embed`, PyTorch's N(0, 1) init; row 0
+            # stands for "no training user", as the official fallback user 0)
+            self.user_id_embedding = nn.Embedding(dataset.user_num, d_model)
+            self._item_users(history[dataset.uid_field], history[dataset.iid_field])
 
     def _leaf_groups(self, codes):
         """Items ordered by their leaf cluster (all codes but the last): each item's group start and size, to draw
@@ -116,6 +124,31 @@ class ColaRec(GenerativeRecommender):
         self.register_buffer("leaf_order", order + 1, persistent=False)  # item ids, cluster by cluster
         self.register_buffer("leaf_start", torch.cat([starts.new_zeros(1), starts[group]]), persistent=False)
         self.register_buffer("leaf_size", torch.cat([counts.new_ones(1), counts[group]]), persistent=False)
+
+    def _item_users(self, users, items):
+        """Each item's training users (the official `item_seq`), item by item: the users to draw an item's user-ID
+        slot from."""
+        order = torch.argsort(items, stable=True)
+        counts = torch.bincount(items, minlength=self.n_items)
+        self.register_buffer("item_users", users[order], persistent=False)
+        self.register_buffer("item_user_start", torch.cumsum(counts, 0) - counts, persistent=False)
+        self.register_buffer("item_user_count", counts, persistent=False)
+
+    def sample_item_users(self, items):
+        """items long [B] -> [B, sample_user_num] users of each item's training interactions, as the official
+        `user_sampling`: without replacement, with replacement when the item has fewer users than draws, user 0 when
+        it has none (official `item_seq.get(iid, [0])`)."""
+        count = self.item_user_count[items]
+        replace = count < self.sampled_users
+        drawn = items.new_zeros(len(items), 0)  # positions in each item's user list
+        for draw in range(self.sampled_users):
+            left = torch.where(replace, count, count - draw).clamp(min=1)
+            index = (torch.rand(items.shape, device=items.device) * left).long()
+            for earlier in drawn.sort(1).values.unbind(1):  # without replacement: skip the positions drawn already
+                index = index + (~replace & (index >= earlier)).long()
+            drawn = torch.cat([drawn, index.unsqueeze(1)], 1)
+        users = self.item_users[(self.item_user_start[items].unsqueeze(1) + drawn).clamp(max=len(self.item_users) - 1)]
+        return users.masked_fill((count == 0).unsqueeze(1), 0)
 
     # ---- encoder inputs ---------------------------------------------------------------------------------------
     def encoder_layout(self, items):
@@ -146,14 +179,23 @@ class ColaRec(GenerativeRecommender):
             return self.backbone.embedding(self.item_text_tokens[slot_items, (slot_parts - 1).clamp(min=0)])
         return self.content_projection(self.item_text[slot_items])
 
-    def encode_items(self, items, task):
-        """items long [B, M] -> (memory [B, S, d], mask [B, S], representation [B, d]: the encoder state at EOS)."""
+    def encode_items(self, items, task, users=None):
+        """items long [B, M] -> (memory [B, S, d], mask [B, S], representation [B, d]: the encoder state at EOS).
+        users long [B, U]: user-ID slots after the content, before the EOS (the official tokenizer's `ty='item'`
+        layout, used for the contrastive positive only; never at inference)."""
         slot_items, slot_parts, mask, eos = self.encoder_layout(items)
         ids = self.item_id_embedding(slot_items)
         hidden = torch.where((slot_parts == 0).unsqueeze(2), ids,
                              self.content_embeddings(slot_items, slot_parts).to(ids.dtype))
         rows = torch.arange(len(items), device=items.device)
         hidden[:, 0] = self.task_embedding.weight[task].to(ids.dtype)
+        if users is not None and users.shape[1]:
+            extra = users.shape[1]
+            hidden = torch.cat([hidden, hidden.new_zeros(len(items), extra, hidden.shape[2])], 1)
+            hidden[rows.unsqueeze(1), eos.unsqueeze(1) + torch.arange(extra, device=items.device)] = \
+                self.user_id_embedding(users).to(ids.dtype)
+            eos = eos + extra
+            mask = torch.arange(hidden.shape[1], device=items.device) <= eos.unsqueeze(1)
         hidden[rows, eos] = self.backbone.embedding.weight[self.eos_token].to(ids.dtype)
         memory = self.backbone.encode_embeddings(hidden, mask)
         return memory, mask, memory[rows, eos]
@@ -220,17 +262,31 @@ class ColaRec(GenerativeRecommender):
         raise ValueError(f"ColaRec: no negative outside the user's training history after {NEGATIVE_DRAWS} draws: "
                          f"some user has interacted with nearly the whole catalogue ({self.n_items - 1} items).")
 
+    def contrastive_positives(self, positive):
+        """Another item of each positive's leaf cluster, uniformly; the positive itself only when it is alone in
+        its leaf (the official `cid_neg_dict[iid]['sec']`, the item's cluster mates, and its fallback to the item
+        when that set is empty)."""
+        size = self.leaf_size[positive]
+        draw = (torch.rand(positive.shape, device=positive.device) * (size - 1).clamp(min=1)).long()
+        other = self.leaf_order[self.leaf_start[positive] + draw]
+        last = self.leaf_order[self.leaf_start[positive] + size - 1]
+        other = torch.where(other == positive, last, other)  # the positive's draw goes to the leaf's last item
+        return torch.where(size > 1, other, positive)
+
     def calculate_loss(self, interaction):
         positive = interaction[self.POS_ITEM_ID]
         negative = self.sample_negatives(interaction[self.USER_ID], positive)
-        draw = (torch.rand(positive.shape, device=positive.device) * self.leaf_size[positive]).long()
-        sibling = self.leaf_order[self.leaf_start[positive] + draw]  # an item of the positive's leaf cluster
+        sibling = self.contrastive_positives(positive)
         user_memory, user_mask, user = self.encode_items(self.user_items(interaction), USER_TASK)
-        item_memory, item_mask, item = self.encode_items(torch.stack([positive, negative, sibling]).view(-1, 1),
-                                                         ITEM_TASK)
-        pos_memory, neg_memory, _ = item_memory.chunk(3)
-        pos_mask, neg_mask, _ = item_mask.chunk(3)
-        pos, neg, aug = item.float().chunk(3)
+        item_memory, item_mask, item = self.encode_items(torch.stack([positive, negative]).view(-1, 1), ITEM_TASK)
+        pos_memory, neg_memory = item_memory.chunk(2)
+        pos_mask, neg_mask = item_mask.chunk(2)
+        pos, neg = item.float().chunk(2)
+        # the contrastive positive alone carries user-ID slots: users of its training interactions (the official
+        # v7CL2TrainDataset.collate_fn tokenizes only it with ty='item'; the positive and the negative go through
+        # the base collate_fn, without them)
+        users = self.sample_item_users(sibling) if self.sampled_users > 0 else None
+        aug = self.encode_items(sibling.view(-1, 1), ITEM_TASK, users)[2].float()
         generation = (self.gid_loss(user_memory, user_mask, positive) + self.gid_loss(pos_memory, pos_mask, positive)
                       + self.gid_loss(neg_memory, neg_mask, negative))
         user = user.float()
