@@ -1,6 +1,6 @@
 """EAGER: two ID trees side by side, one encoder over each stream's own ID rows and two decoders with
 tree-structured softmaxes (first-level nodes, then the parent's children), union of two beams re-scored by both
-streams."""
+streams; the layers are the official network's (HF BERT encoder and decoders)."""
 import copy
 import os
 
@@ -66,6 +66,120 @@ def test_defaults_are_the_papers_recipe():
         defaults = yaml.safe_load(file)
     assert defaults["gct_weights"] == [1.0, 10.0] and defaults["stt_weight"] == 1.0
     assert defaults["beam_size"] == 100 and defaults["tokenizer_params"]["branches"] == 128
+    assert defaults["backbone"] == "bert"  # HF_Model.py's EncoderDecoderModel of two BertConfigs
+
+
+def _official_network(encoder, decoder):
+    """Hugging Face's EncoderDecoderModel as HF_Model.py builds it (two BertConfigs, absolute positions, the decoder
+    with cross-attention), holding the weights of our `encoder` stack and `decoder` stack (BERT's token-type
+    embedding, which ours has not, zeroed). Every parameter of both of ours is mapped, none twice."""
+    from transformers import BertConfig, EncoderDecoderConfig, EncoderDecoderModel
+
+    def bert_config(model, layers, **extra):
+        return BertConfig(vocab_size=model.vocab_size, hidden_size=model.d_model, num_hidden_layers=layers,
+                          num_attention_heads=model.num_heads,
+                          intermediate_size=model.decoder_layers[0].ffn.inner.out_features,
+                          position_embedding_type="absolute",
+                          max_position_embeddings=model.decoder_positions.num_embeddings, **extra)
+
+    config = EncoderDecoderConfig.from_encoder_decoder_configs(
+        bert_config(encoder, len(encoder.encoder_layers)),
+        bert_config(decoder, len(decoder.decoder_layers), is_decoder=True, add_cross_attention=True))
+    official = EncoderDecoderModel(config=config).eval()
+    target = official.state_dict()
+
+    def layer_names(ours, theirs, blocks):
+        names = {}
+        for mine, hf in blocks:
+            for w in ("weight", "bias"):
+                for a in ("query", "key", "value"):
+                    names[f"{ours}.{mine}.{a}.{w}"] = f"{theirs}.{hf}.self.{a}.{w}"
+                names[f"{ours}.{mine}.output.{w}"] = f"{theirs}.{hf}.output.dense.{w}"
+                names[f"{ours}.{mine}_norm.{w}"] = f"{theirs}.{hf}.output.LayerNorm.{w}"
+        for w in ("weight", "bias"):
+            names[f"{ours}.ffn.inner.{w}"] = f"{theirs}.intermediate.dense.{w}"
+            names[f"{ours}.ffn.outer.{w}"] = f"{theirs}.output.dense.{w}"
+            names[f"{ours}.ffn_norm.{w}"] = f"{theirs}.output.LayerNorm.{w}"
+        return names
+
+    decoder_blocks = [("self_attention", "attention"), ("cross_attention", "crossattention")]
+    for model, stack, prefix, blocks in ((encoder, "encoder", "encoder.", [("attention", "attention")]),
+                                         (decoder, "decoder", "decoder.bert.", decoder_blocks)):
+        names = {f"{stack}_positions.weight": f"{prefix}embeddings.position_embeddings.weight",
+                 **{f"{stack}_embedding_norm.{w}": f"{prefix}embeddings.LayerNorm.{w}" for w in ("weight", "bias")}}
+        for i in range(len(getattr(model, f"{stack}_layers"))):
+            names.update(layer_names(f"{stack}_layers.{i}", f"{prefix}encoder.layer.{i}", blocks))
+        if stack == "decoder":
+            names["embedding.weight"] = "decoder.bert.embeddings.word_embeddings.weight"
+        ours = {name: value for name, value in model.state_dict().items() if name.startswith(f"{stack}_")
+                or (stack == "decoder" and name == "embedding.weight")}
+        assert set(ours) == set(names) and len(set(names.values())) == len(names)
+        with torch.no_grad():
+            for mine, theirs in names.items():
+                target[theirs].copy_(ours[mine])
+            target[f"{prefix}embeddings.token_type_embeddings.weight"].zero_()
+    official.load_state_dict(target)
+    return official
+
+
+def test_layers_compute_the_official_bert_encoder_decoder(eager):
+    """The shared encoder and each stream's decoder compute HF_Model.py's network: Hugging Face's BERT encoder over
+    the item-ID rows (inputs_embeds) and BERT decoder over the code tokens, with the same weights; the node logits
+    are its `final_hidden @ dec_emb.T`, unscaled; the incremental decoding of the beam search gives the same."""
+    pytest.importorskip("transformers")
+    model, interaction = eager
+    items = interaction[model.POS_ITEM_ID]
+    with torch.no_grad():
+        history, mask, memories = model.encode(interaction)
+        for stream in ("behaviour", "semantic"):
+            decoder = model.decoders[stream]
+            assert decoder.style == "bert" and decoder.output_scale == 1.0
+            official = _official_network(model.encoder, decoder)
+            target = model.stream_tokens(stream)[items]
+            inputs = torch.cat([torch.zeros_like(target[:, :1]), target[:, :-1]], dim=1)
+            out = official(inputs_embeds=model.item_embeddings[stream](history), attention_mask=mask.long(),
+                           decoder_input_ids=inputs, output_hidden_states=True)
+            assert torch.allclose(memories[stream], out.encoder_last_hidden_state, atol=1e-5)
+            hidden = decoder.decode(inputs, memories[stream], mask)
+            assert torch.allclose(hidden, out.decoder_hidden_states[-1], atol=1e-5)
+            choices = model.node_choices(stream, inputs, torch.arange(3))
+            official_logits = torch.einsum("bld,blkd->blk", out.decoder_hidden_states[-1], decoder.embedding(choices))
+            assert torch.allclose(model.node_logits(stream, hidden, choices), official_logits, atol=1e-5)
+            state, steps = decoder.start_decoding(memories[stream], mask), []
+            for level in range(3):
+                step, state = decoder.decode_step_hidden(inputs[:, level], state)
+                steps.append(step)
+            assert torch.allclose(torch.stack(steps, 1), hidden, atol=1e-5)
+
+
+def test_history_is_right_aligned_as_the_official_input(eager):
+    """Padding in front, the latest item at the last position for every user (BERT's absolute positions then mean
+    the same recency for all); the item-ID rows start at BERT's std 0.02, the padding row zero and masked."""
+    model, interaction = eager
+    items, lengths = model.history(interaction)
+    with torch.no_grad():
+        aligned, mask, _ = model.encode(interaction)
+    for row in range(len(items)):
+        length = int(lengths[row])
+        assert aligned[row, -length:].tolist() == items[row, :length].tolist()
+        assert (aligned[row, :-length] == 0).all()
+        assert mask[row].tolist() == [False] * (items.shape[1] - length) + [True] * length
+    assert model.encoder.embedding_init_std == 0.02
+
+
+def test_the_bert_style_needs_its_position_tables_and_is_no_t5():
+    from recbole_genrec.model.layers import EncoderDecoder
+    from recbole_genrec.model.layers.hf_t5 import to_hf_t5
+
+    with pytest.raises(ValueError, match="max_positions"):
+        EncoderDecoder(10, d_model=8, num_heads=2, d_kv=4, d_ff=16, style="bert")
+    with pytest.raises(ValueError, match="max_positions"):
+        EncoderDecoder(10, d_model=8, num_heads=2, d_kv=4, d_ff=16, max_positions=5)
+    with pytest.raises(ValueError, match="style 'gpt'"):
+        EncoderDecoder(10, d_model=8, num_heads=2, d_kv=4, d_ff=16, style="gpt")
+    bert = EncoderDecoder(10, d_model=8, num_heads=2, d_kv=4, d_ff=16, style="bert", max_positions=5)
+    with pytest.raises(ValueError, match="not a T5 network"):
+        to_hf_t5(bert)
 
 
 def test_code_log_likelihood_equals_teacher_forced_scoring_over_the_parents_children(eager):

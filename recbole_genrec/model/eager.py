@@ -7,18 +7,21 @@ whose tokens name tree nodes (`tree_path_codes`); both ID sets sit side by side 
 first. Backbone: one transformer encoder shared by both streams, run once per stream over that stream's own item-ID
 embedding rows (the official semantic stream shifts the item ids into a second half of the shared encoder's
 embedding table: `emb_x += item_num + 1` for type 1 in yewzz/EAGER lib/HF_Model.py and lib/Trm4Rec_trainer.py,
-train_rec.py sharing `trm.encoder`), and one decoder per stream cross-attending to its stream's encoder output (the
-shared T5-style layers). Output: tree-structured softmaxes as HF_Model.py's `logits1`/`logits2`: the first token over
-the first level's nodes, every later token over the children of the node before it (`dec_emb_l2[y[:, 0]]`), scored
-by the decoder's tied token embeddings. Training: that cross-entropy per stream (mean over levels), summed over
-the streams, plus the two auxiliary tasks (on by default, as in the paper; the released script turns them off): the
-global contrastive task (`gct_weights`: a summary token after the code, whose decoder output is projected and
-compared by cosine / `gct_temperature` with the target's own behaviour or text vector, against every item) and the
-semantic-guided transfer task (`stt_weight`: reconstruct a masked behaviour code token and recognise a corrupted
-code, guided by the semantic summary). Inference: the shared constrained beam search in each stream with the same
-tree-structured normalisation (`beam_size` = 100 of the 128 first-level nodes, then the best 100 leaves), each
-stream's top-K, their union re-scored by the sum over both streams of the code's log-likelihood (train_rec.py
-`rerank`); top-K.
+train_rec.py sharing `trm.encoder`), and one decoder per stream cross-attending to its stream's encoder output. The
+layers are the official network's (HF_Model.py: an EncoderDecoderModel of two BertConfigs): the shared
+EncoderDecoder's BERT style (`backbone: bert`: learned absolute positions, post-LayerNorm blocks, GELU, biases, every
+weight at std 0.02, the item-ID rows too), over the history right-aligned as the official input (the latest item
+always at the last position). Output: tree-structured softmaxes as HF_Model.py's `logits1`/`logits2`: the first
+token over the first level's nodes, every later token over the children of the node before it
+(`dec_emb_l2[y[:, 0]]`), scored by the decoder's tied token embeddings (`final_hidden @ dec_emb.T`, unscaled).
+Training: that cross-entropy per stream (mean over levels), summed over the streams, plus the two auxiliary tasks
+(on by default, as in the paper; the released script turns them off): the global contrastive task (`gct_weights`: a
+summary token after the code, whose decoder output is projected and compared by cosine / `gct_temperature` with the
+target's own behaviour or text vector, against every item) and the semantic-guided transfer task (`stt_weight`:
+reconstruct a masked behaviour code token and recognise a corrupted code, guided by the semantic summary).
+Inference: the shared constrained beam search in each stream with the same tree-structured normalisation
+(`beam_size` = 100 of the 128 first-level nodes, then the best 100 leaves), each stream's top-K, their union
+re-scored by the sum over both streams of the code's log-likelihood (train_rec.py `rerank`); top-K.
 Defaults and deviations: properties/model/EAGER.yaml and the README.
 """
 import math
@@ -76,12 +79,10 @@ class EAGER(GenerativeRecommender):
         super().__init__(config, dataset)
         parts = self.semantic_ids.quality["parts"]
         d_model = int(config["d_model"])
-        # each stream's own item-ID rows in front of the one shared encoder (official: the semantic stream's ids
-        # shifted by item_num + 1 in one table of 2 x items rows, HF_Model.py / Trm4Rec_trainer.py, type == 1)
-        self.item_embeddings = nn.ModuleDict()
-        for stream in STREAMS:
-            self.item_embeddings[stream] = nn.Embedding(self.n_items, d_model, padding_idx=0)
-            nn.init.normal_(self.item_embeddings[stream].weight, std=1.0)  # the decoders' token scale (T5)
+        style = config["backbone"]  # "bert": the official network (HF_Model.py's BertConfigs)
+        # BERT's position tables: the history, or a decoder input (start, the code, the summary token)
+        max_positions = max([self.max_seq_length] + [parts[s]["levels"] + 2 for s in STREAMS]) \
+            if style == "bert" else None
         self.vocab, self.decoders, self.catalogues = {}, nn.ModuleDict(), nn.ModuleDict()
         first = 0
         for stream in STREAMS:
@@ -98,17 +99,29 @@ class EAGER(GenerativeRecommender):
                 d_kv=int(config["d_kv"]), d_ff=int(config["d_ff"]),
                 num_encoder_layers=int(config["num_encoder_layers"]) if stream == "behaviour" else 0,
                 num_decoder_layers=int(config["num_decoder_layers"]), dropout=float(config["dropout"]),
+                style=style, max_positions=max_positions,
             )
+        # each stream's own item-ID rows in front of the one shared encoder (official: the semantic stream's ids
+        # shifted by item_num + 1 in one table of 2 x items rows, HF_Model.py / Trm4Rec_trainer.py, type == 1), at
+        # the decoders' token scale
+        self.item_embeddings = nn.ModuleDict()
+        for stream in STREAMS:
+            self.item_embeddings[stream] = nn.Embedding(self.n_items, d_model, padding_idx=0)
+            nn.init.normal_(self.item_embeddings[stream].weight, std=self.encoder.embedding_init_std)
+            with torch.no_grad():
+                self.item_embeddings[stream].weight[0].zero_()
         self.gct_weights = dict(zip(STREAMS, map(float, config["gct_weights"] or (0.0, 0.0))))
         self.gct_temperature = float(config["gct_temperature"])
         self.stt_weight = float(config["stt_weight"] or 0.0)
         if self.stt_weight:
             # semantic-guided transfer: a 1-layer bidirectional decoder (FFN 192, no dropout, as the official
             # trans_d_rec) reads the behaviour code's token embeddings, one of them masked, with the semantic
-            # stream's summary as its memory; its own two tokens are the start and mask vectors
+            # stream's summary as its memory; its own two tokens are the start and mask vectors. Blocks of the
+            # backbone's style, so its own vectors start at the scale of the code embeddings it reads
             self.transfer = EncoderDecoder(vocab_size=2, d_model=d_model, num_heads=int(config["num_heads"]),
                                            d_kv=int(config["d_kv"]), d_ff=192, num_encoder_layers=0,
-                                           num_decoder_layers=1, dropout=0.0)
+                                           num_decoder_layers=1, dropout=0.0, style=style,
+                                           max_positions=max_positions)
             self.guide_projection = nn.Linear(d_model, d_model)
             self.estimation_head = nn.Linear(d_model, 1)
         if any(self.gct_weights.values()):
@@ -129,8 +142,13 @@ class EAGER(GenerativeRecommender):
 
     def encode(self, interaction):
         """History -> (items [B, T], their mask, {stream: memory [B, T, d]}): the shared encoder once per stream,
-        over that stream's own item-ID embeddings."""
-        items, _ = self.history(interaction)
+        over that stream's own item-ID embeddings. The history is right-aligned as the official input (padding in
+        front, the latest item at the last position: generate_train_and_test_data.py), so that with BERT's absolute
+        positions a position means the same recency for every user."""
+        items, lengths = self.history(interaction)  # left-aligned
+        positions = torch.arange(items.shape[1], device=items.device)
+        source = positions - (items.shape[1] - lengths).unsqueeze(1)  # the left-aligned index of each slot
+        items = torch.where(source >= 0, items.gather(1, source.clamp(min=0)), 0)
         mask = items != 0
         return items, mask, {stream: self.encoder.encode_embeddings(self.item_embeddings[stream](items), mask)
                              for stream in STREAMS}
@@ -154,7 +172,7 @@ class EAGER(GenerativeRecommender):
         the decoder's tied output projection (`lm_logits`) restricted to those rows."""
         decoder = self.decoders[stream]
         weights = decoder.embedding(choices)  # [..., branches, d]
-        return (weights @ (hidden * decoder.d_model ** -0.5).unsqueeze(-1)).squeeze(-1)
+        return (weights @ (hidden * decoder.output_scale).unsqueeze(-1)).squeeze(-1)
 
     def decoding_step(self, stream):
         """The beam search's step for one stream: the decoder's incremental step, scored on the step's node choices

@@ -82,6 +82,8 @@ def t5_config_for(backbone: EncoderDecoder) -> "T5Config":
     """
     from transformers import T5Config
 
+    if backbone.style != "t5":
+        raise ValueError(f"to_hf_t5: a {backbone.style!r}-style EncoderDecoder is not a T5 network.")
     if not backbone.tie_embeddings:
         raise ValueError("to_hf_t5: an untied output projection (lm_head) has no place in the T5 v1.0 layout: "
                          "T5ForConditionalGeneration ties lm_head to the shared embedding.")
