@@ -1256,14 +1256,14 @@ def run_decode(context, method, history):
 
             begin = time.perf_counter()
             random_start_items(spec["decode_batch"], context.n_items, model.num_beams, model.graph_seed, "cpu")
-            notes.append(f"start items ({spec['decode_batch']} x {context.n_items:,} random keys, drawn once per "
-                         f"evaluation batch size, in the warm-up): {time.perf_counter() - begin:.3f} s")
+            notes.append(f"start items ({spec['decode_batch']} x {model.num_beams} distinct of {context.n_items:,}, "
+                         f"drawn once per evaluation batch size, in the warm-up): {time.perf_counter() - begin:.3f} s")
         if method == "LIGER-hybrid":
             with torch.no_grad():
                 begin = time.perf_counter()
                 model.text_projection(model.item_text)
-                notes.append(f"cold items {len(model.cold_items):,}; the catalogue's text projection, recomputed by "
-                             f"every batch's dense scores: {time.perf_counter() - begin:.3f} s")
+                notes.append(f"cold items {len(model.cold_items):,}; the catalogue's text projection, computed "
+                             f"once per evaluation (cached, in the warm-up): {time.perf_counter() - begin:.3f} s")
         if method == "EAGER":
             notes.append(f"node vocabularies {[v.vocab_sizes for v in model.vocab.values()]}")
 

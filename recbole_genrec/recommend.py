@@ -202,23 +202,38 @@ def _rank(model, dataset, config, chunk, k, width, exclude_seen, sequential):
         fields[model.ITEM_SEQ] = item_seq
         fields[model.ITEM_SEQ_LEN] = lengths
     interaction = Interaction(fields).to(device)
-    seen = torch.zeros(len(chunk), dataset.item_num, dtype=torch.bool, device=device)
-    if exclude_seen:
-        for row, (_, _, items) in enumerate(chunk):
-            seen[row, items] = True
     if hasattr(model, "generate_topk"):
         items, scores = model.generate_topk(interaction, width)
         items, scores = items.to(device), scores.to(device).float()
-        drop = (items < 0) | seen.gather(1, items.clamp(min=0))
+        drop = items < 0
+        if exclude_seen:
+            drop |= seen_items(chunk, items, dataset.item_num)
         items = items.masked_fill(drop, 0)
         # seen and missing items sink to the end, the rest keep the decoder's order
         order = torch.sort(drop.int(), dim=1, stable=True).indices
         return items.gather(1, order).cpu(), scores.gather(1, order).cpu()
     scores = model.full_sort_predict(interaction).view(len(chunk), -1).float()
     scores[:, 0] = -torch.inf  # padding
-    scores = scores.masked_fill(seen, -torch.inf)
+    if exclude_seen:  # the score table has a column per item already: a mask of the same shape
+        seen = torch.zeros(len(chunk), dataset.item_num, dtype=torch.bool, device=device)
+        for row, (_, _, items) in enumerate(chunk):
+            seen[row, items] = True
+        scores = scores.masked_fill(seen, -torch.inf)
     top_scores, top_items = scores.topk(k, dim=1)
     return top_items.masked_fill(torch.isinf(top_scores), 0).cpu(), top_scores.cpu()
+
+
+def seen_items(chunk, items, item_num):
+    """bool [B, W]: whether items[row, j] (long [B, W], -1 = none) is one of request `row`'s seen items (chunk's
+    third field). Looked up among the chunk's sorted (row, item) pairs, not in a [B, item_num] mask: the cost
+    grows with the histories and the decoded lists, not with the catalogue."""
+    rows = [row for row, (_, _, seen) in enumerate(chunk) for _ in seen]
+    pairs = torch.tensor([item for _, _, seen in chunk for item in seen], dtype=torch.long)
+    pairs = torch.unique(torch.tensor(rows, dtype=torch.long) * item_num + pairs).to(items.device)
+    if not len(pairs):
+        return torch.zeros_like(items, dtype=torch.bool)
+    wanted = torch.arange(len(items), device=items.device).unsqueeze(1) * item_num + items.clamp(min=0)
+    return (pairs[torch.searchsorted(pairs, wanted).clamp(max=len(pairs) - 1)] == wanted) & (items >= 0)
 
 
 def _item_titles(config, item_tokens):

@@ -34,6 +34,25 @@ from recbole_genrec.progress import progress
 recbole_trainer.tqdm = progress
 
 
+def topk_hits(topk_items, positive_u, positive_i, n_items):
+    """RecBole's `rec.topk` for ranked item lists topk_items long [B, k] (-1 = no item): long [B, k + 1], column
+    j < k 1 where the user's j-th item is one of the user's positives (0 where the list has no item), column k the
+    number of the user's distinct positives.
+
+    RecBole's Collector reads both off a [B, n_items] matrix of positives; here the batch's distinct (user, item)
+    pairs are sorted once and every ranked item is looked up among them: O((P + B k) log P) for P positives, the
+    same numbers (and dtype) without a row of the catalogue per user."""
+    n_rows = len(topk_items)
+    pairs = torch.unique(positive_u.long() * n_items + positive_i.long())  # sorted, each (user, item) once
+    pos_len = torch.bincount(torch.div(pairs, n_items, rounding_mode="floor"), minlength=n_rows).unsqueeze(1)
+    wanted = torch.arange(n_rows, device=topk_items.device).unsqueeze(1) * n_items + topk_items.clamp(min=0)
+    found = torch.zeros_like(wanted, dtype=torch.bool)
+    if len(pairs):
+        found = pairs[torch.searchsorted(pairs, wanted).clamp(max=len(pairs) - 1)] == wanted
+    pos_idx = (found & (topk_items >= 0)).int()
+    return torch.cat((pos_idx, pos_len), dim=1)
+
+
 class GenRecCollector(Collector):
     """RecBole's Collector plus a path for models that output top-K item lists instead of scores."""
 
@@ -45,16 +64,11 @@ class GenRecCollector(Collector):
                     f"Metrics that need full score vectors ({key}) are not defined for generative models, which "
                     f"output ranked item lists: use top-K metrics (Recall, NDCG, Hit, MRR, Precision, MAP)."
                 )
-        valid = topk_items >= 0
         items = topk_items.clamp(min=0)  # item 0 is padding: never a positive
         if self.register.need("rec.items"):
             self.data_struct.update_tensor("rec.items", items)
         if self.register.need("rec.topk"):
-            pos_matrix = torch.zeros((items.shape[0], n_items), dtype=torch.int, device=items.device)
-            pos_matrix[positive_u, positive_i] = 1
-            pos_len_list = pos_matrix.sum(dim=1, keepdim=True)
-            pos_idx = torch.gather(pos_matrix, dim=1, index=items) * valid
-            self.data_struct.update_tensor("rec.topk", torch.cat((pos_idx, pos_len_list), dim=1))
+            self.data_struct.update_tensor("rec.topk", topk_hits(topk_items, positive_u, positive_i, n_items))
 
     def get_data_struct(self):
         # RecBole calls .cpu() on every entry, which crashes on ints and Counters (ItemCoverage, GiniIndex, ...).

@@ -15,7 +15,7 @@ from recbole_genrec.cli import run as cli_main
 from recbole_genrec.cli import parse_args
 from recbole_genrec.config import GenRecConfig
 from recbole_genrec.quick_start import run_recbole_genrec
-from recbole_genrec.trainer import GenRecTrainer
+from recbole_genrec.trainer import GenRecTrainer, topk_hits
 
 from conftest import TINY_TIGER
 
@@ -134,6 +134,46 @@ def _stock_recbole_sasrec(config_dict):
     trainer = Trainer(config, model)
     trainer.fit(train_data, valid_data, saved=False)
     return trainer, model, test_data, trainer.evaluate(test_data, load_best_model=False)
+
+
+def _recbole_topk_matrix(topk_items, positive_u, positive_i, n_items):
+    """`rec.topk` as RecBole's Collector builds it (a [B, n_items] matrix of positives, gathered at the ranked
+    items; the former generative path, with -1 = no item)."""
+    pos_matrix = torch.zeros((topk_items.shape[0], n_items), dtype=torch.int)
+    pos_matrix[positive_u, positive_i] = 1
+    pos_len_list = pos_matrix.sum(dim=1, keepdim=True)
+    pos_idx = torch.gather(pos_matrix, dim=1, index=topk_items.clamp(min=0)) * (topk_items >= 0)
+    return torch.cat((pos_idx, pos_len_list), dim=1)
+
+
+def test_topk_lists_give_recbole_collector_structure_and_metrics_bit_for_bit():
+    """Generative top-k lists go into `rec.topk` by a lookup among the batch's positives, not a [B, n_items]
+    matrix: the same tensor (values and dtype), hence RecBole's metric classes give identical numbers."""
+    from recbole.evaluator.collector import DataStruct
+    from recbole.evaluator.metrics import MAP, MRR, NDCG, Hit, Precision, Recall
+
+    generator = torch.Generator().manual_seed(0)
+    n_items, users, k = 300, 97, 10
+    topk_items = torch.randint(1, n_items, (users, k), generator=generator)
+    topk_items[::5, 7:] = -1  # rows with fewer than k items
+    topk_items[3, 4] = topk_items[3, 2]  # an item twice in one list
+    positive_u = torch.cat([torch.arange(users), torch.randint(0, users, (60,), generator=generator)])
+    positive_i = torch.randint(1, n_items, (len(positive_u),), generator=generator)
+    hit_rows = torch.arange(0, users, 2)  # half the users: a positive inside their list
+    positive_u = torch.cat([positive_u, hit_rows, hit_rows[:5]])
+    positive_i = torch.cat([positive_i, topk_items[hit_rows, 1], topk_items[hit_rows[:5], 1]])  # some pairs twice
+    expected = _recbole_topk_matrix(topk_items, positive_u, positive_i, n_items)
+    found = topk_hits(topk_items, positive_u, positive_i, n_items)
+    assert found.dtype == expected.dtype and torch.equal(found, expected)
+    assert expected[:, :k].sum() > users // 2  # the lists do hit
+    config = {"topk": [1, 5, 10], "metric_decimal_place": 8}
+    for metric in (Recall, NDCG, MRR, Hit, Precision, MAP):
+        results = []
+        for topk in (found, expected):
+            struct = DataStruct()
+            struct.set("rec.topk", topk)
+            results.append(metric(config).calculate_metric(struct))
+        assert results[0] == results[1]
 
 
 def test_sasrec_through_plugin_equals_stock_recbole(tiny, monkeypatch):

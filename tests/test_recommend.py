@@ -143,3 +143,26 @@ def test_a_generator_decodes_again_wider_until_k_unseen_items_come_out():
     assert heavy_items.tolist() == [13, 14, 15, 16, 17] and heavy_scores.tolist() == [-13, -14, -15, -16, -17]
     assert light_items.tolist() == [1, 2, 3, 4, 5]
     assert widths == [(2, 8), (1, 16), (1, 32)]  # only the heavy user is decoded again
+
+
+def test_seen_items_are_found_by_lookup_as_the_catalogue_mask_finds_them():
+    """A generator's decoded lists lose the user's seen items by a lookup among the (user, item) pairs: the same
+    drops as a [B, item_num] mask of seen items gathered at the decoded items."""
+    import torch
+
+    from recbole_genrec.recommend import seen_items
+
+    generator = torch.Generator().manual_seed(0)
+    item_num = 200
+    chunk = [("a", 1, [5, 9, 9, 120]), ("b", 2, []), ("c", 0, list(range(1, 60))), ("d", 3, [199])]
+    items = torch.randint(1, item_num, (len(chunk), 40), generator=generator)
+    items[:, -3:] = -1
+    items[0, :4] = torch.tensor([120, 9, 5, 6])
+    items[3, 0] = 199
+    mask = torch.zeros(len(chunk), item_num, dtype=torch.bool)
+    for row, (_, _, seen) in enumerate(chunk):
+        mask[row, seen] = True
+    expected = mask.gather(1, items.clamp(min=0)) & (items >= 0)
+    assert torch.equal(seen_items(chunk, items, item_num), expected)
+    assert expected[0, :3].all() and not expected[0, 3] and expected[3, 0] and not expected[1].any()
+    assert not seen_items([("b", 2, [])], items[:1], item_num).any()

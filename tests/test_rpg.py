@@ -365,6 +365,32 @@ def test_graph_topk_pads_with_minus_one_when_few_items_reachable():
     assert torch.equal(start, random_start_items(3, 10, 4, seed=5, device="cpu"))
 
 
+def test_random_start_items_are_a_uniform_sample_without_replacement():
+    """Distinct items of 1..N per row (never the padding item 0), uniform over items and over positions, S =
+    min(num_beams, N); repeatable by seed, row i the same for any batch size; nothing of the catalogue's size is
+    drawn (a catalogue of 10^9 items costs what 10 do)."""
+    n_items, beams, rows = 12, 4, 30_000
+    start = random_start_items(rows, n_items, beams, seed=3, device="cpu")
+    assert start.shape == (rows, beams) and start.dtype == torch.long
+    assert start.min() >= 1 and start.max() <= n_items
+    assert (start.sort(dim=1).values.diff(dim=1) > 0).all()  # distinct within every row
+    expected = rows * beams / n_items  # every item equally often: in a row with probability beams / N
+    counts = torch.bincount(start.flatten(), minlength=n_items + 1)
+    assert counts[0] == 0 and ((counts[1:] - expected).abs() < 0.05 * expected).all()
+    for position in range(beams):  # every position uniform over the items too (a random order, not Floyd's)
+        column = torch.bincount(start[:, position], minlength=n_items + 1)[1:]
+        assert ((column - rows / n_items).abs() < 0.1 * rows / n_items).all()
+    pairs = Counter(map(tuple, start[:, :2].tolist()))  # ordered pairs of distinct items, all equally likely
+    assert len(pairs) == n_items * (n_items - 1)
+    assert max(pairs.values()) < 1.3 * rows / len(pairs) and min(pairs.values()) > 0.7 * rows / len(pairs)
+    assert torch.equal(start[:7], random_start_items(7, n_items, beams, seed=3, device="cpu"))
+    assert not torch.equal(start[:7], random_start_items(7, n_items, beams, seed=4, device="cpu"))
+    whole = random_start_items(5, 6, 10, seed=0, device="cpu")  # more beams than items: every item once
+    assert whole.shape == (5, 6) and (whole.sort(dim=1).values == torch.arange(1, 7)).all()
+    huge = random_start_items(4, 10 ** 9, 20, seed=0, device="cpu")
+    assert huge.min() >= 1 and huge.max() <= 10 ** 9 and all(len(set(row)) == 20 for row in huge.tolist())
+
+
 def test_decoder_only_is_causal():
     torch.manual_seed(0)
     backbone = DecoderOnly(d_model=16, num_heads=2, d_ff=32, num_layers=2, max_positions=8).eval()

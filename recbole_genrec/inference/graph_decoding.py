@@ -47,11 +47,24 @@ def build_item_graph(code_embeddings: torch.Tensor, item_codes: torch.Tensor, nu
 
 
 def random_start_items(batch_size: int, n_items: int, num_beams: int, seed: int, device) -> torch.Tensor:
-    """[B, num_beams] distinct random items in 1..N per row (the official code starts from random items); a fixed
-    seed makes an evaluation repeatable."""
+    """[B, S] with S = min(num_beams, N): per row S distinct random items of 1..N (the official code starts from
+    random items), a uniform sample without replacement in uniformly random order. Robert Floyd's sampling (step j
+    of S: draw t uniformly in 1..N - S + j; take t, or N - S + j if t is taken already), then a random order of
+    the S items: O(S^2) per row, never a row of N random keys (1 GB at 256 users x 10^6 items). Every row reads its
+    own 2 S numbers of one seeded stream, so a fixed seed makes an evaluation repeatable and row i is the same for
+    any batch size."""
+    count = min(int(num_beams), int(n_items))
     generator = torch.Generator(device="cpu").manual_seed(int(seed))
-    keys = torch.rand(batch_size, n_items, generator=generator)
-    return (keys.topk(min(num_beams, n_items), dim=1).indices + 1).to(device)
+    # float64: floor(u x j) is uniform on 0..j-1 up to j / 2^53 (float32's 2^-24 would favour some items at 10^6)
+    draws = torch.rand(batch_size, 2, count, generator=generator, dtype=torch.float64)
+    chosen = torch.zeros(batch_size, count, dtype=torch.long)
+    for step in range(count):  # a loop over the S starts, never over items
+        top = n_items - count + step + 1
+        pick = (draws[:, 0, step] * top).long().clamp(max=top - 1) + 1  # uniform on 1..top
+        taken = (chosen[:, :step] == pick.unsqueeze(1)).any(dim=1)
+        chosen[:, step] = torch.where(taken, torch.full_like(pick, top), pick)
+    order = draws[:, 1].argsort(dim=1)
+    return chosen.gather(1, order).to(device)
 
 
 @torch.no_grad()

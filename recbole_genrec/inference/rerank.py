@@ -5,24 +5,45 @@ import torch
 
 
 @torch.no_grad()
+def rerank_scored_candidates(candidates: torch.Tensor, candidate_scores: torch.Tensor, extra_items: torch.Tensor,
+                             extra_scores: torch.Tensor, k: int):
+    """candidates long [B, C] (-1 = no item) with their scores [B, C], extra_items long [M] added to every user's
+    candidate set with their scores [B, M] (column j: item extra_items[j]).
+
+    Returns (items long [B, k], their scores float [B, k]), best first, each item once, equal scores in ascending
+    item order; -1 / -inf where fewer than k candidates exist. Works on the C + M candidates alone (two sorts of a
+    [B, C + M] row): the cost per user does not depend on the catalogue, only on C and M."""
+    extra = extra_items.to(candidates.device, candidates.dtype).expand(len(candidates), -1)
+    items = torch.cat([candidates, extra], dim=1)
+    scores = torch.cat([candidate_scores.float(), extra_scores.float().to(candidate_scores.device)], dim=1)
+    items, by_item = items.sort(dim=1, stable=True)  # repeats of an item side by side, ascending item ids
+    scores = scores.gather(1, by_item)
+    drop = items <= 0  # no item (-1) or the padding item
+    drop[:, 1:] |= items[:, 1:] == items[:, :-1]
+    scores = scores.masked_fill(drop, float("-inf"))
+    scores, by_score = scores.sort(dim=1, descending=True, stable=True)  # stable: ties keep ascending item ids
+    keep = min(k, scores.shape[1])
+    top_scores, items = scores[:, :keep], items.gather(1, by_score[:, :keep])
+    items = items.masked_fill(~torch.isfinite(top_scores), -1)
+    if keep < k:
+        pad = k - keep
+        items = torch.cat([items, items.new_full((len(items), pad), -1)], dim=1)
+        top_scores = torch.cat([top_scores, top_scores.new_full((len(items), pad), float("-inf"))], dim=1)
+    return items, top_scores
+
+
+@torch.no_grad()
 def rerank_candidates(candidates: torch.Tensor, extra_items: torch.Tensor, scores: torch.Tensor, k: int):
     """candidates long [B, C] (-1 = no item), extra_items long [M] added to every user's candidate set, scores
     float [B, N + 1] for every item (column 0 = padding, never returned).
 
     Returns (items long [B, k], their scores [B, k]), best first; -1 / -inf where fewer than k candidates exist.
-    Works on a [B, N + 1] mask on the device (a candidate set is a boolean row), so no per-user Python."""
-    # a missing candidate (-1) marks the padding column, which is cleared last: no boolean indexing, no host sync
-    allowed = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, candidates.clamp(min=0), True)
-    allowed[:, extra_items] = True
-    allowed[:, 0] = False
-    masked = scores.float().masked_fill(~allowed, float("-inf"))
-    top_scores, items = masked.topk(min(k, masked.shape[1]), dim=1)
-    items = items.masked_fill(~torch.isfinite(top_scores), -1)
-    if items.shape[1] < k:
-        pad = k - items.shape[1]
-        items = torch.cat([items, items.new_full((len(items), pad), -1)], dim=1)
-        top_scores = torch.cat([top_scores, top_scores.new_full((len(items), pad), float("-inf"))], dim=1)
-    return items, top_scores
+    The candidates' scores are read from the table (`rerank_scored_candidates`); a caller that can score the
+    candidates alone (LIGER) passes their scores there and never builds the [B, N + 1] table."""
+    scores = scores.float()
+    extra_items = extra_items.to(scores.device)
+    return rerank_scored_candidates(candidates, scores.gather(1, candidates.clamp(min=0)), extra_items,
+                                    scores[:, extra_items], k)
 
 
 def mask_duplicates(candidates: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,8 @@ Inference (`liger_inference`):
   hybrid      LIGER: the first `liger_candidates` items of a beam of `beam_size` (20 of 100, unconstrained as
               the official code unless `constrained_beam`; codes naming no item are dropped, never mapped to an
               item), united with every cold-start item (never in the training split), re-ranked by the dense
-              score (inference/rerank.py).
+              score (inference/rerank.py), computed for those items alone from the catalogue's projected text,
+              which evaluation computes once and caches (`catalogue_keys`).
   dense       dense retrieval alone: every item ranked by the dense score.
   generative  the beam search alone (TIGER's inference).
 Cold-start items come from the training split only (`train_item_mask`, set by data.mark_training_items); the text
@@ -29,8 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from recbole_genrec.inference import rerank_candidates
-from recbole_genrec.model.layers import Dropout, RMSNorm, cosine_logits
+from recbole_genrec.inference import rerank_scored_candidates
+from recbole_genrec.model.layers import Dropout, RMSNorm, cosine_logits, unit_rows
 from recbole_genrec.model.seq2seq import SemanticIdSeq2Seq
 from recbole_genrec.representation import item_text_embeddings
 
@@ -67,6 +68,15 @@ def standardized_text(vectors):
     out = ((vectors - mean) / std).astype(np.float32)
     out[0] = 0.0
     return out
+
+
+def _autocast_state(device_type):
+    """(enabled, dtype) of autocast on `device_type`: a projection computed under autocast is another tensor."""
+    if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4
+        return torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type)
+    if device_type == "cpu":
+        return torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+    return torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
 
 
 class LIGER(SemanticIdSeq2Seq):
@@ -121,6 +131,15 @@ class LIGER(SemanticIdSeq2Seq):
         self.candidates = min(int(config["liger_candidates"]), int(self.beam_size))
         self.inference = config["liger_inference"]
         self.valid_inference = config["liger_valid_inference"] or self.inference
+        self._catalogue = None  # (weights' key, unit-norm projected text of every item), see `catalogue_keys`
+
+    def train(self, mode=True):
+        self._catalogue = None  # every train() / eval() starts a new cached projection of the catalogue
+        return super().train(mode)
+
+    def load_state_dict(self, state_dict, strict=True, assign=False):
+        self._catalogue = None
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     def input_embeddings(self, interaction):
         """(encoder tokens [B, S], mask [B, S], input embeddings [B, S, d]): every history token's embedding + its
@@ -149,13 +168,31 @@ class LIGER(SemanticIdSeq2Seq):
         input_ids, mask, hidden = self.input_embeddings(interaction)
         return input_ids, mask, self.backbone.encode_embeddings(hidden, mask)
 
-    def dense_logits(self, interaction, memory):
-        """cos(encoder output at the last history token, projected text of every item) / temperature [B, N + 1];
-        the padding item gets -inf."""
+    def catalogue_keys(self):
+        """The projected text of every item, L2-normalised, float32 [N + 1, d]: the keys of the dense score. In
+        training, or wherever gradients are recorded, computed afresh. In evaluation (eval mode, no gradients)
+        computed once and cached: every evaluation batch would otherwise run the whole catalogue through the text
+        MLP. The cache is dropped by every train() / eval() call and by load_state_dict, and is recomputed when a
+        weight of the projection (or the text buffer) has been changed in place, moved or replaced since."""
+        if self.training or torch.is_grad_enabled():
+            return unit_rows(self.text_projection(self.item_text))
+        key = (tuple((p.data_ptr(), p._version) for p in self.text_projection.parameters()),
+               self.item_text.data_ptr(), self.item_text._version, _autocast_state(self.item_text.device.type))
+        if self._catalogue is None or self._catalogue[0] != key:
+            self._catalogue = (key, unit_rows(self.text_projection(self.item_text)))
+        return self._catalogue[1]
+
+    def dense_user(self, interaction, memory):
+        """The user's dense query [B, d]: the encoder output at the last history token."""
         _, lengths = self.history(interaction)
         last = lengths * self.n_levels - 1 + (1 if self.user_buckets else 0)
-        user = memory[torch.arange(len(memory), device=memory.device), last]
-        logits = cosine_logits(user, self.text_projection(self.item_text), self.dense_temperature)
+        return memory[torch.arange(len(memory), device=memory.device), last]
+
+    def dense_logits(self, interaction, memory):
+        """cos(encoder output at the last history token, projected text of every item) / temperature [B, N + 1];
+        the padding item gets -inf. Scores the whole catalogue: the dense loss and the exact `dense` ranking."""
+        logits = cosine_logits(self.dense_user(interaction, memory), self.catalogue_keys(), self.dense_temperature,
+                               keys_normalized=True)
         logits[:, 0] = float("-inf")
         return logits
 
@@ -186,11 +223,22 @@ class LIGER(SemanticIdSeq2Seq):
         if inference == "generative":
             output = self.beam_search(encoded, k)
             return output.items[:, :k], output.scores[:, :k]
-        dense = self.dense_logits(interaction, encoded[2])
         if inference == "dense":
-            scores, items = dense.topk(k, dim=1)
+            scores, items = self.dense_logits(interaction, encoded[2]).topk(k, dim=1)
             return items, scores
-        return rerank_candidates(self.candidate_items(encoded), self.cold_items, dense, k)
+        return self.hybrid_topk(interaction, encoded, k)
+
+    def hybrid_topk(self, interaction, encoded, k):
+        """The beam's candidates and the cold-start items re-ranked by their dense scores, computed for those items
+        alone (rows of the cached catalogue keys): per user the cost of C + M scores, not of the catalogue's N.
+        The ranking `dense_logits` and `rerank_candidates` give, equal dense scores in ascending item order."""
+        user = self.dense_user(interaction, encoded[2])
+        keys = self.catalogue_keys()
+        candidates = self.candidate_items(encoded)
+        candidate_scores = cosine_logits(user, keys[candidates.clamp(min=0)], self.dense_temperature, "bd,bcd->bc",
+                                         keys_normalized=True)
+        cold_scores = cosine_logits(user, keys[self.cold_items], self.dense_temperature, keys_normalized=True)
+        return rerank_scored_candidates(candidates, candidate_scores, self.cold_items, cold_scores, k)
 
     def candidate_items(self, encoded):
         """The hybrid's generative candidates [B, liger_candidates]: the best items of the beam (official
