@@ -20,6 +20,14 @@ TINY_TIGER = {
     # tests/test_tokenization.py checks that a collapse stops a run by default
     "sid_collapse": "warn",
 }
+# LETTER and LIGER on the same tiny widths (tests/test_letter.py, tests/test_liger.py, tests/test_leakage.py).
+TINY_LETTER = {
+    **TINY_TIGER,
+    "cf_params": {"hidden_size": 8, "inner_size": 16, "n_layers": 1, "epochs": 2},
+    "tokenizer_params": {"num_levels": 3, "codebook_size": 8, "latent_dim": 8, "hidden_dims": [64, 32], "epochs": 30,
+                         "batch_size": 128, "n_clusters": 3, "collision": "reassign_last_level"},
+}
+TINY_LIGER = {**TINY_TIGER, "num_encoder_layers": 1, "num_decoder_layers": 1}
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +61,20 @@ def tiny(workdir):
         return config
 
     return make
+
+
+def overfit_one_batch(model, batch, steps=8):
+    """Losses of `steps` optimiser steps on one training batch."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        optimizer.zero_grad()
+        loss = model.calculate_loss(batch)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses
 
 
 def trained_model(tiny, model_name, overrides, dataset="tiny-beauty"):

@@ -4,10 +4,9 @@ import pytest
 import torch
 from recbole.data.interaction import Interaction
 
-from conftest import TINY_TIGER, trained_model
+from conftest import TINY_LETTER, TINY_LIGER, TINY_TIGER, trained_model
 from test_colarec import TINY_COLAREC
 from test_eager import TINY_EAGER
-from test_letter_liger import TINY_LETTER, TINY_LIGER
 from test_rpg import TINY_RPG
 
 

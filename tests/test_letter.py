@@ -1,39 +1,15 @@
-"""LETTER (collaborative tokenizer, temperature-scaled CE) and LIGER (dense head, cold-start re-ranking)."""
+"""LETTER: the collaborative tokenizer (CF embeddings, Sinkhorn-balanced codes, collision pass, code groups), the
+temperature-scaled cross-entropy, and benchmarks/compare_tokenizers.py."""
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
-from recbole_genrec.inference import rerank_candidates, rerank_scored_candidates
-from recbole_genrec.model.layers import cosine_logits
 from recbole_genrec.quick_start import prepare_run, run_recbole_genrec
 from recbole_genrec.representation import item_cf_embeddings
 from recbole_genrec.tokenization import build_tokenizer, sinkhorn_assignment
 from recbole_genrec.tokenization.letter import CodeGroups
 
-from conftest import TINY_TIGER
-
-TINY_LETTER = {
-    **TINY_TIGER,
-    "cf_params": {"hidden_size": 8, "inner_size": 16, "n_layers": 1, "epochs": 2},
-    "tokenizer_params": {"num_levels": 3, "codebook_size": 8, "latent_dim": 8, "hidden_dims": [64, 32], "epochs": 30,
-                         "batch_size": 128, "n_clusters": 3, "collision": "reassign_last_level"},
-}
-TINY_LIGER = {**TINY_TIGER, "num_encoder_layers": 1, "num_decoder_layers": 1}
-
-
-def _overfit_one_batch(model, batch, steps=8):
-    """Losses of `steps` optimiser steps on one training batch."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    losses = []
-    for _ in range(steps):
-        optimizer.zero_grad()
-        loss = model.calculate_loss(batch)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    return losses
+from conftest import TINY_LETTER, TINY_TIGER, overfit_one_batch
 
 
 # ---- representation: collaborative embeddings -------------------------------------------------------------------
@@ -127,11 +103,10 @@ def test_code_groups_sample_another_code_of_the_same_group():
     assert np.array_equal(labels[other[has_other].numpy()], labels[codes[has_other].numpy()])
 
 
-# ---- models: losses ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("model_name, overrides", [("LETTER", TINY_LETTER), ("LIGER", TINY_LIGER)])
-def test_generation_losses_are_finite_and_decrease(tiny, model_name, overrides):
-    _, _, model, train_data, _, _ = prepare_run(model_name, "tiny-beauty", None, tiny(**overrides))
-    losses = _overfit_one_batch(model, next(iter(train_data)))
+# ---- model: loss ---------------------------------------------------------------------------------------------------
+def test_generation_losses_are_finite_and_decrease(tiny):
+    _, _, model, train_data, _, _ = prepare_run("LETTER", "tiny-beauty", None, tiny(**TINY_LETTER))
+    losses = overfit_one_batch(model, next(iter(train_data)))
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
 
 
@@ -146,148 +121,24 @@ def test_letter_temperature_scales_the_cross_entropy(tiny):
     assert model.ce_temperature == 1.0 and not torch.isclose(sharpened, plain)
 
 
-# ---- LIGER: dense re-ranking and cold-start items -----------------------------------------------------------------
-def test_rerank_puts_a_cold_item_with_the_best_dense_score_first():
-    scores = torch.tensor([[0.0, 0.5, 0.9, 0.1, 0.95, 0.2, 0.3]])  # item 4 has the best score: cold, not a beam
-    items, top = rerank_candidates(torch.tensor([[1, 3, -1]]), torch.tensor([4, 6]), scores, k=4)
-    assert items.tolist() == [[4, 1, 6, 3]]  # 2 and 5 are neither beams nor cold: never ranked
-    assert torch.allclose(top, torch.tensor([[0.95, 0.5, 0.3, 0.1]]))
-    short, _ = rerank_candidates(torch.tensor([[1, -1]]), torch.tensor([4]), scores, k=4)
-    assert short.tolist() == [[4, 1, -1, -1]]
-
-
-def _rerank_over_the_catalogue(candidates, extra_items, scores, k):
-    """The re-ranking as a [B, N + 1] mask over the whole catalogue and a top-k (the former implementation): the
-    reference the candidate-only re-ranking must reproduce."""
-    allowed = torch.zeros_like(scores, dtype=torch.bool).scatter_(1, candidates.clamp(min=0), True)
-    allowed[:, extra_items] = True
-    allowed[:, 0] = False
-    top_scores, items = scores.float().masked_fill(~allowed, float("-inf")).topk(k, dim=1)
-    return items.masked_fill(~torch.isfinite(top_scores), -1), top_scores
-
-
-def test_rerank_of_scored_candidates_equals_the_catalogue_mask_ranking():
-    generator = torch.Generator().manual_seed(0)
-    n_items, k = 500, 10
-    scores = torch.randn(64, n_items + 1, generator=generator)
-    candidates = torch.randint(1, n_items + 1, (64, 20), generator=generator)
-    candidates[:, 15:] = -1  # rows with fewer candidates
-    candidates[::2, 3] = candidates[::2, 2]  # a candidate twice
-    extra = torch.tensor([7, 42, 99, 300, 451])
-    candidates[1, 0] = 42  # a candidate that is an extra item too
-    expected = _rerank_over_the_catalogue(candidates, extra, scores, k)
-    items, top = rerank_scored_candidates(candidates, scores.gather(1, candidates.clamp(min=0)), extra,
-                                          scores[:, extra], k)
-    assert torch.equal(items, expected[0]) and torch.equal(top, expected[1])
-    assert torch.equal(items, rerank_candidates(candidates, extra, scores, k)[0])
-    # fewer candidates than k: -1 / -inf after the real ones, as the catalogue mask gives
-    few, few_scores = rerank_scored_candidates(candidates[:, 13:], scores.gather(1, candidates[:, 13:].clamp(min=0)),
-                                               extra[:1], scores[:, extra[:1]], 5)
-    reference = _rerank_over_the_catalogue(candidates[:, 13:], extra[:1], scores, 5)
-    assert torch.equal(few, reference[0]) and torch.equal(few_scores, reference[1]) and (few[:, 3:] == -1).all()
-    # equal scores: ascending item ids
-    tied, _ = rerank_scored_candidates(torch.tensor([[9, 4, -1]]), torch.tensor([[1.0, 1.0, 0.0]]),
-                                       torch.tensor([6]), torch.tensor([[1.0]]), 3)
-    assert tied.tolist() == [[4, 6, 9]]
-
-
-def _fresh_dense_logits(model, interaction, memory):
-    """LIGER's dense scores as they were computed before the catalogue was cached: the text MLP over every item."""
-    logits = cosine_logits(model.dense_user(interaction, memory), model.text_projection(model.item_text),
-                           model.dense_temperature)
-    logits[:, 0] = float("-inf")
-    return logits
-
-
-def test_liger_hybrid_and_dense_rankings_equal_the_whole_catalogue_computation(tiny):
-    """The hybrid scores only the beam's candidates and the cold items, from the cached projection of the
-    catalogue: the same top-k lists as the [B, N + 1] dense scores masked to those items; the dense ranking reads
-    the cached projection: bit-identical scores."""
-    _, _, model, train_data, _, test_data = prepare_run("LIGER", "tiny-beauty", None, tiny(**TINY_LIGER))
-    _overfit_one_batch(model, next(iter(train_data)), steps=2)
-    model.eval()
-    compared = 0
-    with torch.no_grad():
-        for batch in test_data:
-            interaction = batch[0]
-            encoded = model.encode(interaction)
-            dense = _fresh_dense_logits(model, interaction, encoded[2])
-            assert torch.equal(model.dense_logits(interaction, encoded[2]), dense)
-            items, scores = model.ranked_topk(interaction, 10, "dense")
-            assert torch.equal(scores, dense.topk(10, dim=1).values) and torch.equal(items, dense.topk(10, dim=1)[1])
-            items, scores = model.generate_topk(interaction, 10)
-            expected, expected_scores = _rerank_over_the_catalogue(model.candidate_items(encoded), model.cold_items,
-                                                                   dense, 10)
-            assert torch.equal(items, expected)
-            assert torch.allclose(scores, expected_scores, rtol=1e-5, atol=1e-5, equal_nan=True)
-            compared += len(items)
-    assert compared >= 10
-
-
-def test_liger_catalogue_projection_is_computed_once_per_evaluation(tiny):
-    _, _, model, train_data, _, test_data = prepare_run("LIGER", "tiny-beauty", None, tiny(**TINY_LIGER))
-    catalogue = len(model.item_text)
-    calls = []
-    model.text_projection.register_forward_hook(
-        lambda _, args, out: calls.append(1) if len(args[0]) == catalogue else None)
-    batches = [batch[0] for batch in test_data]
-    model.eval()
-    with torch.no_grad():
-        for interaction in batches:
-            model.generate_topk(interaction, 10)
-            model.selection_topk(interaction, 10)  # dense
-        keys = model.catalogue_keys()
-    assert len(calls) == 1  # every batch, both rankings: one projection of the catalogue
-    _overfit_one_batch(model, next(iter(train_data)), steps=1)  # trains: train() drops it, the step changes weights
-    assert len(calls) == 2  # the dense loss projects the catalogue afresh, with gradients
-    model.eval()
-    with torch.no_grad():
-        assert not torch.equal(model.catalogue_keys(), keys)
-        assert torch.equal(model.catalogue_keys(), F.normalize(model.text_projection(model.item_text), dim=-1))
-        calls.clear()
-        model.catalogue_keys()
-        assert len(calls) == 0
-        model.text_projection.output.bias.add_(1.0)  # a weight changed in place, still in eval mode
-        changed = model.catalogue_keys()
-        assert len(calls) == 1 and torch.equal(changed, F.normalize(model.text_projection(model.item_text), dim=-1))
-    with torch.enable_grad():
-        assert model.catalogue_keys().requires_grad  # a gradient-recording caller gets its own projection
-
-
-def test_liger_hybrid_ranks_only_beam_items_and_cold_items(tiny):
-    _, _, model, train_data, _, test_data = prepare_run("LIGER", "tiny-beauty", None, tiny(**TINY_LIGER))
-    _overfit_one_batch(model, next(iter(train_data)), steps=2)
-    model.eval()
-    interaction = next(iter(test_data))[0]
-    cold = set(model.cold_items.tolist())
-    assert cold  # the fixture has cold-start items
-    with torch.no_grad():
-        items, _ = model.generate_topk(interaction, 10)
-        encoded = model.encode(interaction)
-        beams = model.beam_search(encoded, 10).items
-        dense = model.dense_logits(interaction, encoded[2])
-    for user in range(len(items)):
-        allowed = cold | set(beams[user].tolist())
-        assert set(items[user].tolist()) - {-1} <= allowed
-        assert dense[user, items[user, 0]] == max(dense[user, item] for item in allowed if item > 0)
-
-
-@pytest.mark.parametrize("model_name, overrides", [("LETTER", TINY_LETTER), ("LIGER", TINY_LIGER)])
-def test_end_to_end_with_cold_start_report_and_checkpoint_reload(tiny, model_name, overrides):
+# ---- end to end ----------------------------------------------------------------------------------------------------
+def test_end_to_end_with_cold_start_report_and_checkpoint_reload(tiny):
     from recbole_genrec.quick_start import load_data_and_model
     from recbole_genrec.trainer import GenRecTrainer
 
-    result = run_recbole_genrec(model=model_name, dataset="tiny-beauty", config_dict=tiny(**overrides))
+    result = run_recbole_genrec(model="LETTER", dataset="tiny-beauty", config_dict=tiny(**TINY_LETTER))
     cold = result["test_cold_start"]
     assert cold["cold_users"] > 0 and cold["cold_users"] + cold["inset_users"] == result["test_users"]
     assert {"cold_recall@10", "inset_recall@10", "cold_items_in_top10"} <= set(cold)
-    # Semantic IDs come back from the checkpoint, LIGER's text embeddings and cold items from the cache and split.
+    # Semantic IDs come back from the checkpoint, cold items from the split.
     config, model, dataset, _, _, test_data = load_data_and_model(result["checkpoint"])
     assert torch.equal(model.item_codes, dataset.semantic_ids.codes)
     trainer = GenRecTrainer(config, model)
     assert trainer.evaluate(test_data, load_best_model=False) == result["test_result"]
     assert trainer.last_cold_start == cold
 
+
+# ---- benchmarks/compare_tokenizers.py ------------------------------------------------------------------------------
 def test_compare_tokenizers_reports_both_tokenizers_against_the_same_cf_vectors(tiny, tmp_path):
     import os
     import sys
