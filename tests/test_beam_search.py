@@ -233,6 +233,31 @@ def test_prefix_constraints_on_a_hand_made_table():
         PrefixConstraints(torch.tensor([[0, 0, 0], [0, 2, 0]]), sizes)
 
 
+def test_prefix_constraints_without_next_code_tables_answer_prefix_membership():
+    """`next_code_tables=False` keeps only the sorted keys: `has_prefix` says which prefixes exist (each level's
+    keys, the full codes at the last level), as the dense tables do, and the item look-up is unchanged."""
+    sizes = [3, 2, 2]
+    codes = torch.tensor([[0, 0, 0], [0, 1, 0], [0, 1, 1], [2, 0, 1], [0, 0, 0], [0, 1, 1]])
+    dense, sparse = PrefixConstraints(codes, sizes), PrefixConstraints(codes, sizes, next_code_tables=False)
+    assert len(list(sparse.buffers())) == 3 + 2 and sparse.state_dict() == {}
+    every = torch.tensor(list(itertools.product(*(range(v) for v in sizes))))  # all 12 codes
+    for level in range(3):  # the length-(level + 1) prefixes: allowed after their length-level prefix
+        prefixes = every[:, :level + 1]
+        expected = dense.allowed_next(level, dense.prefix_key(prefixes[:, :level])).gather(
+            1, prefixes[:, level:]).squeeze(1)
+        found = sparse.has_prefix(level + 1, sparse.prefix_key(prefixes))
+        assert torch.equal(found, expected) and torch.equal(dense.has_prefix(level + 1, dense.prefix_key(prefixes)),
+                                                            expected)
+    assert sparse.has_prefix(2, sparse.prefix_key(torch.tensor([[[0, 1], [2, 1]]]))).tolist() == [[True, False]]
+    assert torch.equal(sparse.lookup_items(every), dense.lookup_items(every))
+    with pytest.raises(ValueError, match="has_prefix"):
+        sparse.allowed_next(1, torch.zeros(1, dtype=torch.long))
+    with pytest.raises(ValueError, match="outside"):
+        sparse.has_prefix(0, torch.zeros(1, dtype=torch.long))
+    empty = PrefixConstraints(codes[:1], sizes, next_code_tables=False)  # the padding row only
+    assert empty.has_prefix(3, torch.zeros(2, dtype=torch.long)).tolist() == [False, False]
+
+
 def test_vocab_layout():
     vocab = SemanticIdVocab([4, 4, 3])
     assert vocab.size == 13 and vocab.level_offset == [0, 4, 8] and vocab.pad_id == 0 and vocab.eos_id == 1

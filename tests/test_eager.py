@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from recbole_genrec.inference import PrefixConstraints, beam_search, mask_duplicates, top_candidates
 from recbole_genrec.quick_start import prepare_run
 from recbole_genrec.tokenization import SemanticIds, tree_path_codes
 
@@ -206,28 +207,101 @@ def test_code_log_likelihood_equals_teacher_forced_scoring_over_the_parents_chil
 
 
 def test_children_probabilities_of_one_parent_sum_to_one_in_the_decoding_step(eager):
+    """The decoding step scores the first level's nodes, then the children of the input node, and only them: its
+    log-probabilities [rows, 8] come with those tokens and sum to one, and equal the full output projection's
+    logits at those tokens, log-softmaxed among them."""
     model, interaction = eager
     with torch.no_grad():
         _, mask, memories = model.encode(interaction[torch.arange(4)])
         for stream in ("behaviour", "semantic"):
-            vocab, step = model.vocab[stream], model.decoding_step(stream)
-            state = model.decoders[stream].start_decoding(memories[stream], mask)
-            first, state = step(torch.zeros(4, dtype=torch.long), state)  # the start token
-            first_level = torch.tensor(list(vocab.level_range(0)))
-            assert torch.allclose(first.exp()[:, first_level].sum(1), torch.ones(4), atol=1e-5)
-            assert torch.isinf(first[:, [t for t in range(first.shape[1]) if t not in first_level]]).all()
+            vocab, step, decoder = model.vocab[stream], model.decoding_step(stream), model.decoders[stream]
+            state = decoder.start_decoding(memories[stream], mask)
             parents = torch.tensor([0, 3, 5, 7])  # first-level nodes
-            second, state = step(vocab.level_start(0) + parents, state)
-            probs = second.exp()
-            for row, parent in enumerate(parents.tolist()):
-                children = vocab.level_start(1) + parent * 8 + torch.arange(8)
-                assert probs[row, children].sum().item() == pytest.approx(1.0, abs=1e-5)
-                assert probs[row].sum().item() == pytest.approx(1.0, abs=1e-5)  # nothing outside the children
-            # a third level: the children of the second-level node 8 * parent + 2
-            third, _ = step(vocab.level_start(1) + parents * 8 + 2, state)
-            for row, parent in enumerate(parents.tolist()):
-                children = vocab.level_start(2) + (parent * 8 + 2) * 8 + torch.arange(8)
-                assert third.exp()[row, children].sum().item() == pytest.approx(1.0, abs=1e-5)
+            inputs = [torch.zeros(4, dtype=torch.long), vocab.level_start(0) + parents,  # the start token, then
+                      vocab.level_start(1) + parents * 8 + 2]  # the second-level node 8 * parent + 2
+            expected = [vocab.level_start(0) + torch.arange(8).expand(4, 8),
+                        vocab.level_start(1) + parents.unsqueeze(1) * 8 + torch.arange(8),
+                        vocab.level_start(2) + (parents.unsqueeze(1) * 8 + 2) * 8 + torch.arange(8)]
+            for tokens, children in zip(inputs, expected):
+                reference_state = state
+                log_probs, choices, state = step(tokens, state)
+                assert torch.equal(choices, children)
+                assert torch.allclose(log_probs.exp().sum(1), torch.ones(4), atol=1e-5)
+                hidden, _ = decoder.decode_step_hidden(tokens, reference_state)
+                full = decoder.lm_logits(hidden).float()
+                assert torch.allclose(log_probs, full.gather(1, children).log_softmax(-1), atol=1e-5)
+
+
+def _reference_stream_beam(model, stream, memory, mask, k):
+    """The dense decoding EAGER used before, kept as the reference: the step's log-probabilities over the node
+    choices scattered into a row of the whole vocabulary (-inf elsewhere), and the shared beam search over
+    [beams, level tokens] with the prefix tables [prefixes, level tokens]."""
+    decoder, vocab, columns = model.decoders[stream], model.vocab[stream], STREAM_COLUMNS[stream]
+    constraints = PrefixConstraints(model.item_codes[:, columns], model.vocab_sizes[columns])
+
+    def step(tokens, state):
+        choices = model.node_choices(stream, tokens, state.length)
+        hidden, state = decoder.decode_step_hidden(tokens, state)
+        log_probs = model.node_logits(stream, hidden, choices).float().log_softmax(-1)
+        scores = log_probs.new_full((len(tokens), decoder.vocab_size), float("-inf"))
+        return scores.scatter_(1, choices, log_probs), state
+
+    return beam_search(step, decoder.start_decoding(memory, mask), len(memory), vocab.num_levels, vocab,
+                       model.beam_size, constraints=constraints, topk=k, state_rows_per_user=1)
+
+
+def _assert_same_beams(fast, slow, codes, atol=1e-5):
+    """The same beams, best first: scores equal to float error, and the items equal at every rank but where the
+    reference has two items within `atol` of each other (the reference subtracts a second, float-noisy
+    normalisation over the whole vocabulary row, about 0, so it can order such a pair the other way). Every
+    beam's codes are its item's, -1 for dead beams."""
+    torch.testing.assert_close(fast.scores, slow.scores, atol=atol, rtol=0)
+    assert torch.equal(torch.isfinite(fast.scores), fast.items >= 1) and fast.invalid_rate == slow.invalid_rate == 0
+    for user, rank in (fast.items != slow.items).nonzero().tolist():
+        where = (slow.items[user] == fast.items[user, rank]).nonzero().flatten()
+        assert len(where) == 1 and abs(slow.scores[user, where].item() - slow.scores[user, rank].item()) <= atol
+    for output in (fast, slow):
+        alive = output.items >= 1
+        assert torch.equal(output.codes[alive], codes[output.items[alive]]) and (output.codes[~alive] == -1).all()
+
+
+@pytest.mark.parametrize("beam_size", [10, 30, 286])  # 10 > 8 first-level nodes; 286 = every item
+def test_decoding_over_node_choices_ranks_as_the_dense_beam_search(eager, beam_size):
+    """Each stream's beam over [users, beams x children] with the sorted node keys gives the dense reference's
+    beams (items, codes and scores, best first, dead beams last), and the fused top-K is the reference's union
+    re-scored by both streams. (Measured: identical items at beams 10 and 30; at 286 one user's ranks 117 and
+    118 of the behaviour stream swap, two items 1 float32 ulp apart.)"""
+    model, interaction = eager
+    model.beam_size = beam_size
+    try:
+        with torch.no_grad():
+            _, mask, memories = model.encode(interaction)
+            candidates = []
+            for stream in ("behaviour", "semantic"):
+                fast = model.stream_beam(stream, memories[stream], mask, 10)
+                slow = _reference_stream_beam(model, stream, memories[stream], mask, 10)
+                _assert_same_beams(fast, slow, model.item_codes[:, STREAM_COLUMNS[stream]])
+                assert torch.equal(fast.items[:, :10], slow.items[:, :10])
+                assert (fast.items >= 1).sum(1).tolist() == [min(beam_size, model.n_items - 1)] * len(mask)
+                candidates.append(slow.items[:, :10])
+            candidates = torch.cat(candidates, dim=1)
+            scores = sum(model.code_log_likelihood(s, memories[s], mask, candidates) for s in STREAM_COLUMNS)
+            scores = mask_duplicates(candidates, scores.masked_fill(candidates < 0, float("-inf")))
+            expected_items, expected_scores = top_candidates(candidates, scores, 10)
+            items, scores = model.generate_topk(interaction, 10)
+    finally:
+        model.beam_size = TINY_EAGER["beam_size"]
+    assert torch.equal(items, expected_items)
+    torch.testing.assert_close(scores, expected_scores, atol=0, rtol=0)
+
+
+def test_the_catalogues_hold_sorted_node_keys_only(eager):
+    """No [parents, level tokens] tables: each stream's catalogue holds the sorted keys of the tree's nodes (at most
+    one per item and level) and the leaf -> item map."""
+    model, _ = eager
+    for catalogue in model.catalogues.values():
+        assert not catalogue.next_code_tables
+        assert sum(buffer.numel() for buffer in catalogue.buffers()) <= 1 + 4 * (model.n_items - 1)
 
 
 def _code_cross_entropy(model, interaction):

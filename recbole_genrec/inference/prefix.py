@@ -6,6 +6,8 @@ Token layout shared by the sequence models: token 0 = PAD (also the decoder star
 `PrefixConstraints` stores, for every level l, the sorted mixed-radix keys of all length-l prefixes of the valid
 items' codes and a bool table of the codes allowed after each prefix; a batch of beams finds its rows with one
 `torch.searchsorted`. It also maps full codes back to item ids, so it doubles as the catalogue of the beam search.
+Without the bool tables (`next_code_tables=False`, for level vocabularies too large for a [prefixes, codes] table)
+it answers only whether given prefixes exist (`has_prefix`), from the sorted keys: memory proportional to the items.
 """
 from typing import List, Optional, Sequence
 
@@ -74,6 +76,10 @@ class PrefixConstraints(nn.Module):
             restricted to some items).
         vocab_sizes: per-level code counts; level l codes must lie in `[0, vocab_sizes[l])`.
         item_ids: optional LongTensor [M] (see `codes`).
+        next_code_tables: build the bool tables [prefixes, vocab_sizes[l]] of `allowed_next` (the shared beam
+            search's constraints). False keeps only the sorted keys (`has_prefix`, `lookup_*`): for a decoder that
+            scores a few candidate codes per beam out of a level vocabulary too large for such tables (EAGER's
+            tree nodes).
 
     Duplicate full codes (a tokenizer run without a collision policy) map to the LOWEST item id sharing the code;
     the other items cannot be generated. `num_shadowed_items` counts them.
@@ -82,7 +88,8 @@ class PrefixConstraints(nn.Module):
     and they stay out of checkpoints since they are derived from the semantic IDs.
     """
 
-    def __init__(self, codes: Tensor, vocab_sizes: Sequence[int], item_ids: Optional[Tensor] = None):
+    def __init__(self, codes: Tensor, vocab_sizes: Sequence[int], item_ids: Optional[Tensor] = None,
+                 next_code_tables: bool = True):
         super().__init__()
         codes = torch.as_tensor(codes).long().cpu()
         if item_ids is None:
@@ -93,6 +100,7 @@ class PrefixConstraints(nn.Module):
             raise ValueError(f"PrefixConstraints: codes {tuple(codes.shape)} do not match item_ids "
                              f"{tuple(item_ids.shape)} and {len(vocab_sizes)} levels.")
         self.vocab_sizes = [int(v) for v in vocab_sizes]
+        self.next_code_tables = bool(next_code_tables)
         sizes = torch.tensor(self.vocab_sizes)
         if codes.numel() and ((codes < 0).any() or (codes >= sizes).any()):
             raise ValueError(f"PrefixConstraints: codes outside [0, vocab_sizes={self.vocab_sizes}).")
@@ -108,10 +116,11 @@ class PrefixConstraints(nn.Module):
             prefix_keys, row = torch.unique(keys, sorted=True, return_inverse=True)
             if level == 0:  # the empty prefix exists even for an empty catalogue
                 prefix_keys, row = torch.zeros(1, dtype=torch.long), torch.zeros_like(keys)
-            allowed = torch.zeros(prefix_keys.shape[0], size, dtype=torch.bool)
-            allowed[row, codes[:, level]] = True
             self.register_buffer(f"prefix_keys_{level}", prefix_keys, persistent=False)
-            self.register_buffer(f"allowed_{level}", allowed, persistent=False)
+            if next_code_tables:
+                allowed = torch.zeros(prefix_keys.shape[0], size, dtype=torch.bool)
+                allowed[row, codes[:, level]] = True
+                self.register_buffer(f"allowed_{level}", allowed, persistent=False)
             keys = keys * size + codes[:, level]
 
         full_keys, row = torch.unique(keys, sorted=True, return_inverse=True)
@@ -146,11 +155,24 @@ class PrefixConstraints(nn.Module):
     def allowed_next(self, level: int, prefix_keys: Tensor) -> Tensor:
         """prefix_keys [...] of length-`level` prefixes -> bool [..., vocab_sizes[level]] of valid next codes
         (all False for a prefix that no item has)."""
+        if not self.next_code_tables:
+            raise ValueError("PrefixConstraints built with next_code_tables=False has no allowed_next tables: "
+                             "test candidate prefixes with has_prefix.")
         sorted_keys, allowed = getattr(self, f"prefix_keys_{level}"), getattr(self, f"allowed_{level}")
         if sorted_keys.numel() == 0:  # empty catalogue
             return torch.zeros(*prefix_keys.shape, allowed.shape[1], dtype=torch.bool, device=prefix_keys.device)
         row, found = self._find(sorted_keys, prefix_keys)
         return allowed[row] & found.unsqueeze(-1)
+
+    def has_prefix(self, level: int, prefix_keys: Tensor) -> Tensor:
+        """prefix_keys [...] of length-`level` prefixes (1 <= level <= num_levels; num_levels: full codes) -> bool
+        [...]: whether some item's code starts with the prefix. One `searchsorted` into that level's sorted keys."""
+        if not 1 <= level <= self.num_levels:
+            raise ValueError(f"has_prefix: level {level} outside [1, {self.num_levels}].")
+        sorted_keys = self.full_keys if level == self.num_levels else getattr(self, f"prefix_keys_{level}")
+        if sorted_keys.numel() == 0:  # empty catalogue
+            return torch.zeros_like(prefix_keys, dtype=torch.bool)
+        return self._find(sorted_keys, prefix_keys)[1]
 
     def lookup_keys(self, full_keys: Tensor) -> Tensor:
         """Full-code keys [...] -> item ids [...] (-1 where no item has the code)."""

@@ -19,9 +19,11 @@ Training: that cross-entropy per stream (mean over levels), summed over the stre
 summary token after the code, whose decoder output is projected and compared by cosine / `gct_temperature` with the
 target's own behaviour or text vector, against every item) and the semantic-guided transfer task (`stt_weight`:
 reconstruct a masked behaviour code token and recognise a corrupted code, guided by the semantic summary).
-Inference: the shared constrained beam search in each stream with the same tree-structured normalisation
-(`beam_size` = 100 of the 128 first-level nodes, then the best 100 leaves), each stream's top-K, their union
-re-scored by the sum over both streams of the code's log-likelihood (train_rec.py `rerank`); top-K.
+Inference: a constrained beam search in each stream with the same tree-structured normalisation (`beam_size` = 100
+of the 128 first-level nodes, then the best 100 leaves), each stream's top-K, their union re-scored by the sum over
+both streams of the code's log-likelihood (train_rec.py `rerank`); top-K. The beam search scores only each beam's
+node choices (its `branches` children) and ranks [users, beams x branches] candidates, checked by searchsorted in
+the sorted keys of the tree's nodes: nothing of a level's whole node vocabulary (branches^level) per beam.
 Defaults and deviations: properties/model/EAGER.yaml and the README.
 """
 import math
@@ -31,8 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from recbole_genrec.data.semantic_ids import fit_semantic_ids
-from recbole_genrec.inference import (PrefixConstraints, SemanticIdVocab, beam_search, mask_duplicates,
-                                      top_candidates)
+from recbole_genrec.inference import (BeamSearchOutput, PrefixConstraints, SemanticIdVocab, check_beam_size,
+                                      mask_duplicates, top_candidates)
 from recbole_genrec.model.base import GenerativeRecommender
 from recbole_genrec.model.layers import EncoderDecoder, cosine_logits
 from recbole_genrec.representation import item_cf_embeddings, item_text_embeddings
@@ -40,7 +42,7 @@ from recbole_genrec.tokenization import SemanticIds, tree_path_codes
 
 STREAMS = ("behaviour", "semantic")
 # The largest node vocabulary of a tree level (128^2 = 16,384 covers amazon-beauty in two levels; a third level of
-# 128 branches would need 2.1M tokens, and the shared beam search holds beams x level tokens scores per user)
+# 128 branches would need 2.1M tokens, each a row of both decoders' token embeddings)
 MAX_NODE_VOCABULARY = 2 ** 18
 
 
@@ -92,7 +94,8 @@ class EAGER(GenerativeRecommender):
             vocab = SemanticIdVocab(sizes)
             self.vocab[stream] = vocab
             self.register_buffer(f"{stream}_tokens", vocab.item_tokens(codes), persistent=False)  # from item_codes
-            self.catalogues[stream] = PrefixConstraints(codes, sizes)
+            # the sorted keys of the tree's nodes (no [parents, level tokens] tables: a level names branches^l nodes)
+            self.catalogues[stream] = PrefixConstraints(codes, sizes, next_code_tables=False)
             # the behaviour stream's model also holds the one shared encoder; +1 token: the summary token
             self.decoders[stream] = EncoderDecoder(
                 vocab_size=vocab.size + 1, d_model=d_model, num_heads=int(config["num_heads"]),
@@ -175,18 +178,17 @@ class EAGER(GenerativeRecommender):
         return (weights @ (hidden * decoder.output_scale).unsqueeze(-1)).squeeze(-1)
 
     def decoding_step(self, stream):
-        """The beam search's step for one stream: the decoder's incremental step, scored on the step's node choices
-        only (first-level nodes, then the children of the beam's last node; Trm4Rec_trainer.predict's `cls_emb`),
-        log-probabilities normalised over them and -inf for every other token of the vocabulary. Only those rows
-        of the output projection are computed (128 of 16k tokens at the paper's size)."""
+        """The beam search's step for one stream: `(tokens [R], state) -> (log_probs [R, branches], choices [R,
+        branches], state)`, the decoder's incremental step scored on the step's node choices only (first-level
+        nodes, then the children of the beam's last node; Trm4Rec_trainer.predict's `cls_emb`), log-probabilities
+        normalised over them. Only those rows of the output projection are computed (128 of 16k tokens at the
+        paper's size) and nothing of the rest of the vocabulary is materialised."""
         decoder = self.decoders[stream]
 
         def step(tokens, state):
             choices = self.node_choices(stream, tokens, state.length)  # state.length = tokens decoded so far
             hidden, state = decoder.decode_step_hidden(tokens, state)
-            log_probs = self.node_logits(stream, hidden, choices).float().log_softmax(-1)
-            scores = log_probs.new_full((len(tokens), decoder.vocab_size), float("-inf"))
-            return scores.scatter_(1, choices, log_probs), state
+            return self.node_logits(stream, hidden, choices).float().log_softmax(-1), choices, state
 
         return step
 
@@ -275,12 +277,49 @@ class EAGER(GenerativeRecommender):
     def stream_beam(self, stream, memory, mask, k):
         """One stream's constrained beam search with the tree-structured normalisation: `beam_size` beams at
         every level (100 of the 128 first-level nodes, then the best 100 leaves, as Trm4Rec_trainer.predict with
-        num_beams=100) -> BeamSearchOutput, beams best first."""
-        decoder = self.decoders[stream]
-        return beam_search(self.decoding_step(stream), decoder.start_decoding(memory, mask), len(memory),
-                           self.vocab[stream].num_levels, self.vocab[stream], self.beam_size,
-                           constraints=self.catalogues[stream], topk=k, state_rows_per_user=1,
-                           device=memory.device)
+        num_beams=100) -> BeamSearchOutput, beams best first (-1 / -inf after the last item when fewer items than
+        beams can be reached).
+
+        The shared `beam_search`'s ranking, restricted to what can win: a beam's only finite candidates are its
+        node's children, so each level ranks [users, beams x branches] candidates (`decoding_step`'s choices)
+        instead of beams x the level's whole node vocabulary, and a child is kept when some item's code starts
+        with the beam's path to it (one searchsorted in the catalogue's sorted prefix keys). The scores are the
+        children's log-softmax as they are; the shared search would subtract a second normalisation over the
+        whole vocabulary row, 0 up to float rounding (it can order two beams 1 ulp apart the other way)."""
+        check_beam_size(self.beam_size, k)
+        decoder, vocab, catalogue = self.decoders[stream], self.vocab[stream], self.catalogues[stream]
+        step, users, beam, device = self.decoding_step(stream), len(memory), self.beam_size, memory.device
+        state = decoder.start_decoding(memory, mask)  # one row per user; expanded to the beams after level 0
+        scores = torch.zeros(users, 1, device=device)  # [users, beams]: one live beam, the start token
+        keys = torch.zeros(users, 1, dtype=torch.long, device=device)  # each beam's code so far, as a prefix key
+        codes = torch.zeros(users, 1, 0, dtype=torch.long, device=device)
+        tokens = torch.full((users,), vocab.pad_id, dtype=torch.long, device=device)
+        for level in range(vocab.num_levels):
+            log_probs, choices, state = step(tokens, state)  # [users * beams, branches]
+            rows, branches = scores.shape[1], choices.shape[1]
+            child_codes = (choices - vocab.level_start(level)).view(users, rows, branches)
+            child_keys = catalogue.extend_key(keys.unsqueeze(-1), level, child_codes)
+            log_probs = log_probs.view(users, rows, branches).masked_fill(
+                ~catalogue.has_prefix(level + 1, child_keys), float("-inf"))
+            candidates = (scores.unsqueeze(-1) + log_probs).view(users, rows * branches)
+            kept = min(beam, rows * branches)
+            scores, flat = candidates.topk(kept, dim=1)
+            if kept < beam:  # fewer first-level nodes than beams: pad with dead beams
+                scores = torch.cat([scores, scores.new_full((users, beam - kept), float("-inf"))], dim=1)
+                flat = torch.cat([flat, flat.new_zeros(users, beam - kept)], dim=1)
+            parent = flat // branches
+            code, keys = child_codes.view(users, -1).gather(1, flat), child_keys.view(users, -1).gather(1, flat)
+            codes = torch.cat([codes.gather(1, parent.unsqueeze(-1).expand(-1, -1, level)), code.unsqueeze(-1)],
+                              dim=-1)
+            if level + 1 < vocab.num_levels:
+                rows_kept = torch.arange(users, device=device).unsqueeze(1) * rows + parent
+                state = state.index_select(rows_kept.view(-1))
+                tokens = (code + vocab.level_start(level)).view(-1)
+        # every finite beam is an item (constrained); topk left them sorted, the dead ones (-inf) last
+        generated = torch.isfinite(scores)
+        items = torch.where(generated, catalogue.lookup_keys(keys), torch.full_like(keys, -1))
+        return BeamSearchOutput(items=items, codes=codes.masked_fill(~generated.unsqueeze(-1), -1), scores=scores,
+                                invalid_rate=0.0)
 
     @torch.no_grad()
     def code_log_likelihood(self, stream, memory, mask, candidates):
