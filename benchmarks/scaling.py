@@ -66,7 +66,8 @@ the code table), and MQL4GRec's published codes are RQ-KMeans 4 x 256 on the tex
 **Big catalogues.** RPG's graph build is quadratic: chunks of 2,048 items x N similarities, one gather per digit; at
 10^6 items about 17 GB and hours on a CPU (`--exclude=tables:RPG-graph` leaves it out; graph decoding then walks
 random neighbours of the graph's shape, which cost the same per user). EAGER's last tree level names every node
-(64^3 tokens from 4,097 items at 64 branches), so its tables and every beam step grow with that vocabulary.
+(64^3 tokens from 4,097 items at 64 branches); its beam scores only each node's children and checks prefixes by
+sorted keys, so neither its tables nor a beam step grows with that vocabulary (its node embedding table does).
 
 **Processes and memory.** The parent imports no torch; one worker process per (stage, size) (`--isolate=method`: per
 method) runs that stage's methods one after the other. Before each method the worker frees what it can and resets
@@ -1151,7 +1152,9 @@ def run_tables(context, method, history):
         semantic_ids = context.semantic_ids(PREFIX_TABLES[method])
         context.reset_peak()
         start = time.perf_counter()
-        tables = [PrefixConstraints(semantic_ids.codes[:, a:b], semantic_ids.vocab_sizes[a:b])
+        # EAGER decodes over each node's children with sorted prefix keys, without the bool tables (eager.py)
+        dense = method != "prefix-EAGER"
+        tables = [PrefixConstraints(semantic_ids.codes[:, a:b], semantic_ids.vocab_sizes[a:b], next_code_tables=dense)
                   for a, b in column_parts(semantic_ids)]
         seconds = time.perf_counter() - start
         shapes = "; ".join(f"levels {t.vocab_sizes}" for t in tables)
