@@ -11,7 +11,8 @@ checkpoint tested once, all on RecBole's leave-one-out split and scored by RecBo
 evaluator. Any other `--key=value` overrides every row's config.
 
 Runs survive interruption: each row trains with its own `resume_file` under `--work_dir`, so a row killed
-mid-training continues from its last epoch when the command runs again, and rows already in the CSV are skipped.
+mid-training continues from its last epoch when the command runs again (`--train_time_budget=SECONDS` pauses each
+row cleanly after that much training), and rows already in the CSV are skipped.
 Finished rows go to `<out>/leaderboard-<dataset>.csv` at once; after every row the summary (mean +- std over
 seeds, the papers' figures in their own column) is written as `<out>/leaderboard-<dataset>.md` and drawn as
 `<out>/leaderboard-<dataset>.png`. A model whose configuration cannot run on the dataset (MQL4GRec without
@@ -201,6 +202,10 @@ def main(argv=None):
             settings = row_settings(model, seed, args, overrides)
             start = time.time()
             result = run_recbole_genrec(model, args.dataset, config_dict=dict(settings))
+            if result["paused"]:
+                print(f"{model} seed {seed}: paused after {result['epochs']} epochs; the same command continues it",
+                      flush=True)
+                continue
             rows.append(leaderboard_row(model, seed, result, settings, time.time() - start))
             write_csv(rows, csv_path)
             print(f"{model} seed {seed}: test {result['test_result']}", flush=True)

@@ -7,7 +7,10 @@ r"""Each generative method beside an implementation nobody here wrote: the offic
 
 One table, `benchmarks/results/parity.csv` (peers.py's columns plus `official_commit`), one row per (model,
 implementation, seed, dataset); rows already in the file are skipped, so an interrupted table resumes where it
-stopped. Implementations:
+stopped. Each row trains with its own `resume_file` under `--work_dir`: a row killed mid-training goes on from its
+last epoch, and `--pause_after SECONDS` (the trainer's `train_time_budget`) pauses a row cleanly after that much
+training, so rows of many hours (LIGER's and MQL4GRec's official modules on a CPU) fill over several sittings.
+Implementations:
 
 - `recbole_genrec`: ours, at the parity sizes below.
 - `module-swap`: the official repository's model module (its network and, where they can be separated from its
@@ -94,7 +97,8 @@ def worker(spec):
         torch.set_num_threads(int(spec["threads"]))
     start = time.time()
     model, implementation = spec["model"], spec["implementation"]
-    args = (model, spec["dataset"], spec["settings"], spec["seed"], spec.get("data_path"))
+    settings = {**spec["settings"], **spec.get("resume", {})}
+    args = (model, spec["dataset"], settings, spec["seed"], spec.get("data_path"))
     extra = {}
     if implementation == "cornac":
         row = peers.run_cornac(*args)
@@ -199,6 +203,10 @@ def parse_args(argv):
                         help="the Python that runs module-swap rows (the official code's pinned libraries)")
     parser.add_argument("--csv", default=CSV_PATH)
     parser.add_argument("--log_dir", default=os.path.join(common.ROOT, "results", "parity", "logs"))
+    parser.add_argument("--work_dir", default=os.path.join(common.ROOT, "results", "parity", "resume"),
+                        help="each row's resume file (its last finished epoch)")
+    parser.add_argument("--pause_after", type=float, default=None, metavar="SECONDS",
+                        help="pause each row after this much training; the same command continues it")
     parser.add_argument("--dataset", default=None, help="one dataset for every model (default: ml-100k; MQL4GRec: "
                                                         "amazon-instruments-mm)")
     parser.add_argument("--data_path", default=None)
@@ -247,12 +255,22 @@ def main(argv=None):
                 if (model, implementation, seed, dataset) in done:
                     print(f"{model} {implementation} seed {seed} on {dataset}: in {args.csv}, skipped", flush=True)
                     continue
+                resume = {} if implementation == "cornac" else {"resume_file": os.path.join(
+                    args.work_dir, f"{model}-{implementation}-{seed}-{dataset}{'-quick' if args.quick else ''}.pth")}
+                if resume and args.pause_after is not None:
+                    resume["train_time_budget"] = args.pause_after
                 spec = {"model": model, "implementation": implementation, "seed": seed, "settings": settings,
                         "dataset": dataset, "data_path": args.data_path, "threads": args.threads,
-                        "checkout": checkouts.get(model)}
+                        "checkout": checkouts.get(model), "resume": resume}
                 python = args.official_python if implementation == "module-swap" else sys.executable
                 code = commit()  # the code the row runs
+                os.makedirs(args.work_dir, exist_ok=True)  # a folder the rows' processes share
                 row = run_row(spec, args.log_dir, python)
+                if row.get("paused"):
+                    print(f"{model} {implementation} seed {seed} on {dataset}: paused after {row['epochs']} of "
+                          f"{settings['epochs']} epochs ({row['train_seconds']:.0f} s of training); the same command "
+                          f"continues it from {resume['resume_file']}", flush=True)
+                    continue
                 row.update({"model": model, "implementation": implementation, "seed": seed, "dataset": dataset,
                             "commit": code, "hardware": hardware(), "date": datetime.date.today().isoformat(), "command": command})
                 append_row(args.csv, row)

@@ -457,6 +457,8 @@ def run_ours(model, dataset_name, settings, seed, data_path, hf_users=0):
     result = run_recbole_genrec(model=model, dataset=dataset_name,
                                 config_dict=plugin_config(model, settings, seed, data_path), saved=True)
     wall = time.time() - start
+    if result.get("paused"):  # train_time_budget paused a row with a resume_file: no test yet
+        return {"paused": True, "epochs": result["epochs"], "train_seconds": result["train_seconds"]}
     test = result["test_result"]
     train_seconds = result["train_seconds"]
     epochs = result["epochs"]

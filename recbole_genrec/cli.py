@@ -183,11 +183,15 @@ def run(argv=None, kept=None):
     for model in models:
         result = run_recbole_genrec(model=model, dataset=dataset, config_file_list=config_files,
                                     config_dict=dict(config_dicts[model]))
+        if result["paused"]:  # train_time_budget with a resume_file: no test yet, the same command goes on
+            print(f"{model}: paused after {result['epochs']} epochs (train_time_budget); the same command trains on "
+                  f"from its resume_file.")
+            continue
         rows.append(result_row(result))
         if results_file and is_main_process():  # each finished row at once (under torchrun: rank 0 writes)
             write_csv(rows, results_file)
             kept.results_file, kept.rows_written = results_file, len(rows)
-    if not is_main_process():
+    if not is_main_process() or not rows:
         return rows
     table = format_table(rows)
     print(f"\nTest results on {dataset} (leave-one-out, full ranking; scored by RecBole's metrics)\n{table}\n")

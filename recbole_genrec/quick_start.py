@@ -65,8 +65,9 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
 
     Hooks for hyper-parameter search (recbole_genrec/tuning.py): `callback_fn(epoch_idx, valid_score)` runs after
     every validation (RecBole's `Trainer.fit` callback); `evaluate_test=False` skips the test split (test_result
-    is None); `on_prepared(config, dataset)` runs once the dataset is loaded, split and tokenized, before the
-    model is built.
+    is None, as it is when `train_time_budget` paused a run with a `resume_file`: `paused` is True and the same
+    call trains on); `on_prepared(config, dataset)` runs once the dataset is loaded, split and tokenized, before
+    the model is built.
 
     `nproc` > 1 (RecBole's DDP keys) runs the same call in that many processes and returns rank 0's result
     (recbole_genrec/distributed.py); under torchrun or Ray Train every process runs it and returns the same metrics."""
@@ -88,6 +89,8 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
         train_data, valid_data, saved=saved, show_progress=config["show_progress"], callback_fn=callback_fn
     )
     test_result = None
+    paused = getattr(trainer, "paused", False)  # its budget paused a resumable run: the test waits for the end
+    evaluate_test = evaluate_test and not paused
     if evaluate_test:
         test_result = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     logger.info("The running environment of this training is as follows:\n" + get_environment(config).draw())
@@ -110,6 +113,7 @@ def run_recbole_genrec(model=None, dataset=None, config_file_list=None, config_d
         "epochs": getattr(trainer, "epochs_trained", None),
         "best_epoch": getattr(trainer, "best_epoch", None),
         "stopped_by_time_budget": getattr(trainer, "stopped_by_time_budget", False),
+        "paused": paused,
         # Training targets: a split a model reduced to whole sequences (RPG's all-position loss) counts the prefix
         # rows it stands for, so sequences/s stay comparable across models and implementations.
         "train_sequences": training_targets(train_data),

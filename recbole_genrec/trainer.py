@@ -144,7 +144,8 @@ class TimeBudget:
     """`train_time_budget: SECONDS`: no new training epoch starts once that many seconds have passed since `fit`
     began (validation included); the first epoch always runs. `run` returns RecBole's `fit` result, or the best
     validation so far when the budget stops it, and makes sure a checkpoint exists (the last model when no
-    validation has happened yet). Shared by the plugin trainer and the stock RecBole reference run."""
+    validation has happened yet). With a `resume_file` the stop is a pause: the run is not tested and the same
+    command trains on from the next epoch. Shared by the plugin trainer and the stock RecBole reference run."""
 
     class Reached(Exception):
         pass
@@ -165,7 +166,12 @@ class TimeBudget:
             return fit()
         except TimeBudget.Reached:
             self.reached = True
-            trainer.logger.info(f"train_time_budget ({self.seconds:g} s) reached; keeping the best model so far.")
+            if getattr(trainer, "resume_file", None):
+                trainer.logger.info(f"train_time_budget ({self.seconds:g} s) reached: paused after "
+                                    f"{trainer.epochs_trained} of {trainer.epochs} epochs; the same command trains on "
+                                    f"from {trainer.resume_file}.")
+            else:
+                trainer.logger.info(f"train_time_budget ({self.seconds:g} s) reached; keeping the best model so far.")
             if saved and not os.path.isfile(trainer.saved_model_file):
                 trainer._save_checkpoint(trainer.start_epoch, verbose=verbose)
             return trainer.best_valid_score, trainer.best_valid_result
@@ -178,9 +184,10 @@ def unique_checkpoint_file(config):
     return os.path.join(config["checkpoint_dir"], name)
 
 
-# Settings that may differ between a run and its resumed continuation: where files go and what is shown.
+# Settings that may differ between a run and its resumed continuation: where files go, what is shown and how long
+# one run may train before it pauses.
 RESUME_FREE_KEYS = ("resume_file", "state", "show_progress", "checkpoint_dir", "cache_dir", "device", "gpu_id",
-                    "use_gpu", "local_rank", "log_wandb", "wandb_project", "threads")
+                    "use_gpu", "local_rank", "log_wandb", "wandb_project", "threads", "train_time_budget")
 
 
 def config_fingerprint(config):
@@ -315,8 +322,8 @@ class GenRecTrainer(Trainer):
         result = self.time_budget.run(self, fit, saved, verbose)
         if self.epochs_trained:  # RecBole's own rule for the best epoch (its "best eval result in epoch" line)
             self.best_epoch = self.epochs_trained - 1 - self.cur_step * max(self.eval_step, 1)
-        if self.resume_file:
-            self._save_training_state(self.epochs_trained, finished=True)
+        if self.resume_file:  # a budget stop pauses a resumable run: the same command trains on from here
+            self._save_training_state(self.epochs_trained, finished=not self.paused)
         return result
 
     # ---- resuming -------------------------------------------------------------------------------------------
@@ -363,6 +370,11 @@ class GenRecTrainer(Trainer):
     @property
     def stopped_by_time_budget(self):
         return self.time_budget.reached
+
+    @property
+    def paused(self):
+        """Stopped by `train_time_budget` with a `resume_file`: training is not over, the next run continues it."""
+        return bool(self.time_budget.reached and self.resume_file)
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         if self.resume_file and epoch_idx > self.start_epoch:  # the previous epoch and its validation are done

@@ -214,8 +214,9 @@ def test_ctrl_c_exits_130_with_one_line_saying_what_was_kept(tiny, tmp_path):
     and its resume file are kept and named, in one line, without a traceback (and without the deprecation notices
     RecBole's training triggers in pandas and torch)."""
     saved, results, resume = tmp_path / "saved", tmp_path / "rows.csv", tmp_path / "GRU4Rec.state"
-    profile = tmp_path / "profile.yaml"
-    profile.write_text(f"per_model:\n  SASRec: {{epochs: 1}}\n  GRU4Rec: {{epochs: 500, resume_file: {resume}}}\n")
+    profile = tmp_path / "profile.yaml"  # no early stop: on a loaded machine 500 epochs outlast the signal's sender
+    profile.write_text(f"per_model:\n  SASRec: {{epochs: 1}}\n"
+                       f"  GRU4Rec: {{epochs: 500, stopping_step: 500, resume_file: {resume}}}\n")
     argv = [arg for arg in _argv(tiny, models="SASRec,GRU4Rec", checkpoint_dir=str(saved)) if "--epochs" not in arg]
     command = [sys.executable, os.path.join(ROOT, "run_recbole_genrec.py"), *argv, f"--profile={profile}",
                f"--results_file={results}", "--threads=1"]

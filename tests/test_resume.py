@@ -47,6 +47,22 @@ def test_resumed_run_equals_a_straight_run(tiny, tmp_path, monkeypatch, model):
     assert again["test_result"] == straight["test_result"] and again["checkpoint"] == resumed["checkpoint"]
 
 
+def test_time_budget_pauses_a_resumable_run_and_the_same_call_trains_on(tiny, tmp_path):
+    """With a resume_file the budget is a pause: no test, and each call (the budget may differ) adds epochs until
+    the run ends as an uninterrupted one."""
+    straight = run_recbole_genrec("TIGER", "tiny-beauty", config_dict=_settings(tiny, "TIGER", tmp_path / "s.pth"))
+    paused = {**_settings(tiny, "TIGER", tmp_path / "resume.pth"), "train_time_budget": 0}
+    calls = []
+    while not calls or calls[-1]["paused"]:
+        calls.append(run_recbole_genrec("TIGER", "tiny-beauty", config_dict=paused))
+        assert len(calls) <= 3
+    assert [call["paused"] for call in calls] == [True, True, False]
+    assert [call["epochs"] for call in calls] == [1, 2, 3]
+    assert calls[0]["test_result"] is None and calls[1]["test_result"] is None
+    assert calls[-1]["best_valid_result"] == straight["best_valid_result"]
+    assert calls[-1]["test_result"] == straight["test_result"]
+
+
 def test_resume_file_of_other_settings_is_refused(tiny, tmp_path):
     resume_file = tmp_path / "resume.pth"
     run_recbole_genrec("SASRec", "tiny-beauty", config_dict={**_settings(tiny, "SASRec", resume_file), "epochs": 1})
