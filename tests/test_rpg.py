@@ -155,6 +155,7 @@ def _tiny_model(n_items=12, m=3, k=5, inference="exact", num_edges=None, seed=0)
     model.vocab_sizes, model.n_levels, model.beam_size = [k] * m, m, 10
     config = _Config(
         d_model=16, num_heads=2, d_ff=32, num_layers=1, embd_dropout=0.0, attn_dropout=0.0, resid_dropout=0.0,
+        layer_norm_eps=1e-12,
         num_head_layers=1, rpg_temperature=0.5, rpg_inference=inference, num_beams=3,
         num_edges=num_edges or n_items - 1, propagation_steps=2, graph_chunk_size=5, score_chunk_size=4, seed=1,
     )
@@ -435,3 +436,41 @@ def test_rpg_one_epoch_end_to_end(tiny, inference):
     quality = result["semantic_id_quality"]
     assert quality["n_items"] == 287 and quality["tokenizer"] == "OPQ"
     assert quality["vocab_sizes_after_policy"] == [16] * 8
+
+
+def test_backbone_is_hf_gpt2_as_the_official_config_builds_it():
+    """DecoderOnly with GPT-2's weights gives HF GPT2Model's hidden states (the official RPG builds a GPT2Config with
+    activation gelu_new and layer_norm_epsilon 1e-12), and its init draws the residual projections at
+    0.02 / sqrt(2 x layers) as GPT-2's."""
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    layers, d = 2, 32
+    ours = DecoderOnly(d_model=d, num_heads=4, d_ff=64, num_layers=layers, max_positions=8, embd_dropout=0.0,
+                       attn_dropout=0.0, resid_dropout=0.0, layer_norm_eps=1e-12).eval()
+    config = transformers.GPT2Config(n_embd=d, n_head=4, n_inner=64, n_layer=layers, n_positions=8, vocab_size=3,
+                                     activation_function="gelu_new", layer_norm_epsilon=1e-12, resid_pdrop=0.0,
+                                     embd_pdrop=0.0, attn_pdrop=0.0)
+    hf = transformers.GPT2Model(config).eval()
+    with torch.no_grad():
+        hf.wpe.weight.copy_(ours.position.weight)
+        for block, theirs in zip(ours.blocks, hf.h):
+            pairs = [(block.ln_1, theirs.ln_1), (block.ln_2, theirs.ln_2)]
+            for mine, other in pairs:
+                other.weight.copy_(mine.weight)
+                other.bias.copy_(mine.bias)
+            for mine, other in [(block.attn.qkv, theirs.attn.c_attn), (block.attn.proj, theirs.attn.c_proj),
+                                (block.mlp[0], theirs.mlp.c_fc), (block.mlp[2], theirs.mlp.c_proj)]:
+                other.weight.copy_(mine.weight.T)  # HF's Conv1D stores [in, out]
+                other.bias.copy_(mine.bias)
+        hf.ln_f.weight.copy_(ours.ln_f.weight)
+        hf.ln_f.bias.copy_(ours.ln_f.bias)
+        inputs = torch.randn(3, 6, d)
+        expected = hf(inputs_embeds=inputs).last_hidden_state
+        assert torch.allclose(ours(inputs), expected, atol=1e-5)
+
+    torch.manual_seed(0)
+    wide = DecoderOnly(d_model=256, num_heads=4, d_ff=1024, num_layers=8)
+    residual = 0.02 / math.sqrt(2 * 8)
+    assert abs(wide.blocks[0].attn.proj.weight.std().item() - residual) < 0.1 * residual
+    assert abs(wide.blocks[0].mlp[2].weight.std().item() - residual) < 0.1 * residual
+    assert abs(wide.blocks[0].attn.qkv.weight.std().item() - 0.02) < 0.002

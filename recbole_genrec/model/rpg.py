@@ -147,7 +147,7 @@ class RPG(GenerativeRecommender):
             d_model=d_model, num_heads=int(config["num_heads"]), d_ff=int(config["d_ff"]),
             num_layers=int(config["num_layers"]), max_positions=self.max_seq_length,
             embd_dropout=float(config["embd_dropout"]), attn_dropout=float(config["attn_dropout"]),
-            resid_dropout=float(config["resid_dropout"]),
+            resid_dropout=float(config["resid_dropout"]), layer_norm_eps=float(config["layer_norm_eps"]),
         )
         self.heads = ResidualHeads(self.n_digits, d_model, int(config["num_head_layers"] or 1))
         self.all_positions = bool(config["rpg_all_positions"])

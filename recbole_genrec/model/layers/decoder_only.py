@@ -1,6 +1,9 @@
 """GPT-2-style decoder-only transformer (RPG's backbone): learned positions, pre-LayerNorm blocks, causal
-self-attention, GELU MLP, final LayerNorm. It takes input embeddings (RPG embeds an item as the mean of its digit
-embeddings) and returns one hidden state per position."""
+self-attention, GELU MLP (GPT-2's tanh approximation, `gelu_new`), final LayerNorm, GPT-2's initialisation (std 0.02,
+the residual projections 0.02 / sqrt(2 x layers)). It takes input embeddings (RPG embeds an item as the mean of its
+digit embeddings) and returns one hidden state per position."""
+import math
+
 import torch
 import torch.nn as nn
 
@@ -31,13 +34,13 @@ class CausalSelfAttention(nn.Module):
 
 
 class DecoderBlock(nn.Module):
-    def __init__(self, d_model, num_heads, d_ff, attn_dropout, resid_dropout):
+    def __init__(self, d_model, num_heads, d_ff, attn_dropout, resid_dropout, layer_norm_eps):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(d_model)
+        self.ln_1 = nn.LayerNorm(d_model, eps=layer_norm_eps)
         self.attn = CausalSelfAttention(d_model, num_heads, attn_dropout, resid_dropout)
-        self.ln_2 = nn.LayerNorm(d_model)
+        self.ln_2 = nn.LayerNorm(d_model, eps=layer_norm_eps)
         self.mlp = nn.Sequential(
-            nn.Linear(d_model, d_ff), nn.GELU(), nn.Linear(d_ff, d_model), Dropout(resid_dropout)
+            nn.Linear(d_model, d_ff), nn.GELU(approximate="tanh"), nn.Linear(d_ff, d_model), Dropout(resid_dropout)
         )
 
     def forward(self, x, key_padding_mask=None):
@@ -50,15 +53,21 @@ class DecoderOnly(nn.Module):
     Dropouts follow GPT-2's names: embd (on input + position embeddings), attn (attention weights), resid."""
 
     def __init__(self, d_model=448, num_heads=4, d_ff=1024, num_layers=2, max_positions=50,
-                 embd_dropout=0.5, attn_dropout=0.5, resid_dropout=0.0):
+                 embd_dropout=0.5, attn_dropout=0.5, resid_dropout=0.0, layer_norm_eps=1e-5):
         super().__init__()
         self.position = nn.Embedding(max_positions, d_model)
         self.drop = Dropout(embd_dropout)
         self.blocks = nn.ModuleList(
-            DecoderBlock(d_model, num_heads, d_ff, attn_dropout, resid_dropout) for _ in range(num_layers)
+            DecoderBlock(d_model, num_heads, d_ff, attn_dropout, resid_dropout, layer_norm_eps)
+            for _ in range(num_layers)
         )
-        self.ln_f = nn.LayerNorm(d_model)
+        self.ln_f = nn.LayerNorm(d_model, eps=layer_norm_eps)
         self.apply(self._init_weights)
+        # GPT-2's scaled init of the projections that write into the residual stream (HF GPT2PreTrainedModel:
+        # c_proj weights at 0.02 / sqrt(2 x layers)), so the stream's variance does not grow with depth
+        for block in self.blocks:
+            for projection in (block.attn.proj, block.mlp[2]):
+                nn.init.normal_(projection.weight, std=0.02 / math.sqrt(2 * num_layers))
 
     @staticmethod
     def _init_weights(module):
