@@ -2,6 +2,7 @@
 (facebookresearch/liger): the input path, cold items out of the dense loss, beam 100 keeping 20 candidates, and every
 such choice read from LIGER.yaml."""
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -163,7 +164,7 @@ def test_liger_hybrid_ranks_only_beam_items_and_cold_items(tiny):
 
 
 # ---- end to end ----------------------------------------------------------------------------------------------------
-def test_end_to_end_with_cold_start_report_and_checkpoint_reload(tiny):
+def test_end_to_end_with_cold_start_report_and_checkpoint_reload(tiny, capsys):
     from recbole_genrec.quick_start import load_data_and_model
     from recbole_genrec.trainer import GenRecTrainer
 
@@ -177,6 +178,16 @@ def test_end_to_end_with_cold_start_report_and_checkpoint_reload(tiny):
     trainer = GenRecTrainer(config, model)
     assert trainer.evaluate(test_data, load_best_model=False) == result["test_result"]
     assert trainer.last_cold_start == cold
+
+    # benchmarks/liger_rankings.py ranks the same checkpoint every way; the hybrid with the run's own number of
+    # candidates (the beam of 10) is the run's test result.
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import liger_rankings
+
+    liger_rankings.main([result["checkpoint"], "--candidates=5,10"])
+    lines = {line.split(":")[0].strip(): line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert list(lines) == ["hybrid@5", "hybrid@10", "dense", "generative"]
+    assert f"recall@10 {result['test_result']['recall@10']:.4f}," in lines["hybrid@10"]
 
 
 # ---- the official recipe: settings, initialisation, input path, candidates, checkpoint selection -------------------
