@@ -181,11 +181,13 @@ def summary(rows):
     groups = {}
     for row in rows:
         groups.setdefault((row["model"], row["dataset"], row["implementation"]), []).append(row)
-    lines = ["| model | dataset | implementation | seeds | R@10 | N@10 | valid N@10 | train seq/s | test users/s |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for (model, dataset, implementation), group in groups.items():
+    lines = ["| model | dataset | implementation | seeds | R@10 | N@10 | per seed R@10 / N@10 | valid N@10 | train seq/s "
+             "| test users/s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for (model, dataset, implementation), group in sorted(groups.items()):
+        group = sorted(group, key=lambda r: int(r["seed"]))
+        per_seed = ", ".join(f"{float(r['recall@10']):.4f} / {float(r['ndcg@10']):.4f}" for r in group)
         lines.append(f"| {model} | {dataset} | {implementation} | {len(group)} | "
-                     f"{stat([r['recall@10'] for r in group])} | {stat([r['ndcg@10'] for r in group])} | "
+                     f"{stat([r['recall@10'] for r in group])} | {stat([r['ndcg@10'] for r in group])} | {per_seed} | "
                      f"{stat([r['valid_ndcg@10'] for r in group])} | "
                      f"{statistics.mean(float(r['train_seq_per_s']) for r in group):.0f} | "
                      f"{statistics.mean(float(r['test_users_per_s']) for r in group):.0f} |")
