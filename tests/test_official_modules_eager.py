@@ -7,7 +7,6 @@ import sys
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from conftest import check_run_and_reload, trained_model
 
@@ -366,58 +365,17 @@ def test_weight_copy_gives_the_official_top10(pair):
     torch.testing.assert_close(scores, official_scores, rtol=1e-4, atol=1e-4)
 
 
-def _summaries(ours, batch):
-    """Each stream's summary-token state (the decoder output after [start, code, summary]) of ours."""
-    _, mask, memories = ours.encode(batch)
-    states = {}
-    for stream in STREAMS:
-        vocab, target = ours.vocab[stream], ours.stream_tokens(stream)[batch["item_id"]]
-        inputs = torch.cat([torch.full_like(target[:, :1], vocab.pad_id), target,
-                            torch.full_like(target[:, :1], vocab.size)], dim=1)
-        states[stream] = ours.decoders[stream].decode(inputs, memories[stream], mask)[:, -1]
-    return states
-
-
-def test_contrastive_task_differs_from_the_official_in_two_places_only(pair):
-    """NOT a documented deviation (found by this comparison): with the contrastive task on, the official loss is ours
-    with the contrastive term computed the official way, which differs from ours twice:
-    - HF_Model.py:156-157 L2-normalises the summary state BEFORE fc_proj1 (then info_nce normalises again); ours
-      (recbole_genrec/model/eager.py calculate_loss, cosine_logits(gct_projection(hidden[:, -1]), ...)) projects the
-      raw state: with the projection's bias the two directions differ;
-    - HF_Model.py:150-152, 169 + info_nce (HF_Model.py:365-377) put the positive's logit first AND keep the positive
-      among the sampled negatives (all items when there are <= 2,048), so it counts twice in the softmax's
-      normaliser; ours counts it once (cross-entropy over every item).
-    Everything else of the loss is the same (the cross-entropies compare above)."""
-    from recbole_genrec.model.layers import cosine_logits
-
+def test_contrastive_task_is_the_officials(pair):
+    """With the contrastive task on, the losses agree too: the summary state L2-normalised before the projection
+    (HF_Model.py:156-157) and the positive's logit first and again among the negatives (info_nce, HF_Model.py:150-152,
+    169, 365-377; the official 2,048 sampled negatives are every item at this size)."""
     ours, official, full, _ = pair
     with torch.no_grad():
         base = ours.calculate_loss(full).item()
         with _tasks(pair, contrastive=True):
             total, official_total = ours.calculate_loss(full).item(), official.calculate_loss(full).item()
-        states, target = _summaries(ours, full), full["item_id"]
-        terms = {}
-        for stream in STREAMS:
-            vectors, projection = getattr(ours, f"{stream}_vectors")[1:], ours.gct_projection[stream]
-
-            def info_nce(state, positive_twice):
-                logits = cosine_logits(projection(state), vectors, 0.3)
-                if positive_twice:
-                    logits = torch.cat([logits.gather(1, target.unsqueeze(1) - 1), logits], dim=1)
-                    return F.cross_entropy(logits, torch.zeros_like(target)).item()
-                return F.cross_entropy(logits, target - 1).item()
-
-            normalised = F.normalize(states[stream], dim=-1)
-            terms[stream] = {"ours": info_nce(states[stream], False), "official": info_nce(normalised, True),
-                             "normalised first": info_nce(normalised, False),
-                             "positive twice": info_nce(states[stream], True)}
-    assert total == pytest.approx(base + sum(GCT_WEIGHTS[s] * terms[s]["ours"] for s in STREAMS), rel=1e-5)
-    assert official_total == pytest.approx(base + sum(GCT_WEIGHTS[s] * terms[s]["official"] for s in STREAMS),
-                                           rel=1e-5)
-    assert official_total - total > 0.1  # at this initialisation: 59.03 against 58.84
-    for stream in STREAMS:  # each difference alone moves the term
-        for variant in ("normalised first", "positive twice"):
-            assert abs(terms[stream][variant] - terms[stream]["ours"]) > 1e-3, (stream, variant)
+    assert total == pytest.approx(official_total, rel=1e-5)
+    assert total - base > 1.0  # the task is on: each stream adds its weighted InfoNCE term
 
 
 def test_documented_deviations_show_where_the_readme_says(pair):

@@ -216,13 +216,22 @@ class EAGER(GenerativeRecommender):
             loss = loss + F.cross_entropy(logits.flatten(0, 1), (target - choices[..., 0]).flatten())
             summaries[stream] = hidden[:, -1]
             if gct:
-                vectors = getattr(self, f"{stream}_vectors")
-                scores = cosine_logits(self.gct_projection[stream](hidden[:, -1]), vectors, self.gct_temperature)
-                scores[:, 0] = float("-inf")  # the padding item
-                loss = loss + self.gct_weights[stream] * F.cross_entropy(scores, target_items)
+                loss = loss + self.gct_weights[stream] * self.contrastive_loss(stream, hidden[:, -1], target_items)
         if self.stt_weight:
             loss = loss + self.stt_weight * self.transfer_loss(target_items, summaries["semantic"])
         return loss
+
+    def contrastive_loss(self, stream, summary, target_items):
+        """The global contrastive task as HF_Model.py's `info_nce` call: the summary state L2-normalised, projected,
+        compared by cosine / `gct_temperature` with the target's vector (the first logit) and with every item's
+        (the official 2,048 sampled items are the whole catalogue up to that size, the target among them), so the
+        positive counts twice in the normaliser as there."""
+        vectors = getattr(self, f"{stream}_vectors")
+        scores = cosine_logits(self.gct_projection[stream](F.normalize(summary, dim=-1)), vectors,
+                               self.gct_temperature)
+        scores[:, 0] = float("-inf")  # the padding item
+        logits = torch.cat([scores.gather(1, target_items.unsqueeze(1)), scores], dim=1)
+        return F.cross_entropy(logits, torch.zeros_like(target_items))
 
     def transfer_loss(self, target_items, semantic_summary):
         """Semantic-guided transfer on the behaviour code: reconstruct one masked code token (InfoNCE, temperature
