@@ -84,6 +84,9 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--csv", default=None, help="append the rows to this CSV")
     args = parser.parse_args(argv)
+    from recbole_genrec.cli import quiet_library_deprecations
+
+    quiet_library_deprecations()  # RecBole's pandas and GradScaler notices, once per model otherwise
     if args.threads:
         torch.set_num_threads(args.threads)
     names = ["TIGER"] + [name for name in args.models.split(",") if name and name != "TIGER"]
