@@ -14,6 +14,7 @@ from recbole.utils import ModelType
 from recbole_genrec import registry, safety
 from recbole_genrec.trainer import SUBSET_PREFIXES
 from recbole_genrec.paths import PACKAGE_DIR, PROPERTIES_DIR  # noqa: F401  (the top-level properties/, see paths.py)
+from recbole_genrec.tokenization.published import PUBLISHED, check_published_source
 
 # The checkout's top-level dataset/ folder (present for source and editable installs, and for the CLI).
 REPO_DATASET_DIR = os.path.join(os.path.dirname(PACKAGE_DIR), "dataset")
@@ -357,6 +358,13 @@ class GenRecConfig(Config):
             if required and cfg["tokenizer"] != required[0]:
                 raise ValueError(f"{required[1]}: `tokenizer` must be {required[0]} for {self.model}, got "
                                  f"{cfg['tokenizer']!r}.")
+            if cfg.get("tokenizer") == PUBLISHED:
+                hook = self.model_class.build_semantic_ids.__func__.__qualname__
+                if hook != "GenerativeRecommender.build_semantic_ids":  # a method that builds its own IDs
+                    raise ValueError(f"tokenizer {PUBLISHED} gives read codes to models whose IDs come from the "
+                                     f"default tokenizer hook (TIGER, LIGER, RPG); {self.model} builds its own IDs "
+                                     f"(its yaml's `tokenizer`).")
+                check_published_source(self)
             beam_key = self.model_class.beam_width_key(cfg)
             beam, max_k = cfg.get(beam_key) if beam_key else None, max(cfg["topk"])
             if beam is not None and beam < max_k:

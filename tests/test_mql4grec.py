@@ -12,41 +12,9 @@ from recbole_genrec.model.mql4grec import fuse_two_lists, samples_per_target, wr
 from recbole_genrec.quick_start import prepare_run, pretrain_first, run_recbole_genrec
 from recbole_genrec.tokenization.published import load_published_codes
 
-from conftest import FIXTURES, check_run_and_reload, trained_model
+from conftest import FIXTURES, TINY_MQL, check_run_and_reload, trained_model
 
-TINY_MQL = {
-    "d_model": 32, "num_heads": 2, "d_kv": 16, "d_ff": 64, "num_encoder_layers": 1, "num_decoder_layers": 1,
-    "beam_size": 10, "warmup_steps": 10, "train_batch_size": 256, "learning_rate": 0.003, "code_num": 8,
-}
 TINY_PRETRAIN = {"mql4grec_tasks": ["seqrec", "seqimage"], "epochs": 1, "train_batch_size": 512, "learning_rate": 0.003}
-
-
-def write_domain(folder, name, seed):
-    """tiny-beauty's interactions as domain `name`, with synthetic published codes (4 x 8 per modality): text codes
-    with one collision, image codes unique (as the published amazon-instruments-mm files)."""
-    folder.mkdir(parents=True)
-    shutil.copy(os.path.join(FIXTURES, "tiny-beauty", "tiny-beauty.inter"), folder / f"{name}.inter")
-    items = sorted({line.split("\t")[1] for line in open(folder / f"{name}.inter").read().splitlines()[1:]})
-    generator = torch.Generator().manual_seed(seed)
-    for modality, letters in (("text", "abcd"), ("image", "ABCD")):
-        codes = torch.stack([torch.randperm(8 ** 3, generator=generator)[:len(items)] // 64,
-                             torch.randperm(8 ** 3, generator=generator)[:len(items)] // 8 % 8,
-                             torch.arange(len(items)) % 8, torch.arange(len(items)) // 8 % 8], dim=1)
-        if modality == "text":
-            codes[1] = codes[0]  # one published collision
-        mapping = {item: [f"<{letters[l]}_{int(c)}>" for l, c in enumerate(row)] for item, row in zip(items, codes)}
-        (folder / f"{name}.{modality}-codes.json").write_text(json.dumps(mapping))
-
-
-@pytest.fixture(scope="session")
-def tiny_mm(workdir):
-    """tiny-mm (the fine-tuning target) and tiny-pre (a pre-training domain: same interactions, other codes) side
-    by side, and tiny-beauty without code files."""
-    root = workdir / "mm-data"
-    write_domain(root / "tiny-mm", "tiny-mm", seed=0)
-    write_domain(root / "tiny-pre", "tiny-pre", seed=1)
-    shutil.copytree(os.path.join(FIXTURES, "tiny-beauty"), root / "tiny-beauty")
-    return {"data_path": str(root), "dataset": "tiny-mm", **TINY_MQL}
 
 
 def test_published_codes_are_read_for_every_item_and_bad_files_are_named(tmp_path):

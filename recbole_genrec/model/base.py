@@ -5,6 +5,7 @@ from recbole.utils import InputType
 
 from recbole_genrec.data.semantic_ids import fit_semantic_ids, train_item_mask
 from recbole_genrec.representation import item_text_embeddings
+from recbole_genrec.tokenization.published import PUBLISHED, published_semantic_ids
 
 
 class GenerativeRecommender(SequentialRecommender):
@@ -35,7 +36,10 @@ class GenerativeRecommender(SequentialRecommender):
     # ---- the tokenizer preprocessing hook (run by GenRecDataset.build on the training split) -----------------
     @classmethod
     def build_semantic_ids(cls, config, dataset, train_dataset):
-        """Default pipeline: item text -> sentence embeddings -> config['tokenizer'] -> semantic IDs."""
+        """Default pipeline: item text -> sentence embeddings -> config['tokenizer'] -> semantic IDs; with
+        `tokenizer: Published`, the dataset's published codes instead (no item content is read)."""
+        if config["tokenizer"] == PUBLISHED:
+            return published_semantic_ids(config, dataset)
         vectors = item_text_embeddings(config, dataset)
         return fit_semantic_ids(config, dataset, vectors, fit_mask=cls.tokenizer_fit_mask(config, train_dataset))
 

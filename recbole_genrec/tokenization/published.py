@@ -7,15 +7,23 @@ items sharing a full code stay shared (quality report: `collision_rate`), and th
 item id of such a group (inference/prefix.py).
 """
 import json
+import logging
 import os
 import re
 
 import torch
 
 from recbole_genrec.tokenization.base import SemanticIds
-from recbole_genrec.tokenization.quality import sid_quality
+from recbole_genrec.tokenization.collision import COLLISION_POLICIES, POLICIES_NEEDING_DISTANCES, apply_collision_policy
+from recbole_genrec.tokenization.quality import format_quality, sid_quality
 
 TOKEN = re.compile(r"<([A-Za-z]+)_(\d+)>")
+
+# `tokenizer: Published` reads the IDs instead of fitting them (a model whose IDs come from the default hook: TIGER,
+# RPG, LIGER), e.g. TIGER on MQL4GRec's text codes beside MQL4GRec. Its parameters and their defaults:
+PUBLISHED = "Published"
+logger = logging.getLogger("recbole_genrec")
+PUBLISHED_PARAMS = {"modality": "text", "collision": "append_digit"}
 
 
 def published_codes_path(config, modality: str) -> str:
@@ -53,3 +61,45 @@ def load_published_codes(path: str, item_tokens) -> SemanticIds:
     quality["source"] = os.path.basename(path)
     return SemanticIds(codes=torch.cat([torch.zeros(1, codes.shape[1], dtype=torch.long), codes]),
                        vocab_sizes=vocab_sizes, quality=quality)
+
+
+def published_params(config) -> dict:
+    """`tokenizer_params` of `tokenizer: Published`, with its defaults, checked (unknown keys, collision policy)."""
+    params = dict(config["tokenizer_params"] or {})
+    unknown = sorted(set(params) - set(PUBLISHED_PARAMS))
+    if unknown:
+        raise ValueError(f"tokenizer_params {unknown} do not apply to tokenizer {PUBLISHED}, which reads the codes: "
+                         f"it takes {', '.join(PUBLISHED_PARAMS)} (e.g. tokenizer_params: {PUBLISHED_PARAMS}).")
+    params = {**PUBLISHED_PARAMS, **params}
+    policy = params["collision"]
+    if policy not in COLLISION_POLICIES or policy in POLICIES_NEEDING_DISTANCES:
+        usable = [name for name in COLLISION_POLICIES if name not in POLICIES_NEEDING_DISTANCES]
+        raise ValueError(f"tokenizer_params.collision {policy!r} for tokenizer {PUBLISHED}: choose one of "
+                         f"{', '.join(usable)} (read codes have no distances to reassign by).")
+    return params
+
+
+def check_published_source(config):
+    """Before any work: the codes file `tokenizer: Published` reads exists."""
+    params = published_params(config)
+    path = published_codes_path(config, params["modality"])
+    if not os.path.isfile(path):
+        raise ValueError(f"tokenizer {PUBLISHED} reads the items' codes from {path}, which does not exist: set "
+                         f"tokenizer_params.modality to a file <dataset>.<modality>-codes.json beside the dataset "
+                         f"(amazon-*-mm ship text and image), or choose a tokenizer that fits IDs (e.g. RQKMeans).")
+
+
+def published_semantic_ids(config, dataset) -> SemanticIds:
+    """The dataset's published codes of `tokenizer_params.modality` as the model's semantic IDs, with the collision
+    policy applied (append_digit, TIGER's: items sharing a code get distinct IDs)."""
+    params = published_params(config)
+    path = published_codes_path(config, params["modality"])
+    read = load_published_codes(path, dataset.field2id_token[dataset.iid_field])
+    codes, vocab_sizes = apply_collision_policy(params["collision"], read.codes[1:], read.vocab_sizes)
+    quality = {**sid_quality(codes, vocab_sizes), "source": os.path.basename(path),
+               "collision_rate_before_policy": read.quality["collision_rate"]}
+    semantic_ids = SemanticIds(codes=torch.cat([torch.zeros(1, codes.shape[1], dtype=torch.long), codes]),
+                               vocab_sizes=vocab_sizes, quality=quality)
+    semantic_ids.fit_seconds, semantic_ids.cache_path = 0.0, path  # nothing is fitted: the codes are read
+    logger.info(f"{PUBLISHED}: {format_quality(quality)}")
+    return semantic_ids
