@@ -2,9 +2,11 @@
 `<dataset>.<modality>-codes.json` ({item id: ["<a_170>", "<b_224>", ...]}), e.g. the text- and image-derived codes
 MQL4GRec published for amazon-instruments-mm (their encoders, LLaMA and CLIP ViT-L/14, are out of reach offline).
 
-A token is `<letter_code>`; the letter names the level, the number is the code. The codes are used as published:
-items sharing a full code stay shared (quality report: `collision_rate`), and the catalogue reaches the lowest
-item id of such a group (inference/prefix.py).
+A token is `<letter_code>`; the letter names the level, the number is the code. MQL4GRec uses the codes as
+published: items sharing a full code stay shared (quality report: `collision_rate`), and the catalogue reaches the
+lowest item id of such a group (inference/prefix.py). `tokenizer: Published` gives them to a model of the default
+tokenizer hook (TIGER, RPG, LIGER) in place of a fitted tokenizer, with a collision policy (TIGER's append_digit by
+default), e.g. TIGER on the text codes beside MQL4GRec on amazon-instruments-mm.
 """
 import json
 import logging
@@ -17,13 +19,11 @@ from recbole_genrec.tokenization.base import SemanticIds
 from recbole_genrec.tokenization.collision import COLLISION_POLICIES, POLICIES_NEEDING_DISTANCES, apply_collision_policy
 from recbole_genrec.tokenization.quality import format_quality, sid_quality
 
-TOKEN = re.compile(r"<([A-Za-z]+)_(\d+)>")
-
-# `tokenizer: Published` reads the IDs instead of fitting them (a model whose IDs come from the default hook: TIGER,
-# RPG, LIGER), e.g. TIGER on MQL4GRec's text codes beside MQL4GRec. Its parameters and their defaults:
-PUBLISHED = "Published"
 logger = logging.getLogger("recbole_genrec")
-PUBLISHED_PARAMS = {"modality": "text", "collision": "append_digit"}
+
+TOKEN = re.compile(r"<([A-Za-z]+)_(\d+)>")
+PUBLISHED = "Published"  # the `tokenizer` name that reads codes instead of fitting them
+PUBLISHED_PARAMS = {"modality": "text", "collision": "append_digit"}  # its tokenizer_params, with their defaults
 
 
 def published_codes_path(config, modality: str) -> str:
