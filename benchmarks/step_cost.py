@@ -5,7 +5,7 @@ r"""Every method's training step beside TIGER's at equal widths, measured side b
     python benchmarks/step_cost.py --profile=properties/quickstart.yaml --models=TIGER,LIGER
 
 Each model is built as `benchmarks/leaderboard.py` builds its rows (`--profile`, default benchmarks/leaderboard.yaml:
-d_model 64, FFN 256, 2 + 2 layers, history 20, batch 256; RPG 2 decoder layers), on one split of `--dataset`, with
+d_model 64, FFN 256, 1 + 1 layers, history 10, batch 256; RPG 2 decoder layers), on one split of `--dataset`, with
 its own tokenizer and recipe. The training steps of all models are interleaved (one step of each model in turn), so a
 machine that slows down slows every model alike and only the ratios are read. A step is what the trainer does per
 batch: the model's `calculate_loss` on one batch of the training loader, backward, gradient clipping at the config's
