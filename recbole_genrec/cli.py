@@ -324,7 +324,7 @@ def set_threads(value):
     """--threads=N: torch's CPU threads (intra-op) and faiss's OpenMP threads, set before any work."""
     if value is None:
         return
-    threads = parse_value(value)
+    threads = parse_value(value) if isinstance(value, str) else value  # the command line's text, or a number
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"--threads takes a positive integer, got {value!r}.")
     import torch  # torch first, faiss second, as the package imports them

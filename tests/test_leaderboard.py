@@ -27,7 +27,7 @@ def test_leaderboard_fills_skips_and_summarises(tmp_path, workdir, monkeypatch):
     readme.write_text("# x\n<!-- leaderboard:tiny-beauty -->\nold\n<!-- /leaderboard -->\nafter\n")
     monkeypatch.setattr(leaderboard, "ROOT", str(tmp_path))  # the README the command rewrites
     argv = ["--dataset=tiny-beauty", f"--data_path={FIXTURES}", f"--profile={profile}", "--seeds=2020,2021",
-            f"--out={out}", f"--work_dir={tmp_path / 'work'}", "--readme"]
+            f"--out={out}", f"--work_dir={tmp_path / 'work'}", "--readme", "--threads=1"]
     assert leaderboard.main(argv) == 0
 
     from recbole_genrec.results import read_csv
