@@ -4,6 +4,7 @@ r"""The leaderboard: every plugin method beside RecBole's classic models, traine
     python benchmarks/leaderboard.py --dataset=ml-100k --models=SASRec,TIGER --seeds=2020
     python benchmarks/leaderboard.py --dataset=mydata --data_path=/data/atomic       # own data, no yaml needed
     python benchmarks/leaderboard.py --dataset=ml-100k --readme                      # also README's headline table
+    python benchmarks/leaderboard.py --dataset=ml-100k --summarize --readme          # tables from the CSV, no training
 
 Each row is one (model, seed): the model's sizes from `--profile` (default benchmarks/leaderboard.yaml: the shared
 protocol, then per-model widths), trained with validation NDCG@10 after every epoch and early stopping, its best
@@ -166,6 +167,8 @@ def parse(argv):
     parser.add_argument("--work_dir", default=os.path.join(ROOT, "results", "leaderboard"),
                         help="checkpoints and resume files, one folder per row")
     parser.add_argument("--readme", action="store_true", help="write the summary into README.md's table")
+    parser.add_argument("--summarize", action="store_true",
+                        help="only write the summary, plot (and with --readme the README table) from the CSV")
     parser.add_argument("--threads", type=int, default=None)
     args, rest = parser.parse_known_args(argv)
     from recbole_genrec.cli import parse_args
@@ -187,6 +190,11 @@ def main(argv=None):
     csv_path = os.path.join(args.out, f"leaderboard-{args.dataset}.csv")
     rows = read_csv(csv_path) if os.path.isfile(csv_path) else []
     done = {(row["model"], int(row["seed"])) for row in rows}
+    if args.summarize:
+        if not rows:
+            raise SystemExit(f"No rows in {csv_path} yet: nothing to summarize.")
+        print(write_summary(rows, models, args))
+        return 0
     skipped = {}
     for model in models:  # every configuration checked before the first row trains
         try:

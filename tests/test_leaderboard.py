@@ -54,3 +54,9 @@ def test_leaderboard_fills_skips_and_summarises(tmp_path, workdir, monkeypatch):
     monkeypatch.setattr(quick_start, "run_recbole_genrec", must_not_train)
     assert leaderboard.main(argv) == 0
     assert len(read_csv(out / "leaderboard-tiny-beauty.csv")) == 4
+
+    # --summarize: the tables again from the CSV alone, for the rows of every model, nothing trained
+    (out / "leaderboard-tiny-beauty.md").unlink()
+    readme.write_text("# x\n<!-- leaderboard:tiny-beauty -->\nold\n<!-- /leaderboard -->\n")
+    assert leaderboard.main(argv + ["--summarize"]) == 0
+    assert "| TIGER | 2 |" in (out / "leaderboard-tiny-beauty.md").read_text() and "old" not in readme.read_text()
