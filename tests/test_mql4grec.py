@@ -1,8 +1,6 @@
 """MQL4GRec: published text and image codes, five fine-tuning tasks in one vocabulary, two beams fused; the
 pre-training stage on other domains, batches counted in samples."""
 import json
-import os
-import shutil
 
 import pytest
 import torch
@@ -12,7 +10,7 @@ from recbole_genrec.model.mql4grec import fuse_two_lists, samples_per_target, wr
 from recbole_genrec.quick_start import prepare_run, pretrain_first, run_recbole_genrec
 from recbole_genrec.tokenization.published import load_published_codes
 
-from conftest import FIXTURES, TINY_MQL, check_run_and_reload, trained_model
+from conftest import TINY_MQL, check_run_and_reload, trained_model
 
 TINY_PRETRAIN = {"mql4grec_tasks": ["seqrec", "seqimage"], "epochs": 1, "train_batch_size": 512, "learning_rate": 0.003}
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import ROOT, check_run_and_reload, trained_model
-from test_mql4grec import TINY_PRETRAIN, tiny_mm  # noqa: F401  (tiny_mm: a fixture)
+from test_mql4grec import TINY_PRETRAIN  # the tiny_mm fixture comes from conftest
 
 CHECKOUT = os.environ.get("OFFICIAL_MQL4GREC_DIR")
 pytestmark = [pytest.mark.skipif(not CHECKOUT, reason="OFFICIAL_MQL4GREC_DIR (the official checkout) is not set"),
