@@ -2,6 +2,7 @@
 installed copy, and benchmarks/ for the scripts that import one another), so a script runs from a checkout without
 installing the package: each script imports it before recbole_genrec."""
 import os
+import subprocess
 import sys
 import time
 
@@ -9,6 +10,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 for path in (ROOT, os.path.join(ROOT, "benchmarks")):
     if path not in sys.path:
         sys.path.insert(0, path)
+
+
+def commit(*paths):
+    """This checkout's short commit for a result row, `+changes` when tracked files under `paths` (every tracked
+    file when none is given) differ from it."""
+    def git(*args):
+        return subprocess.run(["git", "-C", ROOT, *args], capture_output=True, text=True).stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no", "--", *paths) else "")
 
 
 def prepare_split(model, dataset_name, config_dict):

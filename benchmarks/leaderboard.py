@@ -22,11 +22,10 @@ published codes) is named with its reason and skipped.
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import time
 
-from common import ROOT
+from common import ROOT, commit
 
 DEFAULT_PROFILE = os.path.join(ROOT, "benchmarks", "leaderboard.yaml")
 SEEDS = (2020, 2021, 2022)
@@ -41,15 +40,6 @@ def profile_models(path):
 
     with open(path, encoding="utf-8") as handle:
         return list((yaml.safe_load(handle) or {}).get("per_model", {}))
-
-
-def commit():
-    """The checkout's commit, `+changes` when the package or its yaml files differ from it."""
-    def git(*args):
-        return subprocess.run(["git", "-C", ROOT, *args], capture_output=True, text=True).stdout.strip()
-
-    head = git("rev-parse", "--short", "HEAD") or "unknown"
-    return head + ("+changes" if git("status", "--porcelain", "recbole_genrec", "properties") else "")
 
 
 def row_settings(model, seed, args, overrides):
@@ -74,7 +64,7 @@ def leaderboard_row(model, seed, result, settings, seconds):
     row.update({"best_epoch": result["best_epoch"], "epochs": result["epochs"], "epoch_cap": settings.get("epochs"),
                 "patience": settings.get("stopping_step"), "train_seconds": result["train_seconds"],
                 "test_users_per_s": per_second(result["test_users"], result["test_eval_seconds"]),
-                "parameters": result["parameters"], "wall_seconds": seconds, "commit": commit()})
+                "parameters": result["parameters"], "wall_seconds": seconds, "commit": commit("recbole_genrec", "properties")})
     return row
 
 

@@ -160,15 +160,6 @@ def append_row(path, row):
         writer.writerow({key: row.get(key) for key in COLUMNS})
 
 
-def commit():
-    """This checkout's commit, `+modified` when tracked files differ from it."""
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=common.ROOT, capture_output=True, text=True).stdout.strip()
-
-    head = git("rev-parse", "--short", "HEAD") or "unknown"
-    return head + ("+modified" if git("status", "--porcelain", "--untracked-files=no") else "")
-
-
 def summary(rows):
     """Mean ± sample std over seeds per (model, dataset, implementation), as a markdown table."""
     def stat(values):
@@ -265,7 +256,7 @@ def main(argv=None):
                         "dataset": dataset, "data_path": args.data_path, "threads": args.threads,
                         "checkout": checkouts.get(model), "resume": resume}
                 python = args.official_python if implementation == "module-swap" else sys.executable
-                code = commit()  # the code the row runs
+                code = common.commit()  # the code the row runs
                 os.makedirs(args.work_dir, exist_ok=True)  # a folder the rows' processes share
                 row = run_row(spec, args.log_dir, python)
                 if row.get("paused"):

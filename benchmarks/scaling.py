@@ -252,15 +252,6 @@ def plan(args, profile):
     return jobs
 
 
-def commit():
-    def git(*git_args):
-        return subprocess.run(["git", "-C", common.ROOT, *git_args], capture_output=True, text=True).stdout.strip()
-
-    head = git("rev-parse", "--short", "HEAD") or "unknown"
-    changed = git("status", "--porcelain", "recbole_genrec", "properties", "benchmarks/scaling.py")
-    return head + ("+changes" if changed else "")
-
-
 def append_row(path, row):
     new = not os.path.isfile(path) or os.path.getsize(path) == 0
     with open(path, "a", newline="", encoding="utf-8") as handle:
@@ -555,7 +546,7 @@ def main(argv=None):
             setattr(args, key, quick_value if quick else value)
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     os.makedirs(args.cache_dir, exist_ok=True)
-    args.commit = commit()
+    args.commit = common.commit("recbole_genrec", "properties", "benchmarks/scaling.py")
     args.command = shlex.join(["python", "benchmarks/scaling.py", *argv])
     profile = quick_profile()
     if not args.report_only:

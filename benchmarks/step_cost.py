@@ -11,8 +11,8 @@ machine that slows down slows every model alike and only the ratios are read. A 
 batch: the model's `calculate_loss` on one batch of the training loader, backward, gradient clipping at the config's
 norm and an AdamW step.
 
-Prints, per model: median ms per step, training samples per step (the loader's batch: users for most models;
-MQL4GRec's batches count samples of its five tasks), steps per epoch, the projected epoch seconds (steps x median)
+Prints, per model: median ms per step, the loader's rows per step (users for most models; RPG: sequences;
+MQL4GRec: training targets, each standing for several samples of its five tasks), steps per epoch, the projected epoch seconds (steps x median)
 and the two ratios to TIGER: per step and per epoch. TIGER is always built (the reference). `--csv=PATH` appends the
 rows with the commit and the machine's threads.
 """
@@ -20,10 +20,9 @@ import argparse
 import csv
 import os
 import statistics
-import subprocess
 import time
 
-from common import ROOT
+from common import ROOT, commit
 
 DEFAULT_PROFILE = os.path.join(ROOT, "benchmarks", "leaderboard.yaml")
 ML100K_MODELS = ("TIGER", "LETTER", "LIGER", "EAGER", "ColaRec", "RPG", "SASRec")
@@ -65,11 +64,6 @@ def batches(train_data):
     """The loader's batches, round and round (an epoch ends before the timing does on small datasets)."""
     while True:
         yield from train_data
-
-
-def commit():
-    head = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    return head.stdout.strip() or "unknown"
 
 
 def main(argv=None):
@@ -126,7 +120,7 @@ def main(argv=None):
                "samples_per_step": round(statistics.mean(samples[name])), "steps_per_epoch": len(train_data),
                "epoch_s": round(epoch, 1), "step_ratio": round(step / tiger_step, 2),
                "epoch_ratio": round(epoch / tiger_epoch, 2), "threads": torch.get_num_threads(),
-               "profile": os.path.relpath(args.profile, ROOT), "commit": commit()}
+               "profile": os.path.relpath(args.profile, ROOT), "commit": commit("recbole_genrec", "properties")}
         rows.append(row)
         print(f"| {name} | {row['ms_per_step']:.0f} | {row['samples_per_step']} | {row['steps_per_epoch']} | "
               f"{row['epoch_s']:.1f} | {row['step_ratio']:.2f}x | {row['epoch_ratio']:.2f}x |")
