@@ -310,33 +310,38 @@ def test_input_path_has_the_official_structure(prepared, tiny):
     model.eval()
 
 
-def test_history_text_is_projected_once_per_distinct_item(prepared):
-    """The text MLP runs over the batch's distinct history items, not over every token: the official per-token
-    values in evaluation; in training one dropout mask per item and step, shared by all its tokens."""
+def test_text_mlp_runs_once_per_training_step_for_history_and_dense_keys(prepared):
+    """One text-MLP pass over the catalogue per training step gives both the history tokens' text and the dense
+    keys (the official code projects the catalogue for the dense loss and a copy per history token besides): the
+    official per-token values in evaluation; in training one dropout mask per item and step, shared by all its
+    tokens and by its dense key."""
     _, model, train_data, _ = prepared
     batch = next(iter(train_data))
     items, _ = model.history(batch)
+    catalogue = len(model.item_text)
     rows = []  # rows through the text MLP, per call
     hook = model.text_projection.register_forward_hook(lambda _, args, out: rows.append(args[0][..., 0].numel()))
     try:
         model.eval()
         with torch.no_grad():
-            text = model.history_text(items)
+            text = model.item_vectors()[items]
             per_token = model.text_projection(model.item_text[items])
+        assert rows == [catalogue, items.numel()]
+        assert torch.allclose(text, per_token, atol=1e-5)
         model.train()
-        model.input_embeddings(batch)
-        trained = model.history_text(items).detach().flatten(0, 1)
+        rows.clear()
+        vectors = []
+        capture = model.text_projection.register_forward_hook(lambda _, args, out: vectors.append(out))
+        try:
+            model.calculate_loss(batch).backward()
+        finally:
+            capture.remove()
+        assert rows == [catalogue]  # the step's only pass: history input and dense loss read the same rows
+        trained = vectors[0].detach()
+        assert not torch.allclose(trained[items], text, atol=1e-3)  # the dropout acts in training
     finally:
         hook.remove()
         model.eval()
-    distinct = len(torch.unique(items))
-    assert distinct < items.numel() // 2 and rows == [distinct, items.numel(), distinct, distinct]
-    assert torch.allclose(text, per_token, atol=1e-5)
-    # in training the dropout acts, and an item's occurrences in two histories get the same dropped-out text
-    assert not torch.allclose(trained, text.flatten(0, 1), atol=1e-3)
-    flat = items.flatten()
-    same = torch.nonzero(flat == flat[flat != 0][0]).flatten()
-    assert len(same) > 1 and torch.equal(trained[same[0]], trained[same[1]])
 
 
 def test_item_text_is_standardised_over_the_catalogue(prepared):

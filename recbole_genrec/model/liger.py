@@ -18,7 +18,7 @@ Inference (`liger_inference`):
               the official code unless `constrained_beam`; codes naming no item are dropped, never mapped to an
               item), united with every cold-start item (never in the training split), re-ranked by the dense
               score (inference/rerank.py), computed for those items alone from the catalogue's projected text,
-              which evaluation computes once and caches (`catalogue_keys`).
+              which evaluation computes once and caches (`item_vectors`).
   dense       dense retrieval alone: every item ranked by the dense score.
   generative  the beam search alone (TIGER's inference).
 Cold-start items come from the training split only (`train_item_mask`, set by data.mark_training_items); the text
@@ -131,7 +131,7 @@ class LIGER(SemanticIdSeq2Seq):
         self.candidates = min(int(config["liger_candidates"]), int(self.beam_size))
         self.inference = config["liger_inference"]
         self.valid_inference = config["liger_valid_inference"] or self.inference
-        self._catalogue = None  # (weights' key, unit-norm projected text of every item), see `catalogue_keys`
+        self._catalogue = None  # evaluation's (weights' key, projected text, its unit rows), see `item_vectors`
 
     def train(self, mode=True):
         self._catalogue = None  # every train() / eval() starts a new cached projection of the catalogue
@@ -141,13 +141,14 @@ class LIGER(SemanticIdSeq2Seq):
         self._catalogue = None
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
-    def input_embeddings(self, interaction):
+    def input_embeddings(self, interaction, vectors=None):
         """(encoder tokens [B, S], mask [B, S], input embeddings [B, S, d]): every history token's embedding + its
-        item's projected text + item and digit position embeddings, through LayerNorm and dropout (official
-        src/evaluation.py model_forward)."""
+        item's projected text (a row of `vectors`, default `item_vectors()`) + item and digit position embeddings,
+        through LayerNorm and dropout (official src/evaluation.py model_forward)."""
         input_ids, mask = self.encoder_inputs(interaction)
         items, _ = self.history(interaction)
-        text = self.history_text(items).unsqueeze(2)  # [B, T, 1, d]: one vector for all digits of an item
+        vectors = self.item_vectors() if vectors is None else vectors
+        text = vectors[items].unsqueeze(2)  # [B, T, 1, d]: one vector for all digits of an item
         extra = text + self.item_position.weight[: items.shape[1], None] + self.digit_position.weight  # [B, T, L, d]
         extra = (extra * (items != 0)[:, :, None, None]).flatten(1, 2)
         if self.user_buckets:
@@ -155,32 +156,37 @@ class LIGER(SemanticIdSeq2Seq):
         hidden = self.backbone.embedding(input_ids) + extra.to(self.backbone.embedding.weight.dtype)
         return input_ids, mask, self.input_dropout(self.input_norm(hidden))
 
-    def history_text(self, items):
-        """Projected text of the history items [B, T] -> [B, T, d], the MLP run once per distinct item of the batch
-        (a batch of 1024 histories of 10 items holds ~1,400 distinct ml-100k items, not 40,960 tokens). The official
-        code projects a copy per token (every digit of every occurrence), each with its own dropout masks; here the
-        tokens of an item share one mask per step: the same values without dropout (evaluation), a deviation in
-        training (README)."""
-        distinct, index = torch.unique(items, return_inverse=True)
-        return self.text_projection(self.item_text[distinct])[index]
-
-    def encode(self, interaction):
-        input_ids, mask, hidden = self.input_embeddings(interaction)
+    def encode(self, interaction, vectors=None):
+        input_ids, mask, hidden = self.input_embeddings(interaction, vectors)
         return input_ids, mask, self.backbone.encode_embeddings(hidden, mask)
 
-    def catalogue_keys(self):
-        """The projected text of every item, L2-normalised, float32 [N + 1, d]: the keys of the dense score. In
-        training, or wherever gradients are recorded, computed afresh. In evaluation (eval mode, no gradients)
-        computed once and cached: every evaluation batch would otherwise run the whole catalogue through the text
-        MLP. The cache is dropped by every train() / eval() call and by load_state_dict, and is recomputed when a
-        weight of the projection (or the text buffer) has been changed in place, moved or replaced since."""
+    def item_vectors(self):
+        """The projected text of every item [N + 1, d]: the history tokens' text input and, L2-normalised, the keys
+        of the dense score. The official code runs the text MLP over the whole catalogue for the dense loss and
+        again over a copy of each history token's item; here one pass per training step serves both (a history
+        item's tokens and its dense key share that step's dropout masks: the same values without dropout, a
+        deviation in training, README). In training, or wherever gradients are recorded, computed afresh on every
+        call (`calculate_loss` calls it once and hands it on). In evaluation (eval mode, no gradients) computed once
+        and cached: every evaluation batch would otherwise run the catalogue through the text MLP. The cache is
+        dropped by every train() / eval() call and by load_state_dict, and is recomputed when a weight of the
+        projection (or the text buffer) has been changed in place, moved or replaced since."""
         if self.training or torch.is_grad_enabled():
-            return unit_rows(self.text_projection(self.item_text))
+            return self.text_projection(self.item_text)
         key = (tuple((p.data_ptr(), p._version) for p in self.text_projection.parameters()),
                self.item_text.data_ptr(), self.item_text._version, _autocast_state(self.item_text.device.type))
         if self._catalogue is None or self._catalogue[0] != key:
-            self._catalogue = (key, unit_rows(self.text_projection(self.item_text)))
+            vectors = self.text_projection(self.item_text)
+            self._catalogue = (key, vectors, unit_rows(vectors))
         return self._catalogue[1]
+
+    def catalogue_keys(self, vectors=None):
+        """The dense score's keys: `vectors` (default `item_vectors()`) L2-normalised, float32 [N + 1, d]; the
+        evaluation cache's own copy when `vectors` is the cached projection."""
+        if vectors is None:
+            vectors = self.item_vectors()
+        if self._catalogue is not None and vectors is self._catalogue[1]:
+            return self._catalogue[2]
+        return unit_rows(vectors)
 
     def dense_user(self, interaction, memory):
         """The user's dense query [B, d]: the encoder output at the last history token."""
@@ -188,26 +194,27 @@ class LIGER(SemanticIdSeq2Seq):
         last = lengths * self.n_levels - 1 + (1 if self.user_buckets else 0)
         return memory[torch.arange(len(memory), device=memory.device), last]
 
-    def dense_logits(self, interaction, memory):
+    def dense_logits(self, interaction, memory, vectors=None):
         """cos(encoder output at the last history token, projected text of every item) / temperature [B, N + 1];
         the padding item gets -inf. Scores the whole catalogue: the dense loss and the exact `dense` ranking."""
-        logits = cosine_logits(self.dense_user(interaction, memory), self.catalogue_keys(), self.dense_temperature,
-                               keys_normalized=True)
+        logits = cosine_logits(self.dense_user(interaction, memory), self.catalogue_keys(vectors),
+                               self.dense_temperature, keys_normalized=True)
         logits[:, 0] = float("-inf")
         return logits
 
-    def dense_loss(self, interaction, memory):
+    def dense_loss(self, interaction, memory, vectors=None):
         """Cross-entropy of the dense logits over items; with `dense_mask_cold` the cold-start items are no
         candidates (official src/training.py: `logits[:, unseen_ids - 1] = -100`), so they get no gradient."""
-        logits = self.dense_logits(interaction, memory)
+        logits = self.dense_logits(interaction, memory, vectors)
         if self.dense_mask_cold and len(self.cold_items):
             logits = logits.index_fill(1, self.cold_items, float("-inf"))
         return F.cross_entropy(logits, interaction[self.POS_ITEM_ID])
 
     def calculate_loss(self, interaction):
-        encoded = self.encode(interaction)
-        return self.next_sid_loss(interaction, encoded) + self.dense_loss_weight * self.dense_loss(interaction,
-                                                                                                    encoded[2])
+        vectors = self.item_vectors()  # one text-MLP pass per step: the history's input and the dense keys
+        encoded = self.encode(interaction, vectors)
+        return self.next_sid_loss(interaction, encoded) + self.dense_loss_weight * self.dense_loss(
+            interaction, encoded[2], vectors)
 
     def generate_topk(self, interaction, k):
         return self.ranked_topk(interaction, k, self.inference)
