@@ -5,6 +5,8 @@ r"""The leaderboard: every plugin method beside RecBole's classic models, traine
     python benchmarks/leaderboard.py --dataset=mydata --data_path=/data/atomic       # own data, no yaml needed
     python benchmarks/leaderboard.py --dataset=ml-100k --readme                      # also README's headline table
     python benchmarks/leaderboard.py --dataset=ml-100k --summarize --readme          # tables from the CSV, no training
+    python benchmarks/leaderboard.py --dataset=ml-100k --models=TIGER,SASRec --trials=8 \
+        --tune=TIGER=hyper/TIGER-cpu.hyper,SASRec=hyper/SASRec.hyper                 # tuned rows beside the defaults
 
 Each row is one (model, seed): the model's sizes from `--profile` (default benchmarks/leaderboard.yaml: the shared
 protocol, then per-model widths), trained with validation NDCG@10 after every epoch and early stopping, its best
@@ -18,9 +20,18 @@ Finished rows go to `<out>/leaderboard-<dataset>.csv` at once; after every row t
 seeds, the papers' figures in their own column) is written as `<out>/leaderboard-<dataset>.md` and drawn as
 `<out>/leaderboard-<dataset>.png`. A model whose configuration cannot run on the dataset (MQL4GRec without
 published codes) is named with its reason and skipped.
+
+Tuned beside default (`--tune=MODEL=HYPER_FILE,...` with `--trials=N`): each named model is first searched with Ray
+Tune over its hyper file, N random trials on the row's own settings (the profile's widths, epoch cap and patience;
+ASHA on validation NDCG@10; one trial at a time on `--threads` CPUs), selected on validation only. The search's
+table and best configuration are kept as `<out>/tuning-<dataset>-<model>.csv` and `.yaml` (a finished search is not
+run again; one interrupted starts again); then the best configuration trains its own rows, `<model> (tuned)`, one per seed, beside the model's
+default rows in the same CSV, with the tuned keys in their `tuned` column.
 """
 import argparse
+import json
 import os
+import shutil
 import statistics
 import sys
 import time
@@ -30,6 +41,7 @@ from common import ROOT, commit
 DEFAULT_PROFILE = os.path.join(ROOT, "benchmarks", "leaderboard.yaml")
 SEEDS = (2020, 2021, 2022)
 SUMMARY_METRICS = ("recall@10", "ndcg@10")
+TUNED = "{model} (tuned)"
 README_MARK = "<!-- leaderboard:{dataset} -->"
 README_END = "<!-- /leaderboard -->"
 
@@ -42,15 +54,59 @@ def profile_models(path):
         return list((yaml.safe_load(handle) or {}).get("per_model", {}))
 
 
-def row_settings(model, seed, args, overrides):
+def row_settings(model, seed, args, overrides, tuned=None):
+    """A row's configuration: the profile's settings for `model`, the seed, the row's own checkpoint folder and
+    resume file, the command line's overrides; with `tuned` (a search's best keys) the tuned row's."""
     from recbole_genrec.cli import load_profile
 
-    folder = os.path.join(args.work_dir, args.dataset, f"{model}-seed{seed}")
-    settings = {**load_profile(model, args.profile), "seed": seed, "checkpoint_dir": folder,
+    folder = os.path.join(args.work_dir, args.dataset, f"{model}{'-tuned' if tuned else ''}-seed{seed}")
+    settings = {**load_profile(model, args.profile), **(tuned or {}), "seed": seed, "checkpoint_dir": folder,
                 "resume_file": os.path.join(folder, "resume.pth"), **overrides}
     if args.data_path:
         settings["data_path"] = args.data_path
     return settings
+
+
+def search_settings(model, seed, args, overrides):
+    """A search's base configuration: the row's, without its checkpoint folder and resume file (every trial gets
+    its own; a shared resume file would mix trials)."""
+    settings = row_settings(model, seed, args, overrides)
+    for key in ("checkpoint_dir", "resume_file"):
+        settings.pop(key)
+    return settings
+
+
+def tuned_settings(model, hyper_file, args, overrides, seed):
+    """The tuned keys of `model` (its search's best configuration), from `<out>/tuning-<dataset>-<model>.yaml`; the
+    search runs first when that file does not exist. Selection reads validation only."""
+    import yaml
+
+    from recbole_genrec.tuning import run_tuning
+
+    base = os.path.join(args.out, f"tuning-{args.dataset}-{model}")
+    if not os.path.isfile(base + ".yaml"):
+        result = run_tuning(model, args.dataset, hyper_file, config_dict=search_settings(model, seed, args, overrides),
+                            trials=args.trials,
+                            search="random", ray_num_cpus=args.threads or os.cpu_count(),
+                            cpus_per_trial=args.threads or os.cpu_count(), max_concurrent=1,
+                            tune_dir=os.path.join(args.work_dir, args.dataset, f"tune-{model}"))
+        if result.best is None:
+            raise SystemExit(f"{model}: every trial of the search failed ({result.results_csv}).")
+        os.makedirs(args.out, exist_ok=True)
+        shutil.copyfile(result.results_csv, base + ".csv")
+        with open(base + ".yaml", "w", encoding="utf-8") as handle:
+            yaml.safe_dump(result.best_config, handle, sort_keys=False)
+        print(f"{model}: best of {len(result.rows)} trials on validation: {result.best_config}", flush=True)
+    with open(base + ".yaml", encoding="utf-8") as handle:
+        best = yaml.safe_load(handle)
+    return {key: value for key, value in best.items() if key not in ("model", "dataset")}
+
+
+def table_models(models, rows):
+    """The table's rows in order: each model, then its tuned rows where the CSV has them."""
+    present = {row["model"] for row in rows}
+    return [name for model in models for name in (model, TUNED.format(model=model))
+            if name == model or name in present]
 
 
 def leaderboard_row(model, seed, result, settings, seconds):
@@ -136,6 +192,7 @@ def update_readme(path, dataset, text):
 
 
 def write_summary(rows, models, args):
+    models = table_models(models, rows)
     base = os.path.join(args.out, f"leaderboard-{args.dataset}")
     table = markdown(summary_rows(rows, models))
     with open(base + ".md", "w", encoding="utf-8") as handle:
@@ -160,7 +217,17 @@ def parse(argv):
     parser.add_argument("--summarize", action="store_true",
                         help="only write the summary, plot (and with --readme the README table) from the CSV")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--tune", default="",
+                        help="MODEL=HYPER_FILE,...: search these models with Ray Tune, then train tuned rows")
+    parser.add_argument("--trials", type=int, default=8, help="random-search trials per tuned model (the same for all)")
     args, rest = parser.parse_known_args(argv)
+    try:
+        args.tune = dict(item.split("=", 1) for item in args.tune.split(",") if item.strip())
+    except ValueError:
+        parser.error(f"--tune takes MODEL=HYPER_FILE pairs separated by commas, got {args.tune!r}")
+    for model, hyper_file in args.tune.items():
+        if not os.path.isfile(hyper_file):
+            parser.error(f"--tune: {model}'s hyper file {hyper_file} does not exist (see hyper/README.md)")
     from recbole_genrec.cli import parse_args
 
     _, overrides = parse_args(rest)
@@ -185,29 +252,46 @@ def main(argv=None):
             raise SystemExit(f"No rows in {csv_path} yet: nothing to summarize.")
         print(write_summary(rows, models, args))
         return 0
+    unknown = sorted(set(args.tune) - set(models))
+    if unknown:
+        raise SystemExit(f"--tune names {', '.join(unknown)}, not among the table's models ({', '.join(models)}).")
     skipped = {}
-    for model in models:  # every configuration checked before the first row trains
+    for model in models:  # every configuration (and search space) checked before the first row trains
         try:
             GenRecConfig(model=model, dataset=args.dataset, config_dict=row_settings(model, seeds[0], args, overrides))
         except ValueError as error:
             skipped[model] = str(error)
             print(f"{model} skipped on {args.dataset}: {error}", flush=True)
+            continue
+        if model in args.tune:
+            from recbole_genrec.tuning import check_search
+
+            try:
+                check_search(model, args.dataset, args.tune[model],
+                             config_dict=search_settings(model, seeds[0], args, overrides))
+            except ValueError as error:
+                raise SystemExit(f"--tune: {model}'s search over {args.tune[model]}: {error}") from None
     for model in (m for m in models if m not in skipped):
-        for seed in seeds:
-            if (model, seed) in done:
-                print(f"{model} seed {seed}: in {csv_path} already", flush=True)
-                continue
-            settings = row_settings(model, seed, args, overrides)
-            start = time.time()
-            result = run_recbole_genrec(model, args.dataset, config_dict=dict(settings))
-            if result["paused"]:
-                print(f"{model} seed {seed}: paused after {result['epochs']} epochs; the same command continues it",
-                      flush=True)
-                continue
-            rows.append(leaderboard_row(model, seed, result, settings, time.time() - start))
-            write_csv(rows, csv_path)
-            print(f"{model} seed {seed}: test {result['test_result']}", flush=True)
-            write_summary(rows, models, args)
+        tuned = tuned_settings(model, args.tune[model], args, overrides, seeds[0]) if model in args.tune else None
+        for label, keys in [(model, None)] + ([(TUNED.format(model=model), tuned)] if tuned else []):
+            for seed in seeds:
+                if (label, seed) in done:
+                    print(f"{label} seed {seed}: in {csv_path} already", flush=True)
+                    continue
+                settings = row_settings(model, seed, args, overrides, keys)
+                start = time.time()
+                result = run_recbole_genrec(model, args.dataset, config_dict=dict(settings))
+                if result["paused"]:
+                    print(f"{label} seed {seed}: paused after {result['epochs']} epochs; the same command continues "
+                          f"it", flush=True)
+                    continue
+                row = leaderboard_row(model, seed, result, settings, time.time() - start)
+                if keys:
+                    row.update(model=label, tuned=json.dumps(keys, sort_keys=True))
+                rows.append(row)
+                write_csv(rows, csv_path)
+                print(f"{label} seed {seed}: test {result['test_result']}", flush=True)
+                write_summary(rows, models, args)
     if rows:
         print(write_summary(rows, models, args))
     return 0

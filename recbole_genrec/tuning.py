@@ -399,8 +399,9 @@ def run_tuning(model, dataset, hyper_file, config_file_list=None, config_dict=No
             param_space=param_space,
             tune_config=tune.TuneConfig(
                 metric="valid_score", mode="max" if bigger else "min", num_samples=num_samples, scheduler=asha,
-                search_alg=BasicVariantGenerator(random_state=base["seed"]),
-                max_concurrent_trials=max_concurrent, reuse_actors=False,
+                # the generator's own limit: Tune ignores `max_concurrent_trials` beside a SearchGenerator
+                search_alg=BasicVariantGenerator(random_state=base["seed"], max_concurrent=max_concurrent or 0),
+                reuse_actors=False,
             ),
             run_config=air.RunConfig(
                 name=os.path.basename(tune_dir), storage_path=os.path.dirname(tune_dir), callbacks=[timer],
