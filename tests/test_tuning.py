@@ -187,3 +187,42 @@ def test_real_search_selects_on_validation_and_reports_failures(tiny, tmp_path, 
     config = GenRecConfig(model="TIGER", dataset="tiny-beauty", config_file_list=[str(tune_dir / "best_config.yaml")],
                           config_dict={"data_path": overrides["data_path"], "load_col": overrides["load_col"]})
     assert config["learning_rate"] == best_lr
+
+
+def test_max_concurrent_limits_the_trial_generator(tiny, tmp_path, monkeypatch):
+    """--max_concurrent reaches the generator that hands out trials (Tune ignores `max_concurrent_trials` beside a
+    SearchGenerator, and then runs as many trials as the CPUs allow). The Tuner is replaced: only its arguments
+    are read, no Ray starts."""
+    from recbole_genrec import compat, tuning
+
+    compat.apply()
+    import ray
+    from ray import tune
+
+    class Stop(Exception):
+        pass
+
+    seen = {}
+
+    class RecordingTuner:
+        def __init__(self, trainable, param_space, tune_config, run_config):
+            seen["generator"], seen["tune_limit"] = tune_config.search_alg, tune_config.max_concurrent_trials
+
+        def fit(self):
+            raise Stop
+
+    monkeypatch.setattr(tune, "Tuner", RecordingTuner)
+    monkeypatch.setattr(tune, "with_parameters", lambda trainable, **kwargs: trainable)  # puts into Ray's store
+    monkeypatch.setattr(tune, "with_resources", lambda trainable, resources: trainable)
+    monkeypatch.setattr(tuning, "init_ray", lambda *args: None)
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(tuning, "_check_workers_have_shims", lambda: None)
+    hyper = tmp_path / "TIGER.hyper"
+    hyper.write_text("learning_rate choice [0.003, 0.001]\n")
+    overrides = tiny(**TINY_TIGER)
+    del overrides["dataset"], overrides["checkpoint_dir"]
+    for limit, expected in ((1, 1), (None, 0)):
+        with pytest.raises(Stop):
+            tuning.run_tuning("TIGER", "tiny-beauty", str(hyper), config_dict=overrides, trials=2,
+                              max_concurrent=limit, tune_dir=str(tmp_path / f"search-{limit}"))
+        assert seen["generator"].max_concurrent == expected and seen["tune_limit"] is None
