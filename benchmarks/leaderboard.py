@@ -29,7 +29,6 @@ run again; one interrupted starts again); then the best configuration trains its
 default rows in the same CSV, with the tuned keys in their `tuned` column.
 """
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -85,11 +84,10 @@ def tuned_settings(model, hyper_file, args, overrides, seed):
 
     base = os.path.join(args.out, f"tuning-{args.dataset}-{model}")
     if not os.path.isfile(base + ".yaml"):
+        cpus = args.threads or os.cpu_count()  # one trial at a time, on every CPU the rows use
         result = run_tuning(model, args.dataset, hyper_file, config_dict=search_settings(model, seed, args, overrides),
-                            trials=args.trials,
-                            search="random", ray_num_cpus=args.threads or os.cpu_count(),
-                            cpus_per_trial=args.threads or os.cpu_count(), max_concurrent=1,
-                            tune_dir=os.path.join(args.work_dir, args.dataset, f"tune-{model}"))
+                            trials=args.trials, search="random", ray_num_cpus=cpus, cpus_per_trial=cpus,
+                            max_concurrent=1, tune_dir=os.path.join(args.work_dir, args.dataset, f"tune-{model}"))
         if result.best is None:
             raise SystemExit(f"{model}: every trial of the search failed ({result.results_csv}).")
         os.makedirs(args.out, exist_ok=True)
@@ -287,7 +285,7 @@ def main(argv=None):
                     continue
                 row = leaderboard_row(model, seed, result, settings, time.time() - start)
                 if keys:
-                    row.update(model=label, tuned=json.dumps(keys, sort_keys=True))
+                    row.update(model=label, tuned=keys)  # written and read back as every CSV value is
                 rows.append(row)
                 write_csv(rows, csv_path)
                 print(f"{label} seed {seed}: test {result['test_result']}", flush=True)
