@@ -30,6 +30,7 @@ default rows in the same CSV, with the tuned keys in their `tuned` column.
 """
 import argparse
 import os
+import re
 import shutil
 import statistics
 import sys
@@ -189,10 +190,29 @@ def update_readme(path, dataset, text):
         handle.write(f"{head}{mark}\n{text}\n{README_END}{tail}")
 
 
-def write_summary(rows, models, args):
-    models = table_models(models, rows)
+def unrunnable(models, args, overrides, seed):
+    """{model: reason} for the models whose configuration cannot run on the dataset (MQL4GRec without published
+    codes), checked before any row trains. Absolute paths in a reason are cut to file names: the reason goes into
+    the README."""
+    from recbole_genrec.config import GenRecConfig
+
+    reasons = {}
+    for model in models:
+        try:
+            GenRecConfig(model=model, dataset=args.dataset, config_dict=row_settings(model, seed, args, overrides))
+        except ValueError as error:
+            reasons[model] = re.sub(r"(?<![\w.])/(?:[^/\s]+/)+([^/\s]+)", r"\1", str(error))
+    return reasons
+
+
+def write_summary(rows, models, args, skipped=None):
+    """The summary table (and, below it, each model that cannot run on the dataset with its reason) as markdown,
+    its plot, and with --readme the README's block."""
     base = os.path.join(args.out, f"leaderboard-{args.dataset}")
+    models = table_models(models, rows)
     table = markdown(summary_rows(rows, models))
+    for model, reason in (skipped or {}).items():
+        table += f"\n\n{model}: no row on {args.dataset}. {reason}"
     with open(base + ".md", "w", encoding="utf-8") as handle:
         handle.write(table + "\n")
     plot(rows, models, base + ".png")
@@ -235,7 +255,6 @@ def parse(argv):
 def main(argv=None):
     args, overrides = parse(sys.argv[1:] if argv is None else argv)
     from recbole_genrec.cli import set_threads
-    from recbole_genrec.config import GenRecConfig
     from recbole_genrec.quick_start import run_recbole_genrec
     from recbole_genrec.results import read_csv, write_csv
 
@@ -245,22 +264,18 @@ def main(argv=None):
     csv_path = os.path.join(args.out, f"leaderboard-{args.dataset}.csv")
     rows = read_csv(csv_path) if os.path.isfile(csv_path) else []
     done = {(row["model"], int(row["seed"])) for row in rows}
+    skipped = unrunnable(models, args, overrides, seeds[0])  # every configuration checked before any row trains
+    for model, reason in skipped.items():
+        print(f"{model} skipped on {args.dataset}: {reason}", flush=True)
     if args.summarize:
         if not rows:
             raise SystemExit(f"No rows in {csv_path} yet: nothing to summarize.")
-        print(write_summary(rows, models, args))
+        print(write_summary(rows, models, args, skipped))
         return 0
     unknown = sorted(set(args.tune) - set(models))
     if unknown:
         raise SystemExit(f"--tune names {', '.join(unknown)}, not among the table's models ({', '.join(models)}).")
-    skipped = {}
-    for model in models:  # every configuration (and search space) checked before the first row trains
-        try:
-            GenRecConfig(model=model, dataset=args.dataset, config_dict=row_settings(model, seeds[0], args, overrides))
-        except ValueError as error:
-            skipped[model] = str(error)
-            print(f"{model} skipped on {args.dataset}: {error}", flush=True)
-            continue
+    for model in (m for m in models if m not in skipped):  # and every search space
         if model in args.tune:
             from recbole_genrec.tuning import check_search
 
@@ -289,9 +304,9 @@ def main(argv=None):
                 rows.append(row)
                 write_csv(rows, csv_path)
                 print(f"{label} seed {seed}: test {result['test_result']}", flush=True)
-                write_summary(rows, models, args)
+                write_summary(rows, models, args, skipped)
     if rows:
-        print(write_summary(rows, models, args))
+        print(write_summary(rows, models, args, skipped))
     return 0
 
 

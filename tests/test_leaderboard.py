@@ -43,7 +43,10 @@ def test_leaderboard_fills_skips_and_summarises(tmp_path, workdir, monkeypatch):
         assert row["train_seconds"] > 0 and row["test_users_per_s"] > 0 and row["parameters"] > 0
         assert row["commit"]
     summary = (out / "leaderboard-tiny-beauty.md").read_text()
-    assert "| SASRec | 2 |" in summary and "±" in summary and "MQL4GRec" not in summary
+    assert "| SASRec | 2 |" in summary and "±" in summary and "| MQL4GRec |" not in summary
+    # the model that cannot run here is named below the table with its reason, paths cut to file names
+    assert "MQL4GRec: no row on tiny-beauty. MQL4GRec reads each item's text and image codes" in summary
+    assert "tiny-beauty.text-codes.json" in summary and str(FIXTURES) not in summary
     assert (out / "leaderboard-tiny-beauty.png").stat().st_size > 0
     text = readme.read_text()
     assert "old" not in text and "| TIGER | 2 |" in text and text.endswith("<!-- /leaderboard -->\nafter\n")
@@ -62,6 +65,7 @@ def test_leaderboard_fills_skips_and_summarises(tmp_path, workdir, monkeypatch):
     readme.write_text("# x\n<!-- leaderboard:tiny-beauty -->\nold\n<!-- /leaderboard -->\n")
     assert leaderboard.main(argv + ["--summarize"]) == 0
     assert "| TIGER | 2 |" in (out / "leaderboard-tiny-beauty.md").read_text() and "old" not in readme.read_text()
+    assert "MQL4GRec: no row on tiny-beauty." in readme.read_text()
 
 
 def _sasrec_profile(tmp_path, workdir):
