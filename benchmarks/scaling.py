@@ -63,8 +63,9 @@ the code table), and MQL4GRec's published codes are RQ-KMeans 4 x 256 on the tex
 `reassign_last_level`. EAGER cannot be built above 64^3 = 262,144 items at 64 branches (its node vocabulary cap,
 `eager.MAX_NODE_VOCABULARY`): its rows say "not measurable" there.
 
-**Big catalogues.** RPG's graph build is quadratic: chunks of 2,048 items x N similarities, one gather per digit; at
-10^6 items about 17 GB and hours on a CPU (`--exclude=tables:RPG-graph` leaves it out; graph decoding then walks
+**Big catalogues.** RPG's graph build is quadratic in time: N^2 similarities, one gather per digit, in chunks of at
+most 2^24 (at 10^6 items: 16 items x N), so its memory is the graph's N x 200 edges plus a fixed block, but at
+10^6 items it takes hours on a CPU (`--exclude=tables:RPG-graph` leaves it out; graph decoding then walks
 random neighbours of the graph's shape, which cost the same per user). EAGER's last tree level names every node
 (64^3 tokens from 4,097 items at 64 branches); its beam scores only each node's children and checks prefixes by
 sorted keys, so neither its tables nor a beam step grows with that vocabulary (its node embedding table does).

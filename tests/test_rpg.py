@@ -337,6 +337,35 @@ def test_graph_matches_brute_force_similarity():
         assert torch.allclose(sims[graph[item]].sort().values, sims.topk(4).values.sort().values, atol=1e-5)
 
 
+def test_graph_build_memory_is_bounded_by_its_block_not_the_catalogue(monkeypatch):
+    from recbole_genrec.inference import graph_decoding
+
+    # at 10^6 items a chunk holds 16 rows (16 x 10^6 similarities), not the 2,048 x 10^6 of an unbounded chunk
+    rows = graph_decoding.graph_chunk_rows(10 ** 6, 2048)
+    assert rows == 16 and rows * (10 ** 6 + 1) <= graph_decoding.GRAPH_BLOCK_ELEMENTS
+    assert graph_decoding.graph_chunk_rows(1682, 2048) == 2048
+    torch.manual_seed(0)
+    embeddings = torch.randn(3, 5, 8)
+    codes = torch.cat([torch.zeros(1, 3, dtype=torch.long), torch.randint(0, 5, (20, 3))])
+    unbounded = build_item_graph(embeddings, codes, num_edges=4, chunk_size=64)
+    shapes = []
+    topk = torch.Tensor.topk
+
+    def recording_topk(self, *args, **kwargs):
+        shapes.append(tuple(self.shape))
+        return topk(self, *args, **kwargs)
+
+    monkeypatch.setattr(graph_decoding, "GRAPH_BLOCK_ELEMENTS", 3 * 21)  # 3 items per chunk of 21 columns
+    monkeypatch.setattr(torch.Tensor, "topk", recording_topk)
+    bounded = build_item_graph(embeddings, codes, num_edges=4, chunk_size=64)
+    assert shapes and max(r * c for r, c in shapes) <= 3 * 21 and sum(r for r, _ in shapes) == 20
+    unit = torch.nn.functional.normalize(embeddings, dim=-1)
+    similarity = torch.einsum("ndk,mdk->nm", unit[torch.arange(3), codes], unit[torch.arange(3), codes]) / 3
+    for item in range(1, 21):  # the same neighbour similarities (ties may pick different items)
+        assert torch.allclose(similarity[item, bounded[item]].sort().values,
+                              similarity[item, unbounded[item]].sort().values, atol=1e-6)
+
+
 def test_graph_decoding_finds_exact_top1_on_complete_graph_and_returns_valid_items():
     model = _tiny_model(inference="graph")
     batch = _batch(model)

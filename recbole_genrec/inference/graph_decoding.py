@@ -2,8 +2,10 @@
 of scoring the whole catalogue.
 
 1. `build_item_graph`: item-item similarity = mean over digits of the cosine of the items' digit code embeddings;
-   every item keeps its `num_edges` most similar other items. Built in chunks of items with matrix products and
-   torch.topk (no Python loop over items), on whatever device the embeddings live on.
+   every item keeps its `num_edges` most similar other items. Built in chunks of items with table gathers and
+   torch.topk (no Python loop over items), on whatever device the embeddings live on; a chunk holds at most
+   GRAPH_BLOCK_ELEMENTS similarities, so the build's memory is the graph's N x E plus a fixed block (the official
+   code allocates a dense N x N matrix: 16 GB at 64k items).
 2. `graph_topk`: start from `num_beams` items per user, then `propagation_steps` times: candidates = current beams
    + their neighbours (deduplicated), score only the candidates with the model's exact per-item score, keep the
    best `num_beams`. The current beams stay candidates, so the best score never decreases. Returns the top-k of the
@@ -12,6 +14,9 @@ import torch
 import torch.nn.functional as F
 
 from recbole_genrec.inference.rerank import mask_duplicates
+
+# Similarities held at once while building the graph (float32: 64 MB; the gather and topk add about twice that).
+GRAPH_BLOCK_ELEMENTS = 1 << 24
 
 
 def code_similarity_tables(code_embeddings: torch.Tensor) -> torch.Tensor:
@@ -26,7 +31,8 @@ def build_item_graph(code_embeddings: torch.Tensor, item_codes: torch.Tensor, nu
     similar first; never the item itself nor the padding item 0 (row 0 is all zeros and is never used).
 
     sim(i, j) = mean_d cos(e_d[c_id], e_d[c_jd]) is read from per-digit K x K cosine tables, so a chunk of C items
-    costs m gathers of [C, N] (memory C x N), independent of the embedding width."""
+    costs m gathers of [C, N], independent of the embedding width. C = chunk_size, lowered where needed so that
+    C x N stays within GRAPH_BLOCK_ELEMENTS (at least one item per chunk)."""
     n_items = item_codes.shape[0] - 1
     edges = min(int(num_edges), n_items - 1)
     if edges < 1:
@@ -34,6 +40,7 @@ def build_item_graph(code_embeddings: torch.Tensor, item_codes: torch.Tensor, nu
     tables = code_similarity_tables(code_embeddings)  # [m, K, K]
     m = tables.shape[0]
     neighbours = torch.zeros(n_items + 1, edges, dtype=torch.long, device=item_codes.device)
+    chunk_size = graph_chunk_rows(n_items, chunk_size)
     for start in range(1, n_items + 1, chunk_size):
         rows = torch.arange(start, min(start + chunk_size, n_items + 1), device=item_codes.device)
         similarity = torch.zeros(len(rows), n_items + 1, device=tables.device)
@@ -44,6 +51,12 @@ def build_item_graph(code_embeddings: torch.Tensor, item_codes: torch.Tensor, nu
         similarity[torch.arange(len(rows), device=rows.device), rows] = -float("inf")
         neighbours[rows] = similarity.topk(edges, dim=1).indices
     return neighbours
+
+
+def graph_chunk_rows(n_items: int, chunk_size: int) -> int:
+    """Items per chunk of the graph build: chunk_size, or fewer so that a chunk's [C, N + 1] similarities fit in
+    GRAPH_BLOCK_ELEMENTS (at 10^6 items: 16 rows, against 2,048 x 10^6 floats = 8 GB unbounded)."""
+    return max(1, min(int(chunk_size), GRAPH_BLOCK_ELEMENTS // (int(n_items) + 1)))
 
 
 def random_start_items(batch_size: int, n_items: int, num_beams: int, seed: int, device) -> torch.Tensor:
