@@ -65,6 +65,25 @@ def test_swap_ranks_with_the_official_fusion_of_official_beams_without_the_targe
     assert torch.isfinite(loss) and model.t5.shared.weight.grad is not None
 
 
+def test_selection_decodes_the_official_beams_with_the_shared_beam_search(tiny, tiny_mm, swapped):
+    """Model selection ranks with the shared beam search over the official network (selection_generate): the same
+    code strings in the same order as the official HF generate + trie (official_generate) and the same sequence
+    scores, so the official fusion gives the same lists; the run's first validation batch checks it again."""
+    model, interaction = trained_model(tiny, "MQL4GRec", tiny_mm, dataset="tiny-mm")
+    model.eval()
+    with torch.no_grad():
+        history, _ = model.history(interaction)
+        for modality in ("text", "image"):
+            official, official_scores = model.official_generate(history, modality)
+            ours, scores = model.selection_generate(history, modality)
+            assert ours == official and len(ours) == len(history) * model.beam_size
+            torch.testing.assert_close(torch.tensor(scores), torch.tensor(official_scores), rtol=0, atol=1e-5)
+        assert not model._selection_checked
+        selected, _ = model.selection_topk(interaction, 10)
+        assert model._selection_checked
+        assert torch.equal(selected, model.generate_topk(interaction, 10)[0])
+
+
 def test_swap_end_to_end_and_checkpoint_reload(tiny, tiny_mm, swapped):
     check_run_and_reload("MQL4GRec", "tiny-mm", tiny(**tiny_mm))
 

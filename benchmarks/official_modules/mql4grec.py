@@ -23,6 +23,12 @@ What runs official code, imported from the checkout at run time (nothing of it i
   items it is compared with, in rank order, and never equals any: that order is the ranking (the module never sees
   the target). Hits are then scored by RecBole on the item, not on the official text code (the official ensemble
   counts a predicted text code as a hit for every item sharing it).
+- model selection (each epoch's validation) fuses the same official beams, found by the shared beam search over the
+  official network instead of HF `generate` (`selection_generate`): an exact search over the trie's codes with the
+  log-probabilities over the whole official vocabulary, each beam scored as HF scores it ((code log-probs +
+  log p(</s>)) / 5) and in HF's order. It returns official_generate's strings and scores (tests; and each run
+  checks its first validation users against official_generate before selecting on it). The test split is ranked by
+  `generate` itself.
 What stays ours: RecBole's split and loaders, the published codes, which samples a batch holds
 (`MQL4GRec.calculate_loss`: each target in every sequence task, `fusionseqrec`'s 50/50 modality, translation
 samples drawn from the catalogue at the official datasets' ratio), the batch size counted in samples
@@ -32,7 +38,7 @@ Cost: the official vocabulary (32,100 sentencepiece pieces + the codes, 33,932 t
 against 2,062 in ours) sits in every softmax, and HF's constrained beam builds a full-vocabulary mask per beam in
 Python: at the parity widths (d_model 64, 1 + 1 layers) on a shared 2-core CPU, one step of 81 targets took 2.1 s
 (ours 0.3 s) and ranking 64 users 20 s (ours 0.2 s), i.e. ~37 minutes an epoch and ~1.5 hours a full evaluation of
-the 17,112 users. peers.plugin_config reads `peers.CLIP[model]`, which has no MQL4GRec entry: the caller adds one
+the 17,112 users through `generate` (so validation goes through `selection_generate`). peers.plugin_config reads `peers.CLIP[model]`, which has no MQL4GRec entry: the caller adds one
 (HF Trainer's max_grad_norm 1.0, as MQL4GRec.yaml).
 
 Used by benchmarks/official_parity.py (see its interface); `swapped_class(checkout)` returns the class.
@@ -55,7 +61,9 @@ PARTS = ("Official (imported from the checkout): the network, HF T5ForConditiona
          "its decoding (HF generate with generation_trie.Trie prefix constraints per modality, test_ddp_save.py's "
          "arguments) and its list fusion (ensemble.get_sort_results + get_topk_results_ensemble, the ranking read "
          "from the order it compares candidates with a stand-in target that never matches), with hits scored by "
-         "RecBole at item level instead of the official text-code level. Ours: RecBole's split and loaders, the "
+         "RecBole at item level instead of the official text-code level; model selection fuses the same beams and "
+         "scores found by the shared beam search over the official network (checked equal to generate's on each "
+         "run's first validation users), the test split by generate itself. Ours: RecBole's split and loaders, the "
          "published codes, the task mix of each batch (MQL4GRec.calculate_loss: every target in each sequence task, "
          "fusionseqrec 50/50, translation samples drawn from the catalogue at the official ratio), the batch size "
          "in samples, and the trainer (AdamW, warm-up + cosine, clipping, selection on validation NDCG@10). No "
@@ -115,6 +123,19 @@ class _StandIn:
     __hash__ = object.__hash__
 
 
+class _DecoderState:
+    """The HF T5 decoder's state for the shared beam search: encoder output, its mask and the key/value cache
+    (transformers 4.x's tuples), rows selected together."""
+
+    def __init__(self, memory, mask, past):
+        self.memory, self.mask, self.past = memory, mask, past
+
+    def index_select(self, index):
+        past = None if self.past is None else tuple(tuple(t.index_select(0, index) for t in layer)
+                                                    for layer in self.past)
+        return _DecoderState(self.memory.index_select(0, index), self.mask.index_select(0, index), past)
+
+
 def swapped_class(checkout):
     """Our MQL4GRec (codes, catalogue, task mix, trainer hooks) with the official network, loss and decoding."""
     import torch
@@ -123,6 +144,7 @@ def swapped_class(checkout):
     official = _load_official(checkout)
     from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer
 
+    from recbole_genrec.inference import PrefixConstraints, SemanticIdVocab, beam_search
     from recbole_genrec.model import mql4grec as mql4grec_module
     from recbole_genrec.model.mql4grec import MODALITIES, MQL4GRec
     from recbole_genrec.tokenization.published import published_codes_path
@@ -202,10 +224,27 @@ def swapped_class(checkout):
                     if token in internal:
                         index2id.setdefault(code, []).append(internal[token])
                 self.index2id[modality] = index2id
+            # Model selection's decoding (selection_topk): the shared beam search over the official network, with
+            # the official trie's codes as prefix tables. Level l's columns: the distinct code tokens at level l of
+            # the modality's file, sorted; column 0 carries the probability mass of every other official token, so
+            # the search normalises over the whole official vocabulary, as HF's beam does.
+            self.selection = {}
+            for modality in MODALITIES:
+                levels = list(zip(*files[modality].values()))
+                names = [sorted(set(level)) for level in levels]
+                index = [{name: code for code, name in enumerate(level)} for level in names]
+                codes = torch.tensor([[index[level][name] for level, name in enumerate(item)]
+                                      for item in files[modality].values()])
+                columns = torch.tensor([0] + tokenizer.convert_tokens_to_ids([n for level in names for n in level]))
+                self.selection[modality] = types.SimpleNamespace(
+                    vocab=SemanticIdVocab([len(level) for level in names], n_special=1), names=names,
+                    catalogue=PrefixConstraints(codes, [len(level) for level in names],
+                                                item_ids=torch.arange(len(codes))))
+                self.register_buffer(f"selection_columns_{modality}", columns, persistent=False)
             self.official = official
             self.id_to_token = tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))
             self.special_ids = set(tokenizer.all_special_ids)
-            self._decode_checked = False
+            self._decode_checked = self._selection_checked = False
             self._check_layout(item_tokens)
             if self._pretrained_path:
                 self._load_pretrained_t5(self._pretrained_path)
@@ -332,13 +371,73 @@ def swapped_class(checkout):
                 self._decode_checked = True
             return strings, output["sequences_scores"].float().cpu().tolist()
 
-        def generate_topk(self, interaction, k):
+        def selection_generate(self, items, modality):
+            """official_generate's strings and scores from the shared beam search over the official network: the
+            same beams (exact search over the trie's codes, log-probabilities over the whole official vocabulary),
+            each scored as HF's beam scores it, (sum of the code log-probs + log p(</s> | codes)) / (codes + 1),
+            in HF's order. Checked against official_generate on the first batch of a run."""
+            selection, t5 = self.selection[modality], self.t5
+            columns = getattr(self, f"selection_columns_{modality}")[1:]
+            input_ids = self.encoder_ids(items, modality)
+            input_ids = input_ids[:, :int((input_ids != 0).sum(1).max())]
+            mask = (input_ids != 0).long()
+            memory = t5.encoder(input_ids=input_ids, attention_mask=mask).last_hidden_state
+
+            def step(tokens, state):
+                official_tokens = torch.where(tokens > 0, columns[(tokens - 1).clamp(min=0)], 0)  # 0: decoder start
+                output = t5(encoder_outputs=(state.memory,), attention_mask=state.mask,
+                            decoder_input_ids=official_tokens[:, None], past_key_values=state.past, use_cache=True)
+                logits = output.logits[:, -1].float()
+                rest = logits.index_fill(1, columns, float("-inf")).logsumexp(1, keepdim=True)
+                return torch.cat([rest, logits[:, columns]], 1), _DecoderState(state.memory, state.mask,
+                                                                              output.past_key_values)
+
+            found = beam_search(step, _DecoderState(memory, mask, None), len(items), selection.vocab.num_levels,
+                                selection.vocab, self.beam_size, constraints=selection.catalogue,
+                                state_rows_per_user=1, start_token=0, device=items.device)
+            codes = found.codes.clamp(min=0)  # dead beams (fewer codes than the beam): scored -inf below
+            tokens = columns[selection.vocab.to_tokens(codes) - 1].flatten(0, 1)  # [B * beam, L] official ids
+            rows = torch.arange(len(items), device=items.device).repeat_interleave(self.beam_size)
+            hidden = t5.decoder(input_ids=torch.cat([tokens.new_zeros(len(tokens), 1), tokens], 1),
+                                encoder_hidden_states=memory[rows], encoder_attention_mask=mask[rows]).last_hidden_state
+            hidden = hidden[:, -1]
+            if t5.config.tie_word_embeddings:  # T5ForConditionalGeneration.forward's scaling before lm_head
+                hidden = hidden * (t5.model_dim ** -0.5)
+            eos = t5.lm_head(hidden).float().log_softmax(-1)[:, self.tokenizer.eos_token_id]
+            scores = (found.scores + eos.view_as(found.scores)) / (selection.vocab.num_levels + 1)
+            scores, order = scores.sort(dim=1, descending=True, stable=True)
+            codes = codes.gather(1, order.unsqueeze(-1).expand_as(codes)).tolist()
+            strings = ["".join(selection.names[level][code] for level, code in enumerate(beam))
+                       for user in codes for beam in user]
+            return strings, scores.flatten().cpu().tolist()
+
+        def selection_topk(self, interaction, k):
+            """Model selection's ranking: the official fusion of selection_generate's beams (the official beams and
+            scores, minutes per validation instead of HF generate's hours at this vocabulary); the test split ranks
+            with official_generate."""
+            if not self._selection_checked:
+                self._check_selection(interaction)
+            return self.generate_topk(interaction, k, generate=self.selection_generate)
+
+        def _check_selection(self, interaction):
+            items, _ = self.history(interaction)
+            items = items[:8]
+            for modality in MODALITIES:
+                official, official_scores = self.official_generate(items, modality)
+                ours, scores = self.selection_generate(items, modality)
+                if ours != official or max(abs(a - b) for a, b in zip(scores, official_scores)) > 1e-4:
+                    raise AssertionError(f"selection_generate's {modality} beams differ from official_generate's on "
+                                         f"the first validation users")
+            self._selection_checked = True
+
+        def generate_topk(self, interaction, k, generate=None):
+            generate = generate or self.official_generate
             items, _ = self.history(interaction)
             users = list(range(len(items)))
             stand_ins = [[_StandIn()] for _ in users]
             infos = {}
             for modality in MODALITIES:
-                strings, scores = self.official_generate(items, modality)
+                strings, scores = generate(items, modality)
                 infos[modality] = self.official.ensemble.get_sort_results(
                     strings, scores, stand_ins, users, self.beam_size, self.index2id[modality])
             self.official.ensemble.get_topk_results_ensemble(infos["text"], infos["image"])
