@@ -9,7 +9,7 @@ One table, `benchmarks/results/parity.csv` (peers.py's columns plus `official_co
 implementation, seed, dataset); rows already in the file are skipped, so an interrupted table resumes where it
 stopped. Each row trains with its own `resume_file` under `--work_dir`: a row killed mid-training goes on from its
 last epoch, and `--pause_after SECONDS` (the trainer's `train_time_budget`) pauses a row cleanly after that much
-training, so rows of many hours (LIGER's and MQL4GRec's official modules on a CPU) fill over several sittings.
+training, so rows of many hours (LIGER's and MQL4GRec's official modules on a CPU) fill over several runs.
 Implementations:
 
 - `recbole_genrec`: ours, at the parity sizes below.
