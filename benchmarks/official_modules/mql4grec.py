@@ -38,8 +38,9 @@ Cost: the official vocabulary (32,100 sentencepiece pieces + the codes, 33,932 t
 against 2,062 in ours) sits in every softmax, and HF's constrained beam builds a full-vocabulary mask per beam in
 Python: at the parity widths (d_model 64, 1 + 1 layers) on a shared 2-core CPU, one step of 81 targets took 2.1 s
 (ours 0.3 s) and ranking 64 users 20 s (ours 0.2 s), i.e. ~37 minutes an epoch and ~1.5 hours a full evaluation of
-the 17,112 users through `generate` (so validation goes through `selection_generate`). peers.plugin_config reads `peers.CLIP[model]`, which has no MQL4GRec entry: the caller adds one
-(HF Trainer's max_grad_norm 1.0, as MQL4GRec.yaml).
+the 17,112 users through `generate` (so validation goes through `selection_generate`). peers.plugin_config reads
+`peers.CLIP[model]`, which has no MQL4GRec entry: the caller adds one (HF Trainer's max_grad_norm 1.0, as
+MQL4GRec.yaml).
 
 Used by benchmarks/official_parity.py (see its interface); `swapped_class(checkout)` returns the class.
 """
@@ -225,9 +226,9 @@ def swapped_class(checkout):
                         index2id.setdefault(code, []).append(internal[token])
                 self.index2id[modality] = index2id
             # Model selection's decoding (selection_topk): the shared beam search over the official network, with
-            # the official trie's codes as prefix tables. Level l's columns: the distinct code tokens at level l of
-            # the modality's file, sorted; column 0 carries the probability mass of every other official token, so
-            # the search normalises over the whole official vocabulary, as HF's beam does.
+            # the official trie's codes as prefix tables. Level l's tokens: the distinct code tokens at level l of
+            # the modality's file, sorted, after one token that carries the probability mass of every other
+            # official token, so the search normalises over the whole official vocabulary, as HF's beam does.
             self.selection = {}
             for modality in MODALITIES:
                 levels = list(zip(*files[modality].values()))
@@ -235,7 +236,7 @@ def swapped_class(checkout):
                 index = [{name: code for code, name in enumerate(level)} for level in names]
                 codes = torch.tensor([[index[level][name] for level, name in enumerate(item)]
                                       for item in files[modality].values()])
-                columns = torch.tensor([0] + tokenizer.convert_tokens_to_ids([n for level in names for n in level]))
+                columns = torch.tensor(tokenizer.convert_tokens_to_ids([n for level in names for n in level]))
                 self.selection[modality] = types.SimpleNamespace(
                     vocab=SemanticIdVocab([len(level) for level in names], n_special=1), names=names,
                     catalogue=PrefixConstraints(codes, [len(level) for level in names],
@@ -377,7 +378,7 @@ def swapped_class(checkout):
             each scored as HF's beam scores it, (sum of the code log-probs + log p(</s> | codes)) / (codes + 1),
             in HF's order. Checked against official_generate on the first batch of a run."""
             selection, t5 = self.selection[modality], self.t5
-            columns = getattr(self, f"selection_columns_{modality}")[1:]
+            columns = getattr(self, f"selection_columns_{modality}")  # our token t >= 1 -> official columns[t - 1]
             input_ids = self.encoder_ids(items, modality)
             input_ids = input_ids[:, :int((input_ids != 0).sum(1).max())]
             mask = (input_ids != 0).long()
